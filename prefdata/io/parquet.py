@@ -1,0 +1,77 @@
+"""Parquet in and out for pool tables.
+
+Parquet cannot store a struct with no fields, so a pool table with no scorer yet is written
+with the ``scores`` field left out of the candidate struct; :func:`read_parquet` restores it.
+Writes are atomic: a temp file in the same folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefdata.schema import conform, conform_types, pool_schema
+
+WRITE_OPTIONS = {"compression": "zstd", "row_group_size": 64 * 1024}
+
+
+def _is_pools(schema: pa.Schema) -> bool:
+    return {"prompt_id", "prompt", "candidates"} <= set(schema.names)
+
+
+def _for_parquet(table: pa.Table) -> pa.Table:
+    """Drop an empty ``scores`` struct from the candidates (Parquet cannot hold it)."""
+    if not _is_pools(table.schema):
+        return table
+    cand = table.schema.field("candidates").type.value_type
+    if cand.get_field_index("scores") < 0 or cand.field("scores").type.num_fields:
+        return table
+    slim = pa.struct([f for f in cand if f.name != "scores"])
+    i = table.schema.get_field_index("candidates")
+    return table.set_column(i, "candidates", table["candidates"].cast(pa.list_(slim)))
+
+
+def from_parquet_layout(table: pa.Table) -> pa.Table:
+    """Undo :func:`_for_parquet` and conform a pool table; other tables get plain types."""
+    table = conform_types(table)
+    if not _is_pools(table.schema):
+        return table
+    cand = table.schema.field("candidates").type.value_type
+    if cand.get_field_index("scores") < 0:
+        i = table.schema.get_field_index("candidates")
+        target = pool_schema().field("candidates").type
+        table = table.set_column(i, "candidates", table["candidates"].cast(target))
+    return conform(table)
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(_for_parquet(table), fh, **WRITE_OPTIONS)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_parquet(path: str | os.PathLike | list) -> pa.Table:
+    """Read one Parquet file (or a list of them) and conform pool tables."""
+    paths = path if isinstance(path, list) else [path]
+    tables = [from_parquet_layout(pq.read_table(p)) for p in paths]
+    if not tables:
+        raise FileNotFoundError("no Parquet files given")
+    return pa.concat_tables(tables, promote_options="default")
+
+
+__all__ = ["from_parquet_layout", "read_parquet", "write_parquet"]

@@ -1,0 +1,337 @@
+"""Stages, pipelines and the funnel.
+
+A stage is a frozen dataclass whose fields are its config. It declares the columns it
+requires and provides, loads heavy resources in ``setup()``, and maps an Arrow table of
+pools to a :class:`StageOutput`: the rows it keeps and the rows it rejects, with a reason.
+``rows in = rows out + rows rejected`` holds for every call (the funnel).
+
+>>> import pyarrow as pa, pyarrow.compute as pc
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class KeepShort(Stage):
+...     max_chars: int = 3
+...     def process(self, table):
+...         short = pc.utf8_length(table["prompt_id"]).to_numpy() <= self.max_chars
+...         return split(table, short, self.name, "prompt_id too long", field="prompt_id")
+>>> out = KeepShort()(pa.table({"prompt_id": ["a", "abcd"]}))
+>>> out.table["prompt_id"].to_pylist(), out.rejects["reason"].to_pylist()
+(['a'], ['prompt_id too long'])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from prefdata.ids import digest
+from prefdata.schema import REJECTS_SCHEMA, empty_rejects, score_names
+
+
+class StageOutput(NamedTuple):
+    """What a stage returns: kept rows and rejected rows (``REJECTS_SCHEMA``)."""
+
+    table: pa.Table
+    rejects: pa.Table
+
+
+class MissingColumnsError(ValueError):
+    """A stage needs columns (or scores) that its input does not have."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def rejects_from(
+    table: pa.Table,
+    stage: str,
+    reason: str | Sequence[str],
+    *,
+    field: str | Sequence[str | None] | None = None,
+    rows: Sequence[int] | np.ndarray | None = None,
+) -> pa.Table:
+    """Rejects for every row of ``table``: one reason (or one per row), the row as JSON.
+
+    >>> r = rejects_from(pa.table({"prompt_id": ["p"]}), "demo", "bad", field="prompt")
+    >>> r.to_pylist()[0]["record"]
+    '{"prompt_id": "p"}'
+    """
+    n = table.num_rows
+    reasons = [reason] * n if isinstance(reason, str) else list(reason)
+    fields = [field] * n if field is None or isinstance(field, str) else list(field)
+    ids = (
+        table["prompt_id"].to_pylist()
+        if "prompt_id" in table.column_names
+        else [None] * n
+    )
+    records = [
+        json.dumps(r, ensure_ascii=False, default=_json_default) for r in table.to_pylist()
+    ]
+    return pa.table(
+        {
+            "stage": [stage] * n,
+            "reason": reasons,
+            "row": list(rows) if rows is not None else [None] * n,
+            "prompt_id": ids,
+            "field": fields,
+            "record": records,
+        },
+        schema=REJECTS_SCHEMA,
+    )
+
+
+def split(
+    table: pa.Table,
+    keep: np.ndarray | pa.Array | Sequence[bool],
+    stage: str,
+    reason: str | Sequence[str],
+    *,
+    field: str | Sequence[str | None] | None = None,
+) -> StageOutput:
+    """Keep rows where ``keep`` is true; reject the others with ``reason``.
+
+    ``reason`` and ``field`` may be one value or one per input row.
+    """
+    keep = np.asarray(keep, dtype=bool)
+    dropped = np.flatnonzero(~keep)
+    per_row = lambda v: v if v is None or isinstance(v, str) else [v[i] for i in dropped]  # noqa: E731
+    rejected = rejects_from(
+        table.take(dropped), stage, per_row(reason), field=per_row(field), rows=dropped
+    )
+    return StageOutput(table.filter(pa.array(keep)), rejected)
+
+
+def _available(schema: pa.Schema) -> set[str]:
+    """Column names, plus ``scores.<name>`` for each score field of a pool table."""
+    names = set(schema.names)
+    if "candidates" in names:
+        cand = schema.field("candidates").type
+        if pa.types.is_list(cand) or pa.types.is_large_list(cand):
+            names |= {f"scores.{n}" for n in score_names(pa.schema([schema.field("candidates")]))}
+    return names
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Base class of every stage. Subclasses are ``@dataclass(frozen=True)``; their fields
+    are the config, fingerprinted. Override :meth:`process` (and :meth:`setup` for models).
+
+    ``requires`` and ``provides`` name columns; ``scores.<name>`` names a candidate score.
+    Bump ``version`` when a change to the code changes the stage's output.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("prompt_id",)
+    provides: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[str] = "1"
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns (and ``scores.<name>``) this stage needs; configs may add to them."""
+        return self.requires
+
+    def provided_columns(self) -> tuple[str, ...]:
+        """Columns (and ``scores.<name>``) this stage adds."""
+        return self.provides
+
+    def config(self) -> dict[str, Any]:
+        """The fingerprinted config: dataclass fields not marked ``fingerprint=False``."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata.get("fingerprint", True)
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the stage type, its version and its config."""
+        return digest(
+            type(self).__module__, type(self).__qualname__, self.version,
+            json.dumps(self.config(), sort_keys=True, default=_json_default),
+        )
+
+    # Resources loaded by setup() live outside the frozen config and are never pickled.
+    @property
+    def resources(self) -> dict[str, Any]:
+        if "_resources" not in self.__dict__:
+            object.__setattr__(self, "_resources", {})
+        return self.__dict__["_resources"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_resources"}
+
+    def setup(self) -> None:
+        """Load heavy resources (models, connections). Called once per worker."""
+
+    def process(self, table: pa.Table) -> StageOutput | pa.Table:
+        raise NotImplementedError
+
+    def check(self, schema: pa.Schema) -> None:
+        """Raise :class:`MissingColumnsError` when ``schema`` lacks a required column."""
+        missing = [c for c in self.required_columns() if c not in _available(schema)]
+        if missing:
+            raise MissingColumnsError(
+                f"stage {self.name} requires {missing}; the input has {sorted(_available(schema))}"
+            )
+
+    def __call__(self, table: pa.Table) -> StageOutput:
+        self.check(table.schema)
+        if not self.resources.get("__setup_done__"):
+            self.setup()
+            self.resources["__setup_done__"] = True
+        out = self.process(table)
+        if isinstance(out, pa.Table):
+            out = StageOutput(out, empty_rejects())
+        if out.table.num_rows + out.rejects.num_rows != table.num_rows:
+            raise AssertionError(
+                f"stage {self.name} broke the funnel: {table.num_rows} rows in, "
+                f"{out.table.num_rows} out, {out.rejects.num_rows} rejected"
+            )
+        return out
+
+
+@dataclass
+class FunnelEntry:
+    stage: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+
+
+@dataclass
+class Funnel:
+    """Per-stage row counts. ``rows_in == rows_out + rows_rejected`` for every entry.
+
+    >>> f = Funnel()
+    >>> f.add("read", 10, 9, 1); f.add("read", 5, 5, 0)
+    >>> f.summary()
+    'read: 15 in -> 14 out, 1 rejected'
+    """
+
+    entries: list[FunnelEntry] = field(default_factory=list)
+
+    def add(self, stage: str, rows_in: int, rows_out: int, rows_rejected: int) -> None:
+        if rows_in != rows_out + rows_rejected:
+            raise AssertionError(f"{stage}: {rows_in} in != {rows_out} out + {rows_rejected}")
+        entry = next((e for e in self.entries if e.stage == stage), None)
+        if entry is None:
+            entry = FunnelEntry(stage)
+            self.entries.append(entry)
+        entry.rows_in += rows_in
+        entry.rows_out += rows_out
+        entry.rows_rejected += rows_rejected
+
+    def merge(self, other: Funnel) -> Funnel:
+        for e in other.entries:
+            self.add(e.stage, e.rows_in, e.rows_out, e.rows_rejected)
+        return self
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(e) for e in self.entries]
+
+    @classmethod
+    def from_list(cls, items: Iterable[dict[str, Any]]) -> Funnel:
+        f = cls()
+        for e in items:
+            f.add(e["stage"], e["rows_in"], e["rows_out"], e["rows_rejected"])
+        return f
+
+    def summary(self) -> str:
+        return "; ".join(
+            f"{e.stage}: {e.rows_in} in -> {e.rows_out} out, {e.rows_rejected} rejected"
+            for e in self.entries
+        )
+
+
+class PipelineResult(NamedTuple):
+    table: pa.Table
+    rejects: pa.Table
+    funnel: Funnel
+
+
+def stage_keys(stages: Sequence[Stage]) -> list[str]:
+    """Chained fingerprints: stage i's key covers stages 0..i, so a changed config
+    changes the key of that stage and of every stage after it."""
+    keys, prev = [], ""
+    for s in stages:
+        prev = digest(prev, s.fingerprint)
+        keys.append(prev)
+    return keys
+
+
+@dataclass
+class Pipeline:
+    """Stages chained in order.
+
+    >>> Pipeline([]).run(pa.table({"prompt_id": ["a"]})).funnel.summary()
+    ''
+    """
+
+    stages: list[Stage]
+
+    def check(self, schema: pa.Schema) -> None:
+        """Check every stage's required columns against what the stages before provide,
+        before any work starts."""
+        available = _available(schema)
+        for s in self.stages:
+            missing = [c for c in s.required_columns() if c not in available]
+            if missing:
+                raise MissingColumnsError(
+                    f"stage {s.name} requires {missing}, which neither the input nor an "
+                    f"earlier stage provides (available: {sorted(available)})"
+                )
+            available |= set(s.provided_columns())
+
+    def setup(self) -> None:
+        for s in self.stages:
+            if not s.resources.get("__setup_done__"):
+                s.setup()
+                s.resources["__setup_done__"] = True
+
+    def run(self, table: pa.Table) -> PipelineResult:
+        """Run every stage over ``table`` in memory."""
+        self.check(table.schema)
+        funnel, rejects = Funnel(), [empty_rejects()]
+        for s in self.stages:
+            rows_in = table.num_rows
+            table, rej = s(table)
+            funnel.add(s.name, rows_in, table.num_rows, rej.num_rows)
+            rejects.append(rej)
+        return PipelineResult(table, pa.concat_tables(rejects), funnel)
+
+    def keys(self) -> list[str]:
+        return stage_keys(self.stages)
+
+
+def count_rejects_by_reason(rejects: pa.Table) -> list[tuple[str, str, int]]:
+    """(stage, reason, count) rows, most frequent first."""
+    if rejects.num_rows == 0:
+        return []
+    g = rejects.group_by(["stage", "reason"]).aggregate([("reason", "count")])
+    rows = sorted(g.to_pylist(), key=lambda r: (-r["reason_count"], r["stage"], r["reason"]))
+    return [(r["stage"], r["reason"], r["reason_count"]) for r in rows]
+
+
+__all__ = [
+    "Funnel",
+    "FunnelEntry",
+    "MissingColumnsError",
+    "Pipeline",
+    "PipelineResult",
+    "Stage",
+    "StageOutput",
+    "count_rejects_by_reason",
+    "rejects_from",
+    "split",
+    "stage_keys",
+]

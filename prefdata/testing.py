@@ -1,0 +1,115 @@
+"""Tiny real models for tests and benchmarks, built in-process.
+
+A byte-level BPE tokenizer trained on the spot (the ``tokenizers`` library) with a Jinja chat
+template, and random-weight Llama models (causal LM and sequence classification), saved with
+``save_pretrained`` so they load through the same ``from_pretrained(path)`` path as a Hub model.
+Needs the ``models`` extra (torch, transformers).
+
+>>> paths = build_tiny_models("/tmp/prefdata-tiny-doctest")  # doctest: +SKIP
+>>> sorted(paths)  # doctest: +SKIP
+['causal', 'reward', 'reward_multi', 'tokenizer']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL_TOKENS = [
+    "<pad>", "<s>", "</s>", "<unk>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>",
+]
+
+_CORPUS = [
+    "Write a short poem about the sea and the sky.",
+    "Explain how photosynthesis works in simple terms for a child.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Give me three tips for staying productive while working from home.",
+    "Translate 'good morning' into Spanish: buenos dias.",
+    "Solve 12 * 7 and explain each step. 12 * 7 = 84.",
+    "I am sorry, but I cannot help with that request.",
+    "Sure! Here is a list: 1. apples 2. bananas 3. cherries.",
+    "The quick brown fox jumps over the lazy dog 0123456789.",
+    "def add(a, b):\n    return a + b  # Python code with {brackets} and [lists]",
+]
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with a chat template; pad differs from EOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|end|>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIAL_TOKENS[4:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _llama_config(tokenizer, **overrides):
+    from transformers import LlamaConfig
+
+    cfg = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    cfg.update(overrides)
+    return LlamaConfig(**cfg)
+
+
+def build_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Save a tokenizer and three tiny random-weight Llama models under ``root``.
+
+    Returns paths keyed ``tokenizer``, ``causal`` (LlamaForCausalLM), ``reward``
+    (LlamaForSequenceClassification, one label) and ``reward_multi`` (five labels, for
+    multi-objective scorers). Each model folder also holds the tokenizer.
+    """
+    import torch
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    root = Path(root)
+    tokenizer = build_tokenizer()
+    paths = {"tokenizer": root / "tokenizer"}
+    tokenizer.save_pretrained(paths["tokenizer"])
+    builds = {
+        "causal": (LlamaForCausalLM, {}),
+        "reward": (LlamaForSequenceClassification, {"num_labels": 1}),
+        "reward_multi": (LlamaForSequenceClassification, {"num_labels": 5}),
+    }
+    for name, (cls, extra) in builds.items():
+        torch.manual_seed(seed)
+        model = cls(_llama_config(tokenizer, **extra)).eval()
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+        paths[name] = root / name
+        model.save_pretrained(paths[name])
+        tokenizer.save_pretrained(paths[name])
+    return paths

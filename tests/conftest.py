@@ -1,0 +1,34 @@
+"""Shared fixtures: real tiny models, the shared public data, a local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(
+    os.environ.get("PREFDATA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; tests using it carry the ``shared_data`` marker. Where it is absent
+    they skip with a visible reason; CI sets PREFDATA_REQUIRE_SHARED_DATA=1 to fail instead."""
+    if not (SHARED_DATA / "alpaca_eval_pool.parquet").exists():
+        msg = f"shared data not found at {SHARED_DATA} (set PREFDATA_SHARED_DATA)"
+        if os.environ.get("PREFDATA_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight Llama models and a tokenizer trained in-process, saved to a temp
+    folder: keys tokenizer, causal, reward, reward_multi; load with ``from_pretrained(path)``."""
+    pytest.importorskip("transformers")
+    from prefdata.testing import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
