@@ -1,0 +1,62 @@
+"""The interface every chat backend implements (transformers, vLLM, OpenAI-compatible HTTP).
+
+Samplers (``prefdata.generate``) and LLM judges / rationale writers use backends through
+this one protocol, so any backend can serve any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sampling settings shared by every backend."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    chat_template_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class Completion:
+    """One generated response."""
+
+    text: str
+    finish_reason: str | None = None
+    num_tokens: int | None = None
+    seed: int | None = None
+
+
+@dataclass
+class ChatResult:
+    """The completions for one conversation, or why it could not be served."""
+
+    completions: list[Completion] = field(default_factory=list)
+    error: str | None = None
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """Generates ``config.n`` completions per conversation.
+
+    ``seeds[i][j]`` is the seed of completion j of conversation i; a backend must give the same
+    completions for the same seeds. A conversation it cannot serve (longer than the context,
+    refused by the server) gets a ``ChatResult`` with ``error`` set instead of raising.
+    """
+
+    name: str
+
+    def chat(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        config: GenerationConfig,
+        seeds: Sequence[Sequence[int]],
+    ) -> list[ChatResult]: ...
