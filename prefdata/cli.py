@@ -1,0 +1,203 @@
+"""The ``prefdata`` command.
+
+    prefdata convert INPUT --layout long --prompt-col instruction ... --out pools.parquet
+    prefdata inspect PATH [--json]
+    prefdata validate PATH
+    prefdata sql PATH "SELECT ... FROM pools"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+
+LAYOUTS = ("pool", "long", "pairs", "hh", "ultrafeedback")
+
+
+def rejects_path(out: Path) -> Path:
+    """Where ``convert`` writes rejects: beside the output, ``<stem>.rejects.parquet``."""
+    return out.with_name(out.name.removesuffix(".parquet") + ".rejects.parquet")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from prefdata.io.parquet import write_parquet
+    from prefdata.io.readers import read_pools
+
+    table, rejects, funnel = read_pools(
+        args.input,
+        args.layout,
+        prompt_col=args.prompt_col,
+        response_col=args.response_col,
+        generator_col=args.generator_col,
+        score_cols=tuple(args.score_col or ()),
+        id_col=args.id_col,
+        chosen_col=args.chosen_col,
+        rejected_col=args.rejected_col,
+        margin_col=args.margin_col,
+        source_name=args.source,
+        split=args.split,
+    )
+    out = Path(args.out)
+    write_parquet(table, out)
+    write_parquet(rejects, rejects_path(out))
+    n_cands = sum(len(c) for c in table["candidates"].to_pylist()) if table.num_rows else 0
+    print(
+        f"{args.input} [{args.layout}]: {funnel.summary()} | {table.num_rows} pools, "
+        f"{n_cands} candidates -> {out}; {rejects.num_rows} rejects -> {rejects_path(out)}"
+    )
+    return 0
+
+
+def _load_any(path: Path) -> tuple[str, pa.Table | None, object | None]:
+    """(kind, table, workdir info): kind is 'workdir', 'pools' or 'table'."""
+    if path.is_dir() and (path / "manifest.json").exists():
+        from prefdata.execute import open_workdir
+
+        info = open_workdir(path)
+        table = info.read() if info.outputs else None
+        return "workdir", table, info
+    from prefdata.io.readers import read_records
+
+    table, _ = read_records(path)
+    kind = "pools" if {"prompt_id", "prompt", "candidates"} <= set(table.column_names) else "table"
+    if kind == "pools":
+        from prefdata.io.parquet import from_parquet_layout
+
+        table = from_parquet_layout(table)
+    return kind, table, None
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from prefdata.report.summary import pool_stats
+
+    path = Path(args.path)
+    kind, table, info = _load_any(path)
+    report: dict = {"path": str(path), "kind": kind}
+    if info is not None:
+        report["funnel"] = info.funnel.to_list()
+        report["stages"] = info.stages
+    if table is not None:
+        report["rows"] = table.num_rows
+        report["schema"] = {f.name: str(f.type) for f in table.schema}
+        if {"prompt_id", "prompt", "candidates"} <= set(table.column_names):
+            report.update(pool_stats(table))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    print(f"{path} ({kind})")
+    for key in ("rows", "pools", "candidates", "candidates_per_pool"):
+        if key in report:
+            print(f"  {key}: {report[key]}")
+    if "schema" in report:
+        print("  schema:")
+        for name, typ in report["schema"].items():
+            print(f"    {name}: {typ[:100]}")
+    for name, s in report.get("scores", {}).items():
+        print(f"  score {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in s.items()))
+    if report.get("generators"):
+        print(f"  generators ({len(report['generators'])}): "
+              + ", ".join(f"{g}={n}" for g, n in list(report["generators"].items())[:20]))
+    if report.get("flags"):
+        print("  flags: " + ", ".join(f"{g}={n}" for g, n in report["flags"].items()))
+    for e in report.get("funnel", []):
+        print(f"  funnel {e['stage']}: {e['rows_in']} in -> {e['rows_out']} out, "
+              f"{e['rows_rejected']} rejected")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from prefdata.validate import validate
+
+    kind, table, _ = _load_any(Path(args.path))
+    if table is None:
+        print(f"{args.path}: nothing to validate", file=sys.stderr)
+        return 1
+    errors = validate(table)
+    for e in errors[: args.max_errors]:
+        print(e)
+    if len(errors) > args.max_errors:
+        print(f"... and {len(errors) - args.max_errors} more")
+    print(f"{args.path}: {table.num_rows} rows, {len(errors)} errors")
+    return 1 if errors else 0
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from prefdata.sql import format_table, query
+
+    path = Path(args.path)
+    tables: dict[str, object] = {}
+    if path.is_dir() and (path / "manifest.json").exists():
+        from prefdata.execute import open_workdir
+
+        info = open_workdir(path)
+        if info.outputs:
+            tables["pools"] = list(info.outputs)
+        if info.rejects:
+            tables["rejects"] = list(info.rejects)
+    else:
+        name = args.name or ("pairs" if "pair" in path.name else "pools")
+        tables[name] = path
+        sibling = rejects_path(path)
+        if sibling.exists() and sibling != path:
+            tables["rejects"] = sibling
+    result = query(args.query, tables)
+    print(format_table(result, max_rows=args.max_rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefdata", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="read a dataset in any layout and write pools")
+    c.add_argument("input", help="Parquet, JSONL(.gz), a datasets folder or a Hub name")
+    c.add_argument("--layout", choices=LAYOUTS, default="pool")
+    c.add_argument("--prompt-col")
+    c.add_argument("--response-col")
+    c.add_argument("--generator-col")
+    c.add_argument("--score-col", action="append", help="repeatable: one scorer per column")
+    c.add_argument("--id-col", help="column holding a given prompt_id")
+    c.add_argument("--chosen-col", default="chosen")
+    c.add_argument("--rejected-col", default="rejected")
+    c.add_argument("--margin-col")
+    c.add_argument("--source", help="source name recorded in each pool (default: the input)")
+    c.add_argument("--split", help="split to read from a Hugging Face dataset")
+    c.add_argument("--out", required=True, help="output Parquet file of pools")
+    c.set_defaults(func=_convert)
+
+    i = sub.add_parser("inspect", help="schema, counts, score statistics, a workdir's funnel")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_inspect)
+
+    v = sub.add_parser("validate", help="row-level errors; exit status 1 when any")
+    v.add_argument("path")
+    v.add_argument("--max-errors", type=int, default=50)
+    v.set_defaults(func=_validate)
+
+    s = sub.add_parser("sql", help="run a DuckDB query over pools, pairs or rejects")
+    s.add_argument("path", help="a Parquet file (with its .rejects sibling) or a workdir")
+    s.add_argument("query")
+    s.add_argument("--name", help="table name for the file (default pools, or pairs)")
+    s.add_argument("--max-rows", type=int, default=20)
+    s.set_defaults(func=_sql)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"prefdata {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
