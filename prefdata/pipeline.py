@@ -115,7 +115,7 @@ def _available(schema: pa.Schema) -> set[str]:
     if "candidates" in names:
         cand = schema.field("candidates").type
         if pa.types.is_list(cand) or pa.types.is_large_list(cand):
-            names |= {f"scores.{n}" for n in score_names(pa.schema([schema.field("candidates")]))}
+            names |= {f"scores.{n}" for n in score_names(schema)}
     return names
 
 

@@ -133,13 +133,16 @@ def pool_schema(score_names: list[str] | tuple[str, ...] = ()) -> pa.Schema:
     return POOL_SCHEMA.set(i, pa.field("candidates", pa.list_(candidate_type(score_names))))
 
 
-def score_names(table: pa.Table) -> list[str]:
-    """Names of the score fields of a pool table.
+def score_names(table: pa.Table | pa.Schema) -> list[str]:
+    """Names of the score fields of a pool table (or schema).
 
     >>> score_names(empty_pools(["judge"]))
     ['judge']
     """
-    cand = table.schema.field("candidates").type.value_type
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    cand = schema.field("candidates").type.value_type
+    if cand.get_field_index("scores") < 0:
+        return []
     return [f.name for f in cand.field("scores").type]
 
 
@@ -196,4 +199,8 @@ def conform(table: pa.Table) -> pa.Table:
 def conform_types(table: pa.Table) -> pa.Table:
     """Cast every column to its plain Arrow type (string not large_string, list not large_list)."""
     schema = pa.schema([pa.field(f.name, _canonical(f.type)) for f in table.schema])
-    return table if schema == table.schema else table.cast(schema)
+    # pyarrow's == ignores list child names (DuckDB's list<l: ...>); concat_tables does not.
+    same = schema.to_string(show_schema_metadata=False) == table.schema.to_string(
+        show_schema_metadata=False
+    )
+    return table if same else table.cast(schema)

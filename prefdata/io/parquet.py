@@ -43,9 +43,26 @@ def from_parquet_layout(table: pa.Table) -> pa.Table:
     cand = table.schema.field("candidates").type.value_type
     if cand.get_field_index("scores") < 0:
         i = table.schema.get_field_index("candidates")
-        target = pool_schema().field("candidates").type
-        table = table.set_column(i, "candidates", table["candidates"].cast(target))
+        table = table.set_column(i, "candidates", _with_empty_scores(table["candidates"]))
     return conform(table)
+
+
+def _with_empty_scores(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Add a valid (not null) empty ``scores`` struct to every candidate."""
+    chunks = []
+    for lst in column.chunks:
+        structs = lst.values
+        children = [structs.field(j) for j in range(structs.type.num_fields)]
+        names = [f.name for f in structs.type]
+        empty = pa.array([{}] * len(structs), pa.struct([]))
+        rebuilt = pa.StructArray.from_arrays(
+            children + [empty], names=names + ["scores"], mask=structs.is_null()
+        )
+        chunks.append(pa.ListArray.from_arrays(lst.offsets, rebuilt, mask=lst.is_null()))
+    target = pool_schema().field("candidates").type
+    return pa.chunked_array(chunks, type=pa.list_(rebuilt.type) if chunks else target).cast(
+        target
+    )
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:

@@ -1,0 +1,237 @@
+"""Columnar helpers for candidates inside pools and for per-scorer scores on pairs.
+
+Pools hold candidates as ``list<struct>``; the helpers here flatten them once (values plus
+the parent row of each value), let a stage compute on flat NumPy/Arrow arrays, and rebuild
+the lists with the original offsets, so no stage loops over rows in Python.
+
+Pairs carry per-scorer scores in two extra columns, ``chosen_scores`` and
+``rejected_scores``: each a ``struct<name: float64, ...>`` with the same fields as the pool's
+candidate ``scores`` struct (see :func:`prefdata.annotate.pair_scores.attach_scores`).
+
+>>> import pyarrow as pa
+>>> from prefdata.schema import pool_schema
+>>> t = pa.Table.from_pylist(
+...     [{"prompt_id": "p", "prompt": [{"role": "user", "content": "q"}],
+...       "candidates": [{"candidate_id": "a", "response": "x", "scores": {"rm": 1.0}},
+...                      {"candidate_id": "b", "response": "y", "scores": {"rm": 3.0}}]}],
+...     schema=pool_schema(["rm"]))
+>>> flat = flatten_candidates(t)
+>>> flat.parents.tolist(), score_array(flat.values, "rm").tolist()
+([0, 0], [1.0, 3.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CHOSEN_SCORES = "chosen_scores"
+REJECTED_SCORES = "rejected_scores"
+
+
+class FlatCandidates(NamedTuple):
+    """Candidates of a pool table, flattened.
+
+    ``values`` is the struct array of every candidate, ``parents[i]`` the pool row of
+    candidate ``i``, ``offsets`` the list offsets (rebased to start at 0) and ``mask`` the
+    null mask of the candidate lists (``None`` when no list is null).
+    """
+
+    values: pa.StructArray
+    parents: np.ndarray
+    offsets: np.ndarray
+    mask: pa.Array | None
+
+
+def _combined(column: pa.ChunkedArray) -> pa.Array:
+    if column.num_chunks == 0:
+        return pa.array([], type=column.type)
+    return column.combine_chunks() if column.num_chunks > 1 else column.chunk(0)
+
+
+def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
+    """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
+    lists = _combined(table[column])
+    if pa.types.is_large_list(lists.type):
+        lists = lists.cast(pa.list_(lists.type.value_type))
+    offsets = lists.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]
+    values = lists.flatten()
+    counts = np.diff(offsets)
+    parents = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
+    mask = lists.is_null() if lists.null_count else None
+    return FlatCandidates(values, parents, offsets, mask)
+
+
+def rebuild_candidates(
+    table: pa.Table,
+    flat: FlatCandidates,
+    values: pa.StructArray,
+    keep: np.ndarray | None = None,
+    column: str = "candidates",
+) -> pa.Table:
+    """Put (new) candidate ``values`` back into ``table``; ``keep`` drops candidates."""
+    offsets = flat.offsets
+    if keep is not None:
+        keep = np.asarray(keep, dtype=bool)
+        values = values.filter(pa.array(keep))
+        counts = np.bincount(flat.parents[keep], minlength=table.num_rows)
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), values, mask=flat.mask
+    )
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, pa.field(column, lists.type), lists)
+
+
+def struct_with(struct: pa.StructArray, **children: pa.Array) -> pa.StructArray:
+    """``struct`` with fields replaced (or appended, in the given order) by ``children``."""
+    names = [f.name for f in struct.type]
+    arrays = [struct.field(i) for i in range(len(names))]
+    for name, child in children.items():
+        if name in names:
+            arrays[names.index(name)] = child
+        else:
+            names.append(name)
+            arrays.append(child)
+    mask = struct.is_null() if struct.null_count else None
+    return pa.StructArray.from_arrays(arrays, names=names, mask=mask)
+
+
+def score_array(values: pa.StructArray, name: str) -> np.ndarray:
+    """One scorer's scores of flat candidates as float64 with NaN for null."""
+    return to_float(pc.struct_field(pc.struct_field(values, "scores"), name))
+
+
+def to_float(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A float column as float64 NumPy with NaN for null (a null struct parent counts)."""
+    if isinstance(array, pa.ChunkedArray):
+        array = _combined(array)
+    return np.asarray(
+        pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False),
+        dtype=np.float64,
+    )
+
+
+def struct_field_floats(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
+    """Field ``name`` of a struct column as float64 NumPy (NaN for null parent or value)."""
+    arr = _combined(column) if isinstance(column, pa.ChunkedArray) else column
+    child = pc.struct_field(arr, name)
+    return to_float(child)
+
+
+def struct_names(column_type: pa.DataType) -> list[str]:
+    return [f.name for f in column_type]
+
+
+def pair_scorers(pairs: pa.Table, scorers: Sequence[str] = ()) -> list[str]:
+    """The scorers to use on a pair table: ``scorers`` or every field of ``chosen_scores``.
+
+    Raises a ``KeyError`` naming the scorer when one is missing.
+    """
+    for col in (CHOSEN_SCORES, REJECTED_SCORES):
+        if col not in pairs.column_names:
+            raise KeyError(
+                f"pair table lacks column {col!r}; attach per-scorer scores with "
+                "prefdata.annotate.attach_scores(pairs, pools)"
+            )
+    available = struct_names(pairs.schema.field(CHOSEN_SCORES).type)
+    names = list(scorers) or available
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise KeyError(f"scorers {missing} not in {CHOSEN_SCORES} (has {available})")
+    return names
+
+
+def pair_differences(pairs: pa.Table, scorers: Sequence[str]) -> np.ndarray:
+    """Matrix (rows x scorers) of ``score(chosen) - score(rejected)``, NaN where unscored."""
+    cols = [
+        struct_field_floats(pairs[CHOSEN_SCORES], n)
+        - struct_field_floats(pairs[REJECTED_SCORES], n)
+        for n in scorers
+    ]
+    if not cols:
+        return np.zeros((pairs.num_rows, 0))
+    return np.column_stack(cols)
+
+
+def check_finite(values: np.ndarray, what: str, ids: pa.ChunkedArray | None = None) -> None:
+    """Raise a ``ValueError`` naming the first row whose value is +-inf (NaN means null)."""
+    bad = np.flatnonzero(np.isinf(values))
+    if bad.size:
+        i = int(bad[0])
+        who = f" (prompt_id {ids[i].as_py()!r})" if ids is not None else ""
+        raise ValueError(f"row {i}{who}: {what} is {values[i]}; scores must be finite")
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function.
+
+    >>> sigmoid(np.array([0.0, 1e4, -1e4])).tolist()
+    [0.5, 1.0, 0.0]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    e = np.exp(x[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def set_column(table: pa.Table, name: str, array: pa.Array, type: pa.DataType | None = None):
+    """Replace column ``name`` (keeping its position) or append it."""
+    if type is not None:
+        array = pa.array(array, type=type) if not isinstance(array, pa.Array) else array
+        array = array.cast(type)
+    elif not isinstance(array, pa.Array | pa.ChunkedArray):
+        array = pa.array(array)
+    i = table.schema.get_field_index(name)
+    field = pa.field(name, array.type)
+    return table.set_column(i, field, array) if i >= 0 else table.append_column(field, array)
+
+
+def float_array(values: np.ndarray) -> pa.Array:
+    """float64 Arrow array with null where ``values`` is NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    return pa.array(values, type=pa.float64(), mask=np.isnan(values))
+
+
+def pair_keys(pairs: pa.Table) -> pa.Array:
+    """A key per pair: prompt_id, chosen id (or text) and rejected id (or text), joined."""
+    chosen = (
+        pc.coalesce(pairs["chosen_id"], pairs["chosen"])
+        if "chosen_id" in pairs.column_names
+        else pairs["chosen"]
+    )
+    rejected = (
+        pc.coalesce(pairs["rejected_id"], pairs["rejected"])
+        if "rejected_id" in pairs.column_names
+        else pairs["rejected"]
+    )
+    key = pc.binary_join_element_wise(pairs["prompt_id"], chosen, rejected, "\x1f")
+    return _combined(key) if isinstance(key, pa.ChunkedArray) else key
+
+
+__all__ = [
+    "CHOSEN_SCORES",
+    "REJECTED_SCORES",
+    "FlatCandidates",
+    "check_finite",
+    "flatten_candidates",
+    "float_array",
+    "pair_differences",
+    "pair_keys",
+    "pair_scorers",
+    "rebuild_candidates",
+    "score_array",
+    "set_column",
+    "sigmoid",
+    "struct_field_floats",
+    "struct_with",
+    "to_float",
+]

@@ -1,0 +1,248 @@
+"""Normalising each scorer's scores so scorers on different scales can be combined.
+
+Methods (``Normalise(method=...)``):
+
+- ``"none"``: the stage passes the table through.
+- ``"zscore"``: dataset z-score, ``(s - mean) / std`` with the *population* std over every
+  scored candidate of the dataset. Two-pass: :class:`ScoreStatsFit` collects mergeable
+  statistics (count, mean, M2; Chan et al.'s parallel merge) over batches or shards, possibly
+  on different workers, and ``Normalise(method="zscore", stats=fit.stats())`` applies them
+  row-locally. Without ``stats`` the stage fits on the table it is given (whole-table mode).
+- ``"prompt_zscore"``: z-score within each pool (row-local).
+- ``"rank"``: rank within each pool scaled to [0, 1] (0 = lowest; ties get their average
+  rank; a pool with one scored candidate gets 0.5). Row-local.
+
+Output: a new score field ``<name>.<suffix>`` next to the raw one (suffix ``z``, ``pz`` or
+``rank``), or the raw field replaced with ``replace=True``. Nulls stay null; a scorer with
+zero spread gives 0.0 (z-scores) so no NaN leaks into later stages.
+
+>>> import pyarrow as pa
+>>> from prefdata.schema import pool_schema
+>>> rows = [{"prompt_id": "p", "prompt": [{"role": "user", "content": "q"}],
+...          "candidates": [{"candidate_id": c, "response": c, "scores": {"rm": s}}
+...                         for c, s in [("a", 1.0), ("b", 3.0)]]}]
+>>> t = pa.Table.from_pylist(rows, schema=pool_schema(["rm"]))
+>>> out = Normalise(method="prompt_zscore")(t).table
+>>> [c["scores"] for c in out["candidates"][0].as_py()]
+[{'rm': 1.0, 'rm.pz': -1.0}, {'rm': 3.0, 'rm.pz': 1.0}]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefdata.annotate.columns import (
+    check_finite,
+    flatten_candidates,
+    float_array,
+    rebuild_candidates,
+    score_array,
+    struct_with,
+)
+from prefdata.ids import digest
+from prefdata.pipeline import Stage
+from prefdata.schema import score_names
+
+Method = Literal["none", "zscore", "prompt_zscore", "rank"]
+SUFFIX = {"zscore": "z", "prompt_zscore": "pz", "rank": "rank"}
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """Mergeable running statistics of one scorer: count, mean and M2 (sum of squared
+    deviations from the mean).
+
+    >>> a = ScoreStats.of([1.0, 2.0]); b = ScoreStats.of([3.0, 4.0, 5.0])
+    >>> m = a.merge(b)
+    >>> (m.count, m.mean, round(m.std, 6)) == (5, 3.0, round(2 ** 0.5, 6))
+    True
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @classmethod
+    def of(cls, values: Iterable[float] | np.ndarray) -> ScoreStats:
+        """Statistics of the non-NaN ``values``."""
+        x = np.asarray(values, dtype=np.float64)
+        x = x[~np.isnan(x)]
+        if x.size == 0:
+            return cls()
+        mean = float(x.mean())
+        return cls(int(x.size), mean, float(((x - mean) ** 2).sum()))
+
+    def merge(self, other: ScoreStats) -> ScoreStats:
+        """Chan et al.'s pairwise update: exact for any split of the data."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / n
+        m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
+        return ScoreStats(n, mean, m2)
+
+    @property
+    def variance(self) -> float:
+        """Population variance (M2 / count); 0.0 when empty."""
+        return self.m2 / self.count if self.count else 0.0
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+
+@dataclass
+class ScoreStatsFit:
+    """First pass of the dataset z-score: per-scorer :class:`ScoreStats`.
+
+    ``update`` one batch (or shard) at a time, on any worker; ``merge`` fits from other
+    workers in any order (the merge is exact up to floating-point rounding).
+
+    >>> import pyarrow as pa
+    >>> from prefdata.schema import pool_schema
+    >>> rows = [{"prompt_id": "p", "prompt": [{"role": "user", "content": "q"}],
+    ...          "candidates": [{"candidate_id": "a", "response": "x", "scores": {"rm": 2.0}}]}]
+    >>> ScoreStatsFit().update(pa.Table.from_pylist(rows, schema=pool_schema(["rm"]))).stats()
+    {'rm': ScoreStats(count=1, mean=2.0, m2=0.0)}
+    """
+
+    scorers: tuple[str, ...] = ()
+    parts: dict[str, ScoreStats] = field(default_factory=dict)
+
+    def update(self, table: pa.Table) -> ScoreStatsFit:
+        flat = flatten_candidates(table)
+        names = self.scorers or tuple(score_names(table))
+        for name in names:
+            x = score_array(flat.values, name)
+            ids = table["prompt_id"].take(pa.array(flat.parents)) if len(x) else None
+            check_finite(x, f"candidate score {name!r}", ids)
+            self.parts[name] = self.parts.get(name, ScoreStats()).merge(ScoreStats.of(x))
+        return self
+
+    def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:
+        for name, st in other.parts.items():
+            self.parts[name] = self.parts.get(name, ScoreStats()).merge(st)
+        return self
+
+    def stats(self) -> dict[str, ScoreStats]:
+        return dict(sorted(self.parts.items()))
+
+
+def fit_score_stats(
+    tables: Iterable[pa.Table], scorers: tuple[str, ...] = ()
+) -> dict[str, ScoreStats]:
+    """Fit :class:`ScoreStats` over an iterable of pool batches."""
+    fit = ScoreStatsFit(scorers)
+    for t in tables:
+        fit.update(t)
+    return fit.stats()
+
+
+def _zscore(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (x - mean) / std
+    # zero spread: every scored value equals the mean, so its z-score is 0
+    return np.where(np.isnan(x), np.nan, np.where(np.asarray(std) > 0, z, 0.0))
+
+
+def _per_prompt(x: np.ndarray, parents: np.ndarray, method: str) -> np.ndarray:
+    df = pl.DataFrame({"g": parents, "s": x}, schema={"g": pl.Int64, "s": pl.Float64})
+    df = df.with_columns(pl.col("s").fill_nan(None))
+    s, g = pl.col("s"), pl.col("g")
+    if method == "prompt_zscore":
+        expr = (s - s.mean().over(g)) / s.std(ddof=0).over(g)
+        expr = pl.when(s.is_null()).then(None).when(s.std(ddof=0).over(g) > 0).then(expr)
+        expr = expr.otherwise(0.0)
+    else:
+        n = s.count().over(g)
+        r = s.rank("average").over(g)
+        expr = pl.when(s.is_null()).then(None).when(n > 1).then((r - 1) / (n - 1))
+        expr = expr.otherwise(0.5)
+    out = df.select(expr.cast(pl.Float64).alias("v"))["v"].fill_null(np.nan)
+    return out.to_numpy()
+
+
+@dataclass(frozen=True)
+class Normalise(Stage):
+    """Normalise candidate scores (see the module docstring for the methods).
+
+    ``scorers`` empty means every score field that is not itself a normalised field.
+    ``stats`` (dataset z-score) comes from :class:`ScoreStatsFit`; without it the stage fits
+    on each table it is given, which is only the dataset z-score on the whole table.
+    """
+
+    method: Method = "zscore"
+    scorers: tuple[str, ...] = ()
+    stats: Mapping[str, ScoreStats] | None = field(
+        default=None, metadata={"fingerprint": False}
+    )
+    replace: bool = False
+    requires: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates")
+
+    def __post_init__(self) -> None:
+        if self.method not in ("none", *SUFFIX):
+            raise ValueError(f"unknown method {self.method!r}; expected none or {list(SUFFIX)}")
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        if self.stats is not None:
+            cfg["stats"] = digest(json.dumps(
+                {k: [v.count, v.mean, v.m2] for k, v in sorted(self.stats.items())}
+            ))
+        return cfg
+
+    def required_columns(self) -> tuple[str, ...]:
+        return self.requires + tuple(f"scores.{n}" for n in self.scorers)
+
+    def provided_columns(self) -> tuple[str, ...]:
+        if self.method == "none" or self.replace:
+            return ()
+        return tuple(f"scores.{self.output_name(n)}" for n in self.scorers)
+
+    def output_name(self, name: str) -> str:
+        return name if self.replace else f"{name}.{SUFFIX[self.method]}"
+
+    def _names(self, table: pa.Table) -> list[str]:
+        if self.scorers:
+            return list(self.scorers)
+        suffixes = tuple(f".{s}" for s in SUFFIX.values())
+        return [n for n in score_names(table) if not n.endswith(suffixes)]
+
+    def process(self, table: pa.Table) -> pa.Table:
+        if self.method == "none" or table.num_rows == 0:
+            return table
+        flat = flatten_candidates(table)
+        names = self._names(table)
+        stats = dict(self.stats or {})
+        if self.method == "zscore":
+            missing = [n for n in names if n not in stats]
+            if missing and self.stats is not None:
+                raise KeyError(f"no fitted statistics for scorers {missing}")
+            stats.update(fit_score_stats([table], tuple(missing)) if missing else {})
+        new = {}
+        for name in names:
+            x = score_array(flat.values, name)
+            if self.method == "zscore":
+                st = stats[name]
+                v = _zscore(x, st.mean, st.std)
+            else:
+                v = _per_prompt(x, flat.parents, self.method)
+            new[self.output_name(name)] = float_array(v)
+        scores = struct_with(pc.struct_field(flat.values, "scores"), **new)
+        values = struct_with(flat.values, scores=scores)
+        return rebuild_candidates(table, flat, values)
+
+
+__all__ = ["Normalise", "ScoreStats", "ScoreStatsFit", "fit_score_stats"]

@@ -1,0 +1,200 @@
+"""Pools flattened to one entry per candidate, with the usable mask construction needs.
+
+Every construction stage starts here: the candidates of a batch of pools as flat Arrow
+arrays plus numpy arrays (pool index, position in the pool, score), computed with Arrow
+list kernels rather than a Python loop over rows. A candidate is *usable* when it is not
+null, its response is not null, it carries no flag in ``exclude_flags`` and, when a score
+is named, its score is finite.
+
+>>> import pyarrow as pa
+>>> from prefdata.schema import pool_schema
+>>> def cand(c, text, score, flags=()):
+...     return {"candidate_id": c, "response": text, "generator": "g",
+...             "scores": {"rm": score}, "flags": list(flags)}
+>>> pools = pa.Table.from_pylist([{
+...     "prompt_id": "p", "prompt": [{"role": "user", "content": "Q"}],
+...     "source": None, "metadata": None,
+...     "candidates": [cand("a", "A", 1.0), cand("b", "", 2.0, ["empty"]), cand("c", "C", None)],
+... }], schema=pool_schema(["rm"]))
+>>> flat = flatten(pools, "rm", ("empty",))
+>>> flat.usable.tolist(), flat.pool.tolist(), flat.pos.tolist()
+([True, False, False], [0, 0, 0], [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefdata.ids import digest
+from prefdata.pipeline import MissingColumnsError, Stage, StageOutput
+from prefdata.schema import empty_rejects
+
+POOL_COLUMNS = ("prompt_id", "prompt", "candidates")
+
+
+@dataclass(frozen=True)
+class Flat:
+    """The candidates of a batch of pools, flattened.
+
+    ``pool[i]`` is the row of candidate ``i`` in the input table, ``pos[i]`` its position in
+    that pool's list; ``score`` is float64 with NaN where null (or no score is named).
+    """
+
+    n_pools: int
+    values: pa.StructArray
+    pool: np.ndarray
+    pos: np.ndarray
+    score: np.ndarray
+    usable: np.ndarray
+    flagged: np.ndarray
+    null_score: np.ndarray
+    sizes: np.ndarray
+
+    def column(self, name: str) -> pa.Array:
+        """One candidate field as a flat Arrow array (nulls where the candidate is null)."""
+        if self.values.type.get_field_index(name) < 0:
+            return pa.nulls(len(self.values), pa.string())
+        return pc.struct_field(self.values, name)
+
+    def usable_counts(self) -> np.ndarray:
+        return np.bincount(self.pool[self.usable], minlength=self.n_pools)
+
+
+def _list_array(col: pa.ChunkedArray) -> pa.ListArray:
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_large_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    return arr
+
+
+def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) -> Flat:
+    """Flatten the ``candidates`` column of a pool table (see the module docstring)."""
+    lists = _list_array(table["candidates"])
+    n = len(lists)
+    sizes = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    sizes = sizes.astype(np.int64)
+    values = pc.list_flatten(lists)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    pool = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    pos = np.arange(len(values), dtype=np.int64) - starts[pool] if len(values) else pool
+    ok = ~values.is_null().to_numpy(zero_copy_only=False)
+    response = pc.struct_field(values, "response")
+    ok &= ~response.is_null().to_numpy(zero_copy_only=False)
+
+    flagged = np.zeros(len(values), dtype=bool)
+    if exclude_flags and values.type.get_field_index("flags") >= 0:
+        flags = pc.struct_field(values, "flags")
+        hit = pc.is_in(pc.list_flatten(flags), pa.array(list(exclude_flags), pa.string()))
+        hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+        owner = pc.list_parent_indices(flags).to_numpy(zero_copy_only=False)
+        flagged = np.bincount(owner[hit], minlength=len(values)).astype(bool)
+
+    scores = np.full(len(values), np.nan)
+    null_score = np.zeros(len(values), dtype=bool)
+    if score is not None:
+        st = values.type.field("scores").type
+        if st.get_field_index(score) < 0:
+            raise KeyError(f"candidates have no score {score!r}; scores are {[f.name for f in st]}")
+        raw = pc.struct_field(values, ["scores", score])
+        scores = pc.fill_null(raw.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+        null_score = ~np.isfinite(scores)
+    usable = ok & ~flagged & ~null_score
+    return Flat(n, values, pool, pos, scores, usable, flagged & ok, null_score & ok, sizes)
+
+
+def pool_seed(seed: int, prompt_id: str, purpose: str) -> int:
+    """The seed of one pool's random choices: a digest of (purpose, run seed, prompt_id).
+
+    >>> pool_seed(0, "p-1", "pairs") == pool_seed(0, "p-1", "pairs") != pool_seed(1, "p-1", "pairs")
+    True
+    """
+    return int(digest(purpose, seed, prompt_id), 16) & ((1 << 63) - 1)
+
+
+def few_usable_reasons(flat: Flat, score: str | None, minimum: int = 2) -> tuple[np.ndarray, list]:
+    """Pools with fewer than ``minimum`` usable candidates, and the field to blame for each
+    (the score when nulls removed candidates, else the flags, else the candidates list)."""
+    usable = flat.usable_counts()
+    few = usable < minimum
+    nulls = np.bincount(flat.pool[flat.null_score], minlength=flat.n_pools) > 0
+    flagged = np.bincount(flat.pool[flat.flagged], minlength=flat.n_pools) > 0
+    fields = [
+        (f"scores.{score}" if nulls[i] else "candidates.flags" if flagged[i] else "candidates")
+        for i in range(flat.n_pools)
+    ]
+    return few, fields
+
+
+def provenance_prefix(stage: Stage, **extra: Any) -> dict[str, Any]:
+    """The provenance fields shared by every row a stage emits."""
+    return {"stage": stage.name, "fingerprint": stage.fingerprint, **extra}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ConstructStage(Stage):
+    """A stage that turns pools into other records (pairs, lists, unpaired examples).
+
+    One pool row in gives zero or more output rows, so the funnel counts *pools*: every
+    input pool either yields at least one output row or is rejected with a reason, and
+    ``pools in = pools that yielded output + pools rejected``; the pools that yielded
+    output are ``rows in - rejects``. Subclasses implement :meth:`construct`, returning
+    the output table, the input row of each output row, and the rejects.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = POOL_COLUMNS
+    exclude_flags: tuple[str, ...] = field(default=("empty",), kw_only=True)
+
+    def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
+        raise NotImplementedError
+
+    def check(self, schema: pa.Schema) -> None:
+        # pipeline._available passes a Schema to score_names(), which wants a table
+        # (AttributeError); this check does the same without it.
+        names = set(schema.names)
+        if "candidates" in names:
+            cand = schema.field("candidates").type
+            if pa.types.is_list(cand) or pa.types.is_large_list(cand):
+                scores = cand.value_type
+                if scores.get_field_index("scores") >= 0:
+                    names |= {f"scores.{f.name}" for f in scores.field("scores").type}
+        missing = [c for c in self.required_columns() if c not in names]
+        if missing:
+            raise MissingColumnsError(
+                f"stage {self.name} requires {missing}; the input has {sorted(names)}"
+            )
+
+    def process(self, table: pa.Table) -> StageOutput:
+        out, source_rows, rejects = self.construct(table)
+        yielded = np.unique(source_rows)
+        rejected = rejects["row"].to_numpy(zero_copy_only=False) if rejects.num_rows else []
+        if np.intersect1d(yielded, rejected).size or yielded.size + len(rejected) != table.num_rows:
+            raise AssertionError(
+                f"stage {self.name} broke the pool funnel: {table.num_rows} pools in, "
+                f"{yielded.size} yielded output, {len(rejected)} rejected"
+            )
+        return StageOutput(out, rejects)
+
+    def __call__(self, table: pa.Table) -> StageOutput:
+        self.check(table.schema)
+        if not self.resources.get("__setup_done__"):
+            self.setup()
+            self.resources["__setup_done__"] = True
+        if table.num_rows == 0:
+            return StageOutput(self.construct(table)[0], empty_rejects())
+        return self.process(table)
+
+    def funnel_counts(self, rows_in: int, out: StageOutput) -> tuple[int, int, int]:
+        """(pools in, pools that yielded output, pools rejected) for :class:`Funnel.add`."""
+        return rows_in, rows_in - out.rejects.num_rows, out.rejects.num_rows

@@ -1,0 +1,508 @@
+"""Preference pairs from scored pools: one stage, seven strategies.
+
+``Pairs(strategy, score=...)`` maps each pool row to zero or more pair rows
+(``PAIR_SCHEMA`` plus ``chosen_score``, ``rejected_score`` and, for the curriculum,
+``curriculum_stage``). It is row-local: the pairs of a pool depend only on that pool, the
+config and the run seed, so running on a whole table or on any split of it gives the same
+pairs. A pool that yields no pair goes to the rejects with a reason.
+
+Strategies (``score`` is the construction score, higher is better):
+
+- ``best-worst``: the highest against the lowest score (West-of-N). ``quantile=q`` keeps only
+  pools whose margin is at least the q-quantile of all margins; that needs the whole
+  dataset, so it is two-pass: ``Pairs(..., quantile=q).fit(tables)`` computes the threshold
+  and returns a stage that applies it row-locally (P(best > worst) = sigmoid(margin) under a
+  Bradley-Terry model is monotone in the margin, so a margin quantile is a confidence one).
+- ``best-random``: the highest against a uniformly drawn lower-scored candidate; the draw
+  uses a seed derived from (run seed, prompt_id), recorded as ``pool_seed`` in provenance.
+- ``sweet-spot``: the highest against the candidate closest to mean - k*std of the pool's
+  scores (population std, k = 2; Finding the Sweet Spot).
+- ``all-pairs``: every pair with a positive margin (at least ``min_margin``), largest first.
+- ``curriculum``: the best against each lower one, easy (largest margin) to hard, numbered
+  in ``curriculum_stage`` from 1; sort the whole table by that column
+  (:func:`curriculum_order`) to train stage by stage (Curry-DPO).
+- ``by-generator``: chosen from ``chosen_generators``, rejected from ``rejected_generators``
+  (delta learning): every such pair in pool order; no score needed. With a score the margin
+  is filled (it may be zero or negative: no judge, no filter) and only an explicit
+  ``min_margin`` filters.
+- ``by-correctness``: a passing candidate (score >= ``threshold``) against a failing one, largest
+  margin first.
+
+Shared rules: candidates with a null or non-finite construction score, or a flag in
+``exclude_flags``, are not used; a pool with fewer than two usable candidates is rejected.
+Ties: a pair whose margin is 0 is never emitted (except by by-generator) unless
+``allow_ties=True`` (best-random then also draws among tied candidates); equal scores are
+ordered by position in the pool (the earlier candidate is the better one, and the earlier
+of two equally low ones is the worst).
+A pair whose two responses are the same text is never emitted. ``min_margin`` keeps pairs
+with margin >= min_margin. ``max_pairs_per_prompt`` keeps the first m pairs in the
+strategy's order.
+
+>>> import pyarrow as pa
+>>> from prefdata.schema import pool_schema
+>>> cands = [{"candidate_id": c, "response": c.upper(), "generator": "g",
+...           "scores": {"rm": s}, "flags": []} for c, s in [("a", 1.0), ("b", 3.0), ("c", 2.0)]]
+>>> pools = pa.Table.from_pylist([{"prompt_id": "p", "prompt": [{"role": "user", "content": "Q"}],
+...     "source": None, "metadata": None, "candidates": cands}], schema=pool_schema(["rm"]))
+>>> out = Pairs("best-worst", score="rm")(pools)
+>>> out.table.select(["chosen", "rejected", "margin"]).to_pylist()
+[{'chosen': 'B', 'rejected': 'A', 'margin': 2.0}]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefdata.construct.candidates import (
+    POOL_COLUMNS,
+    ConstructStage,
+    Flat,
+    dumps,
+    few_usable_reasons,
+    flatten,
+    pool_seed,
+    provenance_prefix,
+)
+from prefdata.pipeline import rejects_from
+from prefdata.schema import PAIR_SCHEMA, empty_rejects
+
+STRATEGIES = (
+    "best-worst",
+    "best-random",
+    "sweet-spot",
+    "all-pairs",
+    "curriculum",
+    "by-generator",
+    "by-correctness",
+)
+SCORELESS = ("by-generator",)
+
+EXTRA_FIELDS = [pa.field("chosen_score", pa.float64()), pa.field("rejected_score", pa.float64())]
+CURRICULUM_FIELD = pa.field("curriculum_stage", pa.int32())
+
+
+def pair_schema(strategy: str | None = None) -> pa.Schema:
+    """``PAIR_SCHEMA`` plus the extra columns :class:`Pairs` emits for ``strategy``.
+
+    >>> pair_schema("curriculum").names[-3:]
+    ['chosen_score', 'rejected_score', 'curriculum_stage']
+    """
+    fields = list(PAIR_SCHEMA) + EXTRA_FIELDS
+    if strategy == "curriculum":
+        fields.append(CURRICULUM_FIELD)
+    return pa.schema(fields)
+
+
+def _as_tuple(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def invalid_pools(table: pa.Table) -> tuple[np.ndarray, list[str | None], list[str | None]]:
+    """Pools that cannot yield any record: no prompt_id, or an empty prompt."""
+    no_id = pc.fill_null(pc.equal(pc.utf8_length(table["prompt_id"]), 0), True)
+    no_id = no_id.to_numpy(zero_copy_only=False)
+    no_prompt = pc.fill_null(pc.equal(pc.list_value_length(table["prompt"]), 0), True)
+    no_prompt = no_prompt.to_numpy(zero_copy_only=False)
+    reasons = [
+        "prompt_id is missing" if a else "prompt is empty" if b else None
+        for a, b in zip(no_id, no_prompt, strict=True)
+    ]
+    fields = [
+        "prompt_id" if a else "prompt" if b else None for a, b in zip(no_id, no_prompt, strict=True)
+    ]
+    return no_id | no_prompt, reasons, fields
+
+
+def _first_per_pool(idx: np.ndarray, keys: tuple[np.ndarray, ...], pool: np.ndarray, n: int):
+    """For candidates ``idx``, the first one of each pool under ``keys`` (lexsort order,
+    last key primary); -1 for pools with none."""
+    out = np.full(n, -1, dtype=np.int64)
+    if idx.size == 0:
+        return out
+    order = idx[np.lexsort(tuple(k[idx] for k in keys) + (pool[idx],))]
+    p = pool[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = p[1:] != p[:-1]
+    out[p[first]] = order[first]
+    return out
+
+
+def _within_pool_pairs(flat: Flat, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (a, b), a != b, of usable candidates of the same pool."""
+    u = np.flatnonzero(usable)
+    if u.size == 0:
+        return u, u
+    counts = np.bincount(flat.pool[u], minlength=flat.n_pools)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rep = counts[flat.pool[u]]
+    a = np.repeat(np.arange(u.size), rep)
+    block = np.repeat(np.cumsum(rep) - rep, rep)
+    b = starts[flat.pool[u]][a] + (np.arange(a.size) - block)
+    keep = a != b
+    return u[a[keep]], u[b[keep]]
+
+
+@dataclass(frozen=True)
+class Pairs(ConstructStage):
+    """Build preference pairs from pools with one strategy (see the module docstring).
+
+    ``seed`` is the run seed; ``k`` the sweet-spot width; ``quantile`` the West-of-N
+    confidence quantile (two-pass, see :meth:`fit`); ``threshold`` the pass mark of
+    ``by-correctness``; ``chosen_generators``/``rejected_generators`` the two sides of
+    ``by-generator``.
+    """
+
+    strategy: str = "best-worst"
+    score: str | None = None
+    min_margin: float | None = None
+    max_pairs_per_prompt: int | None = None
+    allow_ties: bool = False
+    seed: int = 0
+    k: float = 2.0
+    quantile: float | None = None
+    fitted_min_margin: float | None = None
+    threshold: float | None = None
+    chosen_generators: tuple[str, ...] = ()
+    rejected_generators: tuple[str, ...] = ()
+
+    provides: ClassVar[tuple[str, ...]] = tuple(PAIR_SCHEMA.names)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chosen_generators", _as_tuple(self.chosen_generators))
+        object.__setattr__(self, "rejected_generators", _as_tuple(self.rejected_generators))
+        object.__setattr__(self, "exclude_flags", _as_tuple(self.exclude_flags))
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        if self.score is None and self.strategy not in SCORELESS:
+            raise ValueError(f"strategy {self.strategy!r} needs a score (score='<scorer name>')")
+        if self.score is None and self.min_margin is not None:
+            raise ValueError("min_margin needs a score")
+        if self.strategy == "by-generator":
+            if not self.chosen_generators or not self.rejected_generators:
+                raise ValueError("by-generator needs chosen_generators and rejected_generators")
+            if set(self.chosen_generators) & set(self.rejected_generators):
+                raise ValueError("chosen_generators and rejected_generators overlap")
+        if self.strategy == "by-correctness" and self.threshold is None:
+            raise ValueError("by-correctness needs threshold= (a score >= threshold passes)")
+        if self.quantile is not None:
+            if not 0.0 <= self.quantile <= 1.0:
+                raise ValueError(f"quantile must lie in [0, 1], got {self.quantile}")
+            if self.strategy in SCORELESS:
+                raise ValueError("quantile needs a scored strategy")
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
+            raise ValueError("max_pairs_per_prompt must be at least 1")
+        if self.k < 0:
+            raise ValueError("k must be non-negative")
+
+    def required_columns(self) -> tuple[str, ...]:
+        return POOL_COLUMNS + ((f"scores.{self.score}",) if self.score else ())
+
+    def provided_columns(self) -> tuple[str, ...]:
+        return tuple(pair_schema(self.strategy).names)
+
+    # -- two-pass confidence quantile --------------------------------------------------
+    def fit(self, tables: pa.Table | Iterable[pa.Table]) -> Pairs:
+        """First pass of the quantile filter: the margins this strategy gives on every
+        batch of ``tables`` (before any margin filter), their ``quantile``, and a copy of the
+        stage that keeps pairs with margin >= that value. The state is the list of margins,
+        so batches (shards) can be read in any order.
+
+        >>> Pairs("best-worst", score="rm", quantile=0.5).fit([]).fitted_min_margin is None
+        True
+        """
+        if self.quantile is None:
+            raise ValueError("fit() is for quantile=...; this stage has none")
+        first = dataclasses.replace(self, quantile=None, min_margin=None, fitted_min_margin=None)
+        tables = [tables] if isinstance(tables, pa.Table) else tables
+        margins = []
+        for t in tables:
+            out = first(t).table
+            margins.append(pc.drop_null(out["margin"]).to_numpy(zero_copy_only=False))
+        m = np.concatenate(margins) if margins else np.array([])
+        thr = float(np.quantile(m, self.quantile)) if m.size else None
+        return dataclasses.replace(self, fitted_min_margin=thr)
+
+    def effective_min_margin(self) -> float | None:
+        if self.quantile is not None and self.fitted_min_margin is None:
+            raise ValueError(
+                f"Pairs({self.strategy!r}, quantile={self.quantile}) must be fitted first: "
+                "stage = stage.fit(tables)"
+            )
+        values = [v for v in (self.min_margin, self.fitted_min_margin) if v is not None]
+        return max(values) if values else None
+
+    # -- candidate pairs per strategy ------------------------------------------------
+    def _candidates(self, table: pa.Table, flat: Flat, valid: np.ndarray):
+        """(chosen, rejected, sort keys, pool reasons when none) before the shared filters."""
+        n, pool, score, pos = flat.n_pools, flat.pool, flat.score, flat.pos
+        usable = flat.usable & valid[pool]
+        idx = np.flatnonzero(usable)
+        score_field = f"scores.{self.score}"
+        tie = ("all usable candidates tie", score_field)
+        none_reason: list[tuple[str, str] | None] = [None] * n
+        seeds: dict[int, int] = {}
+        s = self.strategy
+        if s in ("best-worst", "best-random", "sweet-spot"):
+            best = _first_per_pool(idx, (pos, -score), pool, n)
+            has = best >= 0
+            if s == "best-worst":
+                worst = _first_per_pool(idx, (pos, score), pool, n)
+                # the worst must differ from the best even when all scores tie
+                worst = np.where(worst == best, _second(idx, pos, score, pool, n, best), worst)
+            elif s == "sweet-spot":
+                worst = self._sweet_spot(idx, flat, best)
+            else:
+                worst, seeds = self._random_lower(table, idx, flat, best)
+                none_reason = [tie] * n
+            ok = has & (worst >= 0)
+            c, r = best[ok], worst[ok]
+            return c, r, (), none_reason, seeds
+        a, b = _within_pool_pairs(flat, usable)
+        sa, sb = score[a], score[b]
+        if s == "all-pairs":
+            keep = (sa > sb) | ((sa == sb) & (pos[a] < pos[b]))
+            keys = (pos[b], pos[a], -(sa - sb))
+            none_reason = [tie] * n
+        elif s == "curriculum":
+            best = _first_per_pool(idx, (pos, -score), pool, n)
+            keep = a == best[pool[a]]
+            keys = (pos[b], -(sa - sb))
+        elif s == "by-correctness":
+            keep = (sa >= self.threshold) & (sb < self.threshold)
+            keys = (pos[b], pos[a], -(sa - sb))
+            passing = np.bincount(pool[idx], weights=score[idx] >= self.threshold, minlength=n)
+            failing = np.bincount(pool[idx], weights=score[idx] < self.threshold, minlength=n)
+            none_reason = [
+                ("no passing candidate", score_field)
+                if passing[i] == 0
+                else ("no failing candidate", score_field)
+                if failing[i] == 0
+                else None
+                for i in range(n)
+            ]
+        else:  # by-generator
+            gen = flat.column("generator")
+            is_x = pc.fill_null(pc.is_in(gen, pa.array(self.chosen_generators)), False)
+            is_y = pc.fill_null(pc.is_in(gen, pa.array(self.rejected_generators)), False)
+            is_x = is_x.to_numpy(zero_copy_only=False)
+            is_y = is_y.to_numpy(zero_copy_only=False)
+            keep = is_x[a] & is_y[b]
+            keys = (pos[b], pos[a])
+            nx = np.bincount(pool[idx], weights=is_x[idx], minlength=n)
+            ny = np.bincount(pool[idx], weights=is_y[idx], minlength=n)
+            gen_field = "candidates.generator"
+            none_reason = [
+                ("no usable candidate from the chosen generators", gen_field)
+                if nx[i] == 0
+                else ("no usable candidate from the rejected generators", gen_field)
+                if ny[i] == 0
+                else None
+                for i in range(n)
+            ]
+        c, r = a[keep], b[keep]
+        return c, r, tuple(k[keep] for k in keys), none_reason, seeds
+
+    def _sweet_spot(self, idx: np.ndarray, flat: Flat, best: np.ndarray) -> np.ndarray:
+        n, pool, score = flat.n_pools, flat.pool, flat.score
+        cnt = np.bincount(pool[idx], minlength=n).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(pool[idx], weights=score[idx], minlength=n) / cnt
+            dev = (score[idx] - mean[pool[idx]]) ** 2
+            std = np.sqrt(np.bincount(pool[idx], weights=dev, minlength=n) / cnt)
+        target = mean - self.k * std
+        dist = np.abs(score - target[pool])
+        others = idx[idx != best[pool[idx]]]
+        return _first_per_pool(others, (flat.pos, dist), pool, n)
+
+    def _random_lower(self, table, idx, flat, best):
+        n, pool, score = flat.n_pools, flat.pool, flat.score
+        top = np.where(best >= 0, score[np.maximum(best, 0)], np.nan)
+        lower = score[idx] <= top[pool[idx]] if self.allow_ties else score[idx] < top[pool[idx]]
+        elig = idx[lower & (idx != best[pool[idx]])]  # pool-major, position order
+        counts = np.bincount(pool[elig], minlength=n)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        out = np.full(n, -1, dtype=np.int64)
+        seeds: dict[int, int] = {}
+        ids = table["prompt_id"].to_pylist()
+        for p in np.flatnonzero(counts):
+            seeds[int(p)] = pool_seed(self.seed, ids[p], "pairs/best-random")
+            pick = int(np.random.default_rng(seeds[int(p)]).integers(counts[p]))
+            out[p] = elig[starts[p] + pick]
+        return out, seeds
+
+    # -- the stage -----------------------------------------------------------------------
+    def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
+        min_margin = self.effective_min_margin()
+        invalid, inv_reasons, inv_fields = invalid_pools(table)
+        flat = flatten(table, self.score, self.exclude_flags)
+        few, few_fields = few_usable_reasons(flat, self.score)
+        valid = ~invalid & ~few
+        c, r, keys, none_reason, seeds = self._candidates(table, flat, valid)
+        pool, score = flat.pool, flat.score
+        n = flat.n_pools
+        margin = score[c] - score[r]
+
+        def count(mask: np.ndarray) -> np.ndarray:
+            return np.bincount(pool[c][mask], minlength=n)
+
+        # the shared filters, in order; each pool's reject reason is the first that empties it
+        alive = np.ones(c.size, dtype=bool)
+        steps = [(count(alive), None, None)]
+        text = flat.column("response")
+        same = pc.equal(text.take(pa.array(c)), text.take(pa.array(r)))
+        alive &= ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
+        steps.append((count(alive), "only identical responses", "candidates.response"))
+        score_field = f"scores.{self.score}"
+        if self.score is not None and not self.allow_ties and self.strategy not in SCORELESS:
+            alive &= ~(margin == 0)
+            steps.append((count(alive), "all candidate pairs tie", score_field))
+        if min_margin is not None:
+            alive &= margin >= min_margin
+            steps.append((count(alive), "no pair with margin >= min_margin", score_field))
+
+        c, r, margin = c[alive], r[alive], margin[alive]
+        keys = tuple(k[alive] for k in keys)
+        order = np.lexsort(keys + (pool[c],)) if keys else np.argsort(pool[c], kind="stable")
+        c, r, margin = c[order], r[order], margin[order]
+        src = pool[c]
+        rank = _rank_within(src)
+        if self.max_pairs_per_prompt is not None:
+            keep = rank < self.max_pairs_per_prompt
+            c, r, margin, src, rank = c[keep], r[keep], margin[keep], src[keep], rank[keep]
+
+        reasons: list[str | None] = list(inv_reasons)
+        fields: list[str | None] = list(inv_fields)
+        for i in range(n):
+            if reasons[i] is not None:
+                continue
+            if few[i]:
+                reasons[i], fields[i] = "fewer than two usable candidates", few_fields[i]
+                continue
+            if steps[0][0][i] == 0:
+                reasons[i], fields[i] = none_reason[i] or ("no candidate pair", "candidates")
+                continue
+            for cnt, why, fld in steps[1:]:
+                if cnt[i] == 0:
+                    reasons[i], fields[i] = why, fld
+                    break
+        rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
+        rejects = (
+            rejects_from(
+                table.take(rejected),
+                self.name,
+                [reasons[i] for i in rejected],
+                field=[fields[i] for i in rejected],
+                rows=rejected,
+            )
+            if rejected.size
+            else empty_rejects()
+        )
+        return self._assemble(table, flat, c, r, margin, src, rank, seeds), src, rejects
+
+    def _assemble(self, table, flat, c, r, margin, src, rank, seeds) -> pa.Table:
+        m = c.size
+        ci, ri, si = pa.array(c, pa.int64()), pa.array(r, pa.int64()), pa.array(src, pa.int64())
+        cid, resp, gen = (
+            flat.column("candidate_id"),
+            flat.column("response"),
+            flat.column("generator"),
+        )
+        scored = self.score is not None
+        fscore = pa.array(flat.score, pa.float64(), mask=~np.isfinite(flat.score))
+        null_f = pa.nulls(m, pa.float64())
+        prov = provenance_prefix(
+            self,
+            strategy=self.strategy,
+            score=self.score,
+            seed=self.seed,
+            config=self.config(),
+            min_margin_applied=self.effective_min_margin(),
+        )
+        if self.strategy == "best-random":
+            base = dumps(prov)[:-1]
+            provenance = pa.array(
+                [f'{base},"pool_seed":{seeds[int(p)]}}}' for p in src], pa.string()
+            )
+        else:
+            provenance = pa.array([dumps(prov)] * m, pa.string())
+        cols = {
+            "prompt_id": table["prompt_id"].take(si),
+            "prompt": table["prompt"].take(si),
+            "chosen": resp.take(ci),
+            "rejected": resp.take(ri),
+            "chosen_id": cid.take(ci),
+            "rejected_id": cid.take(ri),
+            "chosen_generator": gen.take(ci),
+            "rejected_generator": gen.take(ri),
+            "margin": pa.array(margin, pa.float64(), mask=~np.isfinite(margin))
+            if scored
+            else null_f,
+            "strength_mean": null_f,
+            "strength_std": null_f,
+            "p_chosen": null_f,
+            "votes": pa.nulls(m, pa.int32()),
+            "rationale": pa.nulls(m, pa.string()),
+            "strategy": pa.array([self.strategy] * m, pa.string()),
+            "provenance": provenance,
+            "chosen_score": fscore.take(ci) if scored else null_f,
+            "rejected_score": fscore.take(ri) if scored else null_f,
+        }
+        if self.strategy == "curriculum":
+            cols["curriculum_stage"] = pa.array(rank + 1, pa.int32())
+        schema = pair_schema(self.strategy)
+        return pa.table(
+            [
+                cols[f.name]
+                if not isinstance(cols[f.name], pa.ChunkedArray)
+                else cols[f.name].combine_chunks()
+                for f in schema
+            ],
+            schema=_cast_schema(schema, table),
+        ).cast(schema)
+
+
+def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
+    """The output schema with the input's prompt type, cast to canonical afterwards."""
+    i = schema.get_field_index("prompt")
+    return schema.set(i, pa.field("prompt", table.schema.field("prompt").type))
+
+
+def _second(idx, pos, score, pool, n, best):
+    """The lowest-scored candidate other than ``best`` (used when every score ties)."""
+    others = idx[idx != best[pool[idx]]]
+    return _first_per_pool(others, (pos, score), pool, n)
+
+
+def _rank_within(src: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal values of a sorted array."""
+    if src.size == 0:
+        return src.astype(np.int64)
+    start = np.ones(src.size, dtype=bool)
+    start[1:] = src[1:] != src[:-1]
+    first = np.maximum.accumulate(np.where(start, np.arange(src.size), 0))
+    return np.arange(src.size) - first
+
+
+def curriculum_order(pairs: pa.Table) -> pa.Table:
+    """Pairs sorted (stably) by ``curriculum_stage``: every pool's easiest pair first, then
+    every pool's second, ... the order in which Curry-DPO trains. Dataset-level.
+
+    >>> t = pa.table({"curriculum_stage": pa.array([1, 2, 1], pa.int32()), "x": [0, 1, 2]})
+    >>> curriculum_order(t)["x"].to_pylist()
+    [0, 2, 1]
+    """
+    if "curriculum_stage" not in pairs.column_names:
+        raise KeyError("curriculum_order needs a curriculum_stage column (strategy='curriculum')")
+    return pairs.take(pc.sort_indices(pairs, [("curriculum_stage", "ascending")]))
+
+
+__all__ = ["Pairs", "STRATEGIES", "curriculum_order", "pair_schema"]

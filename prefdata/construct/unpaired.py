@@ -1,0 +1,194 @@
+"""Unpaired examples for KTO: a completion and a real bool label.
+
+Two sources:
+
+- :class:`Unpaired`, a row-local stage over pools: every usable candidate becomes one example,
+  labelled ``score >= threshold``. A pool needs ``min_candidates`` usable candidates (default
+  1: KTO needs no partner) or it is rejected with a reason.
+- :func:`unpair`, over a pairs table: chosen -> True, rejected -> False (TRL's
+  ``unpair_preference_dataset`` does the same). With ``dedupe=True`` (default) a candidate
+  that appears with the same label in several pairs is kept once; a candidate chosen in one
+  pair and rejected in another keeps both labels, as TRL would, and both rows say
+  ``"conflicting_labels": true`` in their provenance.
+
+>>> import pyarrow as pa
+>>> from prefdata.schema import pool_schema
+>>> cands = [{"candidate_id": c, "response": c, "generator": "g", "scores": {"rm": s}, "flags": []}
+...          for c, s in [("a", 0.2), ("b", 0.9)]]
+>>> pools = pa.Table.from_pylist([{"prompt_id": "p", "prompt": [{"role": "user", "content": "Q"}],
+...     "source": None, "metadata": None, "candidates": cands}], schema=pool_schema(["rm"]))
+>>> Unpaired(score="rm", threshold=0.5)(pools).table["label"].to_pylist()
+[False, True]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from prefdata.construct.candidates import (
+    POOL_COLUMNS,
+    ConstructStage,
+    dumps,
+    few_usable_reasons,
+    flatten,
+    provenance_prefix,
+)
+from prefdata.construct.pairs import _as_tuple, invalid_pools
+from prefdata.pipeline import rejects_from
+from prefdata.schema import UNPAIRED_SCHEMA, conform_types, empty_rejects
+
+
+@dataclass(frozen=True)
+class Unpaired(ConstructStage):
+    """Label each usable candidate ``score >= threshold`` (see the module docstring)."""
+
+    score: str = ""
+    threshold: float = 0.0
+    min_candidates: int = 1
+
+    provides: ClassVar[tuple[str, ...]] = tuple(UNPAIRED_SCHEMA.names)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude_flags", _as_tuple(self.exclude_flags))
+        if not self.score:
+            raise ValueError("Unpaired needs score='<scorer name>'")
+        if self.min_candidates < 1:
+            raise ValueError("min_candidates must be at least 1")
+
+    def required_columns(self) -> tuple[str, ...]:
+        return POOL_COLUMNS + (f"scores.{self.score}",)
+
+    def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
+        n = table.num_rows
+        invalid, reasons, fields = invalid_pools(table)
+        flat = flatten(table, self.score, self.exclude_flags)
+        few, few_fields = few_usable_reasons(flat, self.score, self.min_candidates)
+        idx = np.flatnonzero(flat.usable & ~(invalid | few)[flat.pool])
+        what = (
+            "usable candidate"
+            if self.min_candidates == 1
+            else f"{self.min_candidates} usable candidates"
+        )
+        for i in range(n):
+            if reasons[i] is None and few[i]:
+                reasons[i], fields[i] = f"fewer than {what}", few_fields[i]
+        rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
+        rejects = (
+            rejects_from(
+                table.take(rejected),
+                self.name,
+                [reasons[i] for i in rejected],
+                field=[fields[i] for i in rejected],
+                rows=rejected,
+            )
+            if rejected.size
+            else empty_rejects()
+        )
+        ii, src = pa.array(idx, pa.int64()), pa.array(flat.pool[idx], pa.int64())
+        score = flat.score[idx]
+        prov = dumps(
+            provenance_prefix(
+                self,
+                rule="score >= threshold",
+                score=self.score,
+                threshold=self.threshold,
+                config=self.config(),
+            )
+        )
+        out = pa.Table.from_arrays(
+            [
+                table["prompt_id"].take(src).combine_chunks(),
+                table["prompt"]
+                .take(src)
+                .combine_chunks()
+                .cast(UNPAIRED_SCHEMA.field("prompt").type),
+                flat.column("response").take(ii),
+                flat.column("candidate_id").take(ii),
+                pa.array(score >= self.threshold, pa.bool_()),
+                pa.array(score, pa.float64()),
+                pa.array([prov] * idx.size, pa.string()),
+            ],
+            schema=UNPAIRED_SCHEMA,
+        )
+        return out, flat.pool[idx], rejects
+
+
+def unpair(pairs: pa.Table, *, dedupe: bool = True) -> pa.Table:
+    """KTO examples from a pairs table: chosen -> ``True``, rejected -> ``False``.
+
+    Rows come pair by pair, chosen first. ``score`` is ``chosen_score``/``rejected_score``
+    when the pairs carry them. Not a stage: a pairs table has no pools to reject.
+
+    >>> t = pa.table({"prompt_id": ["p", "p"], "prompt": [[{"role": "user", "content": "Q"}]] * 2,
+    ...               "chosen": ["a", "a"], "rejected": ["b", "c"], "chosen_id": ["a", "a"],
+    ...               "rejected_id": ["b", "c"], "strategy": ["all-pairs"] * 2})
+    >>> [(r["completion"], r["label"]) for r in unpair(t).to_pylist()]
+    [('a', True), ('b', False), ('c', False)]
+    """
+    n = pairs.num_rows
+
+    def col(name: str, typ: pa.DataType) -> pa.Array:
+        if name in pairs.column_names:
+            return pairs[name].combine_chunks().cast(typ)
+        return pa.nulls(n, typ)
+
+    strategy = col("strategy", pa.string())
+    sides = []
+    for side, label in (("chosen", True), ("rejected", False)):
+        sides.append(
+            pl.from_arrow(
+                pa.table(
+                    {
+                        "i": pa.array(np.arange(n) * 2 + (0 if label else 1), pa.int64()),
+                        "prompt_id": col("prompt_id", pa.string()),
+                        "prompt": pairs["prompt"].combine_chunks(),
+                        "completion": col(side, pa.string()),
+                        "candidate_id": col(f"{side}_id", pa.string()),
+                        "label": pa.array([label] * n, pa.bool_()),
+                        "score": col(f"{side}_score", pa.float64()),
+                        "strategy": strategy,
+                    }
+                )
+            )
+        )
+    df = pl.concat(sides).sort("i")
+    key = [pl.col("prompt_id"), pl.coalesce("candidate_id", "completion")]
+    if dedupe:
+        df = df.filter(pl.struct(*key, "label").is_first_distinct())
+    conflicts = pl.col("label").n_unique().over(key) > 1
+    df = df.with_columns(conflict=conflicts)
+    # one JSON string per distinct (conflict, label, strategy): few, so built in Python
+    kinds = df.select("conflict", "label", "strategy").unique(maintain_order=True)
+    kinds = kinds.with_columns(
+        provenance=pl.Series(
+            [
+                dumps(
+                    {
+                        "conflicting_labels": c,
+                        "side": "chosen" if lab else "rejected",
+                        "source_strategy": st,
+                        "stage": "unpair",
+                    }
+                )
+                for c, lab, st in kinds.iter_rows()
+            ],
+            dtype=pl.String,
+        )
+    )
+    df = df.join(
+        kinds,
+        on=["conflict", "label", "strategy"],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    out = conform_types(df.select(UNPAIRED_SCHEMA.names).to_arrow())
+    return out.cast(UNPAIRED_SCHEMA)
+
+
+__all__ = ["Unpaired", "unpair"]

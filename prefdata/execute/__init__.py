@@ -1,0 +1,12 @@
+"""Executors: run a pipeline over sharded Parquet, checkpointed in a work directory.
+
+>>> from prefdata.execute import LocalExecutor, open_workdir
+>>> result = LocalExecutor("runs/demo").run(stages, "pools.parquet")  # doctest: +SKIP
+>>> open_workdir("runs/demo").funnel.summary() == result.funnel.summary()  # doctest: +SKIP
+True
+"""
+
+from prefdata.execute.local import ExecutionResult, LocalExecutor, StageError
+from prefdata.execute.workdir import WorkdirInfo, open_workdir
+
+__all__ = ["ExecutionResult", "LocalExecutor", "StageError", "WorkdirInfo", "open_workdir"]

@@ -1,0 +1,494 @@
+"""The work directory of a checkpointed run: its layout, the manifest, the sharded input.
+
+Layout (the local executor writes it; the Ray executor writes the same)::
+
+    workdir/
+      manifest.json                          what is done (the only source of truth)
+      .lock                                  held (flock) by the one process running
+      input/shard-00000.parquet ...          the input cut into shards of shard_rows rows
+      stages/<ii>-<Stage>-<key>/shard-00000.parquet            rows a stage kept
+      stages/<ii>-<Stage>-<key>/rejects/shard-00000.parquet    rows it rejected (REJECTS_SCHEMA)
+
+``<ii>`` is the stage's position, ``<key>`` its chained fingerprint
+(:func:`prefdata.pipeline.stage_keys`): a changed config changes the key of that stage and
+of every stage after it, so those write into new folders and recompute, while the earlier
+stages' folders are reused as they are. Folders of keys no longer in the pipeline stay (a
+config switched back is free) until the input changes or the folder is deleted by hand.
+
+The manifest (``manifest.json``)::
+
+    {"format": 1,
+     "input": {"digest": ..., "shard_rows": 10000, "num_rows": ..., "shards": [rows, ...],
+               "sources": [...]},
+     "pipeline": [key, ...],                        the stages of the latest run, in order
+     "stages": {key: {"index", "name", "fingerprint", "config", "dir",
+                      "shards": {"00000": {"rows_in", "rows_out", "rows_rejected"}}}}}
+
+Why JSON and not DuckDB: one process writes it (the lock), and a whole-file rewrite to a
+temp file then ``os.replace`` is atomic, so after a crash at any instant the manifest is
+either the old or the new one, never torn; there is no lock file or WAL to recover, and a
+person can read it. It stays small (one entry per shard and stage).
+
+The rules that make a killed run resumable with every row exactly once:
+
+- a shard is done for a stage only when its output and rejects files were renamed into
+  place *and* the manifest records it; a file without a record is recomputed and overwritten
+  (stages are deterministic, so this is idempotent), a record without its file too;
+- the input is sharded once, keyed by a content digest of the source and ``shard_rows``; a
+  different digest resets the manifest and removes every shard, so everything recomputes;
+- temp files left by a killed write (``.*.tmp``) are removed at the start of the next run.
+
+>>> info = open_workdir("/path/to/workdir")  # doctest: +SKIP
+>>> info.funnel.summary(), info.outputs[:1]  # doctest: +SKIP
+('Tag: 200 in -> 200 out, 0 rejected; ...', [PosixPath('.../shard-00000.parquet')])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
+from prefdata.pipeline import Funnel
+from prefdata.schema import empty_rejects
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+INPUT_DIR = "input"
+STAGES_DIR = "stages"
+REJECTS_DIR = "rejects"
+
+Source = str | os.PathLike | Sequence[str | os.PathLike] | pa.Table
+
+
+def shard_name(shard: int) -> str:
+    """``shard-00042.parquet``.
+
+    >>> shard_name(42)
+    'shard-00042.parquet'
+    """
+    return f"shard-{shard:05d}.parquet"
+
+
+def stage_dir_name(index: int, name: str, key: str) -> str:
+    """``<ii>-<Stage>-<key>``, relative to ``workdir/stages``.
+
+    >>> stage_dir_name(1, "Filter", "ab12")
+    '01-Filter-ab12'
+    """
+    return f"{index:02d}-{name}-{key}"
+
+
+def dumps_manifest(obj: dict[str, Any]) -> str:
+    """JSON with one line per top-level key and per stage: readable, and encoded by the C
+    encoder (``indent`` would force the pure-Python one, 3x slower on big manifests).
+
+    >>> print(dumps_manifest({"format": 1, "stages": {"k": {"shards": {}}}}), end="")
+    {
+    "format": 1,
+    "stages": {
+     "k": {"shards": {}}
+    }
+    }
+    """
+
+    def line(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    parts = []
+    for key, value in obj.items():
+        if isinstance(value, dict) and value and key == "stages":
+            body = ",\n".join(f" {line(k)}: {line(v)}" for k, v in value.items())
+            parts.append(f"{line(key)}: {{\n{body}\n}}")
+        else:
+            parts.append(f"{line(key)}: {line(value)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write the manifest to a temp file beside ``path``, fsync, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dumps_manifest(obj))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Manifest:
+    """The manifest of a work directory, in memory; :meth:`save` writes it atomically."""
+
+    def __init__(self, workdir: Path, data: dict[str, Any] | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.data = data if data is not None else self.empty()
+
+    @staticmethod
+    def empty() -> dict[str, Any]:
+        return {"format": FORMAT, "input": None, "pipeline": [], "stages": {}}
+
+    @classmethod
+    def load(cls, workdir: str | os.PathLike) -> Manifest:
+        path = Path(workdir) / MANIFEST
+        if not path.exists():
+            return cls(Path(workdir))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path}: manifest format {data.get('format')!r}, expected {FORMAT}")
+        return cls(Path(workdir), data)
+
+    def save(self) -> None:
+        write_json_atomic(self.workdir / MANIFEST, self.data)
+
+    @property
+    def input(self) -> dict[str, Any] | None:
+        return self.data["input"]
+
+    def stage(self, key: str) -> dict[str, Any]:
+        return self.data["stages"][key]
+
+    def add_stage(self, index: int, name: str, key: str, fingerprint: str, config: Any) -> None:
+        """Register a stage (kept when already there: its finished shards stay valid)."""
+        self.data["stages"].setdefault(
+            key,
+            {
+                "index": index,
+                "name": name,
+                "fingerprint": fingerprint,
+                "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
+                "dir": f"{STAGES_DIR}/{stage_dir_name(index, name, key)}",
+                "shards": {},
+            },
+        )
+
+    def done(self, key: str, shard: int) -> dict[str, int] | None:
+        """The counts recorded for ``shard`` of stage ``key``, or None when not done."""
+        return self.data["stages"][key]["shards"].get(f"{shard:05d}")
+
+    def record(self, key: str, shard: int, rows_in: int, rows_out: int, rows_rejected: int) -> None:
+        self.data["stages"][key]["shards"][f"{shard:05d}"] = {
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "rows_rejected": rows_rejected,
+        }
+
+    def stage_dir(self, key: str) -> Path:
+        return self.workdir / self.data["stages"][key]["dir"]
+
+    def output_path(self, key: str, shard: int) -> Path:
+        return self.stage_dir(key) / shard_name(shard)
+
+    def rejects_path(self, key: str, shard: int) -> Path:
+        return self.stage_dir(key) / REJECTS_DIR / shard_name(shard)
+
+    def input_path(self, shard: int) -> Path:
+        return self.workdir / INPUT_DIR / shard_name(shard)
+
+
+# --------------------------------------------------------------------------- the input
+
+
+def resolve_source(source: Source) -> pa.Table | list[Path]:
+    """A table as is, or the Parquet files of a path, a folder (``*.parquet``, sorted) or
+    a list of paths."""
+    if isinstance(source, pa.Table):
+        return source
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise FileNotFoundError(f"no *.parquet files in {p}")
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    if not paths:
+        raise FileNotFoundError("no input files given")
+    return paths
+
+
+def source_digest(source: pa.Table | list[Path], shard_rows: int) -> str:
+    """Content digest of the input and the shard size (which fixes the shard boundaries).
+
+    Files are hashed byte by byte (streamed); a table by its Arrow IPC bytes, batch by batch.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"prefdata-input/{FORMAT}/{shard_rows}".encode())
+    if isinstance(source, pa.Table):
+        h.update(source.schema.serialize())
+        for batch in source.to_batches():
+            h.update(batch.serialize())
+        return h.hexdigest()
+    for path in source:
+        part = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                part.update(block)
+        h.update(part.digest())
+    return h.hexdigest()
+
+
+def _conformed(table: pa.Table) -> pa.Table:
+    return from_parquet_layout(table).replace_schema_metadata(None)
+
+
+def source_schema(source: pa.Table | list[Path]) -> pa.Schema:
+    """The conformed schema stages will see (from the first file's footer; no data read)."""
+    schema = source.schema if isinstance(source, pa.Table) else pq.read_schema(source[0])
+    return _conformed(schema.empty_table()).schema
+
+
+def source_num_rows(source: pa.Table | list[Path]) -> int:
+    if isinstance(source, pa.Table):
+        return source.num_rows
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in source)
+
+
+def _batches(source: pa.Table | list[Path], rows: int) -> Iterator[pa.Table]:
+    """Conformed pieces of at most ``rows`` rows; files are streamed batch by batch."""
+    schema = source_schema(source)
+    if isinstance(source, pa.Table):
+        for start in range(0, source.num_rows, rows):
+            yield _conformed(source.slice(start, rows))
+        return
+    for path in source:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            piece = _conformed(pa.Table.from_batches([batch]))
+            if not piece.schema.equals(schema):
+                raise ValueError(
+                    f"{path}: schema differs from the first input file's; "
+                    f"expected {schema}, got {piece.schema}"
+                )
+            yield piece
+
+
+def iter_shards(source: pa.Table | list[Path], shard_rows: int) -> Iterator[pa.Table]:
+    """The input cut into shards of exactly ``shard_rows`` rows (the last one shorter),
+    across file boundaries, holding at most about two shards in memory.
+
+    An empty input gives one empty shard, so every stage still runs once and the output
+    has its schema (and DuckDB has a file to read).
+
+    >>> [t.num_rows for t in iter_shards(pa.table({"prompt_id": list("abcde")}), 2)]
+    [2, 2, 1]
+    """
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+    pending: list[pa.Table] = []
+    n = emitted = 0
+    for piece in _batches(source, shard_rows):
+        pending.append(piece)
+        n += piece.num_rows
+        while n >= shard_rows:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, shard_rows)
+            emitted += 1
+            rest = joined.slice(shard_rows)
+            pending, n = [rest], rest.num_rows
+    if n or not emitted:
+        yield pa.concat_tables(pending) if pending else source_schema(source).empty_table()
+
+
+def prepare_input(manifest: Manifest, source: pa.Table | list[Path], shard_rows: int) -> list[int]:
+    """Shard the input into ``workdir/input`` unless the manifest already holds this very
+    input (same digest, every shard file present). Returns the rows per shard.
+
+    A changed input resets the manifest and removes all shards first, so nothing computed
+    from the old input can be mistaken for done.
+    """
+    digest = source_digest(source, shard_rows)
+    done = manifest.input
+    if (
+        done is not None
+        and done["digest"] == digest
+        and all(manifest.input_path(i).exists() for i in range(len(done["shards"])))
+    ):
+        return list(done["shards"])
+    manifest.data = Manifest.empty()
+    manifest.save()  # first forget, then delete: a crash in between leaves no false record
+    for sub in (INPUT_DIR, STAGES_DIR):
+        shutil.rmtree(manifest.workdir / sub, ignore_errors=True)
+    rows = []
+    for i, shard in enumerate(iter_shards(source, shard_rows)):
+        write_parquet(shard, manifest.input_path(i))
+        rows.append(shard.num_rows)
+    manifest.data["input"] = {
+        "digest": digest,
+        "shard_rows": shard_rows,
+        "num_rows": sum(rows),
+        "shards": rows,
+        "sources": ["<pyarrow.Table>"]
+        if isinstance(source, pa.Table)
+        else [str(p) for p in source],
+    }
+    manifest.save()
+    return rows
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+def clean_temp_files(workdir: Path) -> int:
+    """Remove temp files a killed write left behind (``.<name>.<random>.tmp``)."""
+    n = 0
+    for p in Path(workdir).rglob(".*.tmp"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``workdir/.lock`` (the kernel drops it when the
+    process dies, so a killed run leaves nothing to recover)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, single use is on the caller
+        yield
+        return
+    with open(Path(workdir) / ".lock", "a+b") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"work directory {workdir} is in use by another run") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def check_workdir(workdir: Path) -> None:
+    """Refuse a non-empty folder that is not a work directory (we delete inside it)."""
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"work directory {workdir} is a file")
+    if workdir.is_dir() and not (workdir / MANIFEST).exists():
+        strays = [
+            p.name
+            for p in workdir.iterdir()
+            if p.name != ".lock" and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        ]
+        if strays:
+            raise ValueError(
+                f"{workdir} is not empty and has no {MANIFEST}: not a prefdata work directory "
+                f"(found {sorted(strays)[:5]}); use an empty or new folder"
+            )
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass
+class WorkdirInfo:
+    """What a work directory holds, from its manifest: the latest run's stages, the funnel
+    over finished shards, and the Parquet files of outputs and rejects.
+
+    ``outputs``: the last stage's finished shards, in shard order (the input shards when
+    the pipeline has no stages). ``rejects``: every stage's rejects files, stage by stage.
+    ``stages``: one JSON-friendly dict per stage (index, name, key, fingerprint, config,
+    dir, shards_done, num_shards, rows_in, rows_out, rows_rejected).
+    """
+
+    path: Path
+    input: dict[str, Any] | None
+    stages: list[dict[str, Any]]
+    funnel: Funnel
+    outputs: list[Path]
+    rejects: list[Path]
+    complete: bool
+    manifest: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.input["shards"]) if self.input else 0
+
+    def read(self) -> pa.Table:
+        """The finished output shards, concatenated (pool tables conformed)."""
+        if not self.outputs:
+            raise FileNotFoundError(f"{self.path}: no finished output shards")
+        return read_parquet(list(self.outputs))
+
+    def read_rejects(self) -> pa.Table:
+        """All rejects of finished shards, stage by stage then shard by shard."""
+        return read_parquet(list(self.rejects)) if self.rejects else empty_rejects()
+
+
+def open_workdir(path: str | os.PathLike) -> WorkdirInfo:
+    """Read a work directory's manifest (no Parquet data is read).
+
+    >>> info = open_workdir("runs/demo")  # doctest: +SKIP
+    >>> info.complete, len(info.outputs), info.funnel.to_list()[0]["rows_in"]  # doctest: +SKIP
+    (True, 40, 200)
+    """
+    path = Path(path)
+    if not (path / MANIFEST).exists():
+        raise FileNotFoundError(f"{path}: no {MANIFEST}; not a prefdata work directory")
+    manifest = Manifest.load(path)
+    inp = manifest.input
+    num_shards = len(inp["shards"]) if inp else 0
+    stages, funnel, rejects = [], Funnel(), []
+    for key in manifest.data["pipeline"]:
+        rec = manifest.stage(key)
+        shards = sorted(int(s) for s in rec["shards"])
+        counts = [rec["shards"][f"{s:05d}"] for s in shards]
+        totals = {c: sum(x[c] for x in counts) for c in ("rows_in", "rows_out", "rows_rejected")}
+        funnel.add(rec["name"], totals["rows_in"], totals["rows_out"], totals["rows_rejected"])
+        rejects.extend(manifest.rejects_path(key, s) for s in shards)
+        stages.append(
+            {
+                "index": rec["index"],
+                "name": rec["name"],
+                "key": key,
+                "fingerprint": rec["fingerprint"],
+                "config": rec["config"],
+                "dir": rec["dir"],
+                "shards_done": len(shards),
+                "num_shards": num_shards,
+                **totals,
+            }
+        )
+    if manifest.data["pipeline"]:
+        last = manifest.data["pipeline"][-1]
+        done = sorted(int(s) for s in manifest.stage(last)["shards"])
+        outputs = [manifest.output_path(last, s) for s in done]
+    else:
+        outputs = [manifest.input_path(s) for s in range(num_shards)]
+    complete = inp is not None and all(s["shards_done"] == num_shards for s in stages)
+    return WorkdirInfo(path, inp, stages, funnel, outputs, rejects, complete, manifest.data)
+
+
+__all__ = [
+    "MANIFEST",
+    "Manifest",
+    "WorkdirInfo",
+    "check_workdir",
+    "clean_temp_files",
+    "iter_shards",
+    "open_workdir",
+    "prepare_input",
+    "resolve_source",
+    "shard_name",
+    "source_digest",
+    "source_num_rows",
+    "source_schema",
+    "stage_dir_name",
+    "workdir_lock",
+]

@@ -1,0 +1,373 @@
+"""Columnar building blocks shared by the export writers.
+
+Message lists are built from flat ``role``/``content`` arrays plus per-row lengths with
+numpy index arithmetic, so no writer loops over rows in Python. Validation returns one
+reason (or ``None``) per row; the writers turn those into rejects.
+
+>>> t = pa.table({"prompt": [[{"role": "user", "content": "Hi"}]], "chosen": ["Hello"]})
+>>> m = Messages.of(t["prompt"])
+>>> m.append("assistant", t["chosen"]).to_array().to_pylist()
+[[{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefdata.pipeline import rejects_from
+from prefdata.schema import MESSAGE_TYPE, PROMPT_END_ROLES, ROLES, empty_rejects
+
+
+def column(table: pa.Table, name: str) -> pa.Array:
+    """One column as a single (non-chunked) array."""
+    col = table[name]
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _as_array(values: pa.Array | pa.ChunkedArray | str, n: int) -> pa.Array:
+    if isinstance(values, str):
+        return pa.array(np.full(n, values, dtype=object), pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.cast(pa.string())
+
+
+@dataclass(frozen=True)
+class Messages:
+    """A column of message lists held flat: ``roles``/``contents`` and per-row ``lengths``.
+
+    Null lists count as empty (validation rejects them before anything is written).
+    """
+
+    roles: np.ndarray  # object array of str (or None)
+    contents: pa.Array  # string
+    lengths: np.ndarray  # int64, one per row
+
+    @classmethod
+    def of(cls, lists: pa.Array | pa.ChunkedArray) -> Messages:
+        if isinstance(lists, pa.ChunkedArray):
+            lists = lists.combine_chunks()
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+        flat = lists.flatten()
+        roles = flat.field("role").to_numpy(zero_copy_only=False).astype(object)
+        return cls(roles, flat.field("content").cast(pa.string()), lengths)
+
+    @classmethod
+    def single(cls, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:
+        """One message per row."""
+        contents = _as_array(contents, 0)
+        n = len(contents)
+        return cls(np.full(n, role, dtype=object), contents, np.ones(n, dtype=np.int64))
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """The row each flat message belongs to."""
+        return np.repeat(np.arange(self.num_rows), self.lengths)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Index of each flat message within its row."""
+        return np.arange(len(self.roles)) - np.repeat(self.starts, self.lengths)
+
+    def first_roles(self) -> np.ndarray:
+        out = np.full(self.num_rows, None, dtype=object)
+        has = self.lengths > 0
+        out[has] = self.roles[self.starts[has]]
+        return out
+
+    def last_roles(self) -> np.ndarray:
+        out = np.full(self.num_rows, None, dtype=object)
+        has = self.lengths > 0
+        out[has] = self.roles[(self.starts + self.lengths - 1)[has]]
+        return out
+
+    def any_per_row(self, flat_mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self.row_ids[flat_mask], minlength=self.num_rows) > 0
+
+    def take_flat(self, keep: np.ndarray) -> Messages:
+        """Keep the flat messages where ``keep`` is true (rows keep their order)."""
+        lengths = np.bincount(self.row_ids[keep], minlength=self.num_rows).astype(np.int64)
+        idx = np.flatnonzero(keep)
+        return Messages(self.roles[idx], self.contents.take(pa.array(idx)), lengths)
+
+    def take_rows(self, rows: np.ndarray) -> Messages:
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.starts[rows], self.lengths[rows]
+        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        idx = idx + np.arange(lengths.sum())
+        return Messages(self.roles[idx], self.contents.take(pa.array(idx)), lengths)
+
+    def append(self, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:
+        """Append one message with ``role`` to every row."""
+        return self.concat(Messages.single(role, contents))
+
+    def concat(self, other: Messages) -> Messages:
+        """Row-wise concatenation: row i is self[i] followed by other[i]."""
+        n = self.num_rows
+        lengths = self.lengths + other.lengths
+        total = int(lengths.sum())
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        # Destination of each source element: own offset within the row + row start.
+        dest_self = np.repeat(starts, self.lengths) + self.positions
+        dest_other = np.repeat(starts + self.lengths, other.lengths) + other.positions
+        order = np.empty(total, dtype=np.int64)
+        order[dest_self] = np.arange(len(self.roles))
+        order[dest_other] = len(self.roles) + np.arange(len(other.roles))
+        roles = np.concatenate([self.roles, other.roles])[order]
+        contents = pa.concat_arrays([self.contents, other.contents]).take(pa.array(order))
+        assert len(lengths) == n
+        return Messages(roles, contents, lengths)
+
+    def struct_values(
+        self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
+    ) -> pa.StructArray:
+        roles = _apply_map(self.roles, role_map) if role_map else self.roles
+        role_arr = pa.array(roles, pa.string())
+        fields = [pa.field(keys[0], pa.string()), pa.field(keys[1], pa.string())]
+        return pa.StructArray.from_arrays([role_arr, self.contents], fields=fields)
+
+    def to_array(
+        self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
+    ) -> pa.ListArray:
+        """The message lists as ``list<struct<role, content>>`` (or other key names)."""
+        offsets = pa.array(np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int32))
+        return pa.ListArray.from_arrays(offsets, self.struct_values(keys, role_map))
+
+    def to_struct(
+        self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
+    ) -> pa.StructArray:
+        """Rows of exactly one message as a struct column (not a list)."""
+        if not (self.lengths == 1).all():
+            raise ValueError("to_struct needs exactly one message per row")
+        return self.struct_values(keys, role_map)
+
+
+def _apply_map(values: np.ndarray, mapping: dict[str, str]) -> np.ndarray:
+    """Map role names through ``mapping`` (vectorised over the few distinct values)."""
+    out = values.copy()
+    for src, dst in mapping.items():
+        out[values == src] = dst
+    return out
+
+
+# ---------------------------------------------------------------- validation
+
+
+class Reasons:
+    """One rejection reason (and field) per row; the first reason set wins."""
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.field = np.full(n, None, dtype=object)
+
+    def add(self, mask: np.ndarray, reason: str, field: str) -> None:
+        mask = np.asarray(mask, dtype=bool) & (self.reason == None)  # noqa: E711
+        self.reason[mask] = reason
+        self.field[mask] = field
+
+    def add_per_row(self, reasons: Sequence[str | None], field: str) -> None:
+        for i, r in enumerate(reasons):
+            if r is not None and self.reason[i] is None:
+                self.reason[i], self.field[i] = r, field
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+
+def check_text(reasons: Reasons, table: pa.Table, name: str, *, nonblank: bool = False) -> None:
+    """Reject rows whose ``name`` is null (or blank when ``nonblank``)."""
+    arr = column(table, name)
+    reasons.add(arr.is_null().to_numpy(zero_copy_only=False), f"{name} is null", name)
+    if nonblank:
+        blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), False)
+        reasons.add(blank.to_numpy(zero_copy_only=False), f"{name} is empty", name)
+
+
+def check_prompt(reasons: Reasons, table: pa.Table, msgs: Messages, name: str = "prompt") -> None:
+    """The canonical prompt rules: not null, not empty, known roles, no null content,
+    and the last turn is a user (or tool) turn."""
+    arr = column(table, name)
+    reasons.add(arr.is_null().to_numpy(zero_copy_only=False), f"{name} is null", name)
+    reasons.add(msgs.lengths == 0, f"{name} is an empty message list", name)
+    bad_role = ~np.isin(msgs.roles.astype(str), ROLES) | (msgs.roles == None)  # noqa: E711
+    reasons.add(msgs.any_per_row(bad_role), f"{name} has a role outside {ROLES}", name)
+    null_content = msgs.contents.is_null().to_numpy(zero_copy_only=False)
+    reasons.add(msgs.any_per_row(null_content), f"{name} has a message with null content", name)
+    last = msgs.last_roles()
+    reasons.add(
+        (msgs.lengths > 0) & ~np.isin(last.astype(str), PROMPT_END_ROLES),
+        f"{name} does not end with a user or tool turn",
+        name,
+    )
+
+
+def check_distinct(reasons: Reasons, table: pa.Table, a: str, b: str) -> None:
+    same = pc.fill_null(pc.equal(column(table, a), column(table, b)), False)
+    reasons.add(same.to_numpy(zero_copy_only=False), f"{a} and {b} are identical", b)
+
+
+# ---------------------------------------------------------------- results
+
+
+class ExportResult(list):
+    """The paths written (a ``list[Path]``), with the rows rejected and the rows written.
+
+    ``rows_in == rows_written + rejects.num_rows`` always holds.
+    """
+
+    def __init__(
+        self, paths: Sequence[Path], rejects: pa.Table, rows_in: int, rows_written: int
+    ) -> None:
+        super().__init__(paths)
+        self.rejects = rejects
+        self.rows_in = rows_in
+        self.rows_written = rows_written
+        if rows_in != rows_written + rejects.num_rows:
+            raise AssertionError(
+                f"export funnel broken: {rows_in} in != {rows_written} + {rejects.num_rows}"
+            )
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A converted table and the input rows it rejected (``REJECTS_SCHEMA``)."""
+
+    table: pa.Table
+    rejects: pa.Table
+    rows_in: int
+
+
+def finish(
+    source: pa.Table,
+    reasons: Reasons,
+    stage: str,
+    build: Callable[[pa.Table, np.ndarray], pa.Table],
+) -> Converted:
+    """Split ``source`` by ``reasons``, convert the kept rows with ``build(kept, kept_idx)``."""
+    ok = reasons.ok
+    keep_idx = np.flatnonzero(ok)
+    bad_idx = np.flatnonzero(~ok)
+    rejects = (
+        rejects_from(
+            source.take(pa.array(bad_idx, pa.int64())),
+            stage,
+            list(reasons.reason[bad_idx]),
+            field=list(reasons.field[bad_idx]),
+            rows=bad_idx,
+        )
+        if len(bad_idx)
+        else empty_rejects()
+    )
+    kept = source.take(pa.array(keep_idx, pa.int64()))
+    return Converted(build(kept, keep_idx), rejects, source.num_rows)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def atomic_path(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temp file in the same folder, then rename (no half-written files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_jsonl(table: pa.Table, path: Path) -> Path:
+    """JSON Lines through polars (columnar, deterministic key order = column order).
+
+    Non-finite floats are refused: JSON has no NaN and the loaders would read null.
+    """
+    for f in table.schema:
+        if pa.types.is_floating(f.type):
+            vals = column(table, f.name)
+            if (
+                pc.any(pc.is_nan(pc.fill_null(vals, 0.0))).as_py()
+                or pc.any(pc.is_inf(pc.fill_null(vals, 0.0))).as_py()
+            ):
+                raise ValueError(f"column {f.name!r} has NaN or infinite values")
+    df = pl.from_arrow(table) if table.num_rows else None
+    if df is None:
+        return atomic_path(path, lambda p: p.write_bytes(b""))
+    return atomic_path(path, lambda p: df.write_ndjson(p))
+
+
+def write_parquet_hf(table: pa.Table, path: Path) -> Path:
+    """Parquet with the ``huggingface`` features metadata (what ``Dataset.to_parquet`` writes),
+    so ``load_dataset("parquet", ...)`` restores the exact feature types."""
+    from datasets import Dataset
+
+    ds = Dataset(table)
+    return atomic_path(path, lambda p: ds.to_parquet(str(p)) and None)
+
+
+def write_json(obj: object, path: Path) -> Path:
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    return atomic_path(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def message_type(keys: tuple[str, str] = ("role", "content")) -> pa.StructType:
+    if keys == ("role", "content"):
+        return MESSAGE_TYPE
+    return pa.struct([pa.field(keys[0], pa.string()), pa.field(keys[1], pa.string())])
+
+
+def table_kind(table: pa.Table) -> str:
+    """``pair``, ``list`` or ``unpaired``, from the columns present."""
+    names = set(table.column_names)
+    if {"chosen", "rejected"} <= names:
+        return "pair"
+    if "responses" in names:
+        return "list"
+    if {"completion", "label"} <= names:
+        return "unpaired"
+    raise ValueError(
+        f"cannot tell the record type of a table with columns {sorted(names)}; expected a "
+        "pair (chosen, rejected), list (responses) or unpaired (completion, label) table"
+    )
+
+
+def keep_columns(
+    source: pa.Table, out: dict[str, pa.Array], keep: Sequence[str] | str, consumed: set[str]
+) -> dict[str, pa.Array]:
+    """Add the extra columns named in ``keep`` (``"all"``: every column not consumed)."""
+    names = (
+        [c for c in source.column_names if c not in consumed and c not in out]
+        if keep == "all"
+        else list(keep)
+    )
+    for name in names:
+        if name not in source.column_names:
+            raise KeyError(f"cannot keep column {name!r}: the input has {source.column_names}")
+        if name not in out:
+            out[name] = column(source, name)
+    return out

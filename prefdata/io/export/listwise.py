@@ -1,0 +1,162 @@
+"""Listwise JSON Lines in the layout of PRO's reference code (AlibabaResearch/DAMO-ConvAI,
+``PRO/train/utils/data_manager.py`` and ``PRO/train/hh_preprocess_data/step_1_process.py``).
+
+One line per prompt: ``prefix`` holds one copy of the prompt per response, each a list of
+turn strings tagged ``<|prompter|>`` / ``<|assistant|>`` and ending with a bare
+``<|assistant|>`` (the collator joins them and maps the tags to "Human:" / "Assistant:");
+``suffix`` holds the responses best to worst; ``reward`` their scores, descending;
+``sft_index`` is 0 (the best response gets the SFT loss). A system turn is kept as untagged
+text at the start of the prefix; tool turns cannot be expressed and are rejected. The
+conversational ``prompt`` and the shared ``rank`` (ties share a rank) are written too, for
+other listwise readers.
+
+PRO's collator slices ``[:training_stage]`` and reshapes, so every row needs at least
+``training_stage`` responses: pass ``num_responses`` to cut lists to one length (shorter
+lists are rejected).
+
+>>> r = to_listwise({"prompt": [{"role": "user", "content": "Hi"}], "responses": [
+...     {"response": "Hello!", "score": 2.0, "rank": 1},
+...     {"response": "Go.", "score": -1.0, "rank": 2}]})
+>>> r["prefix"][0], r["suffix"], r["reward"], r["sft_index"]
+(['<|prompter|>Hi', '<|assistant|>'], ['Hello!', 'Go.'], [2.0, -1.0], 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from prefdata.io.export._arrow import (
+    Converted,
+    Messages,
+    Reasons,
+    check_prompt,
+    column,
+    finish,
+    keep_columns,
+)
+from prefdata.io.export.trl import check_prompt_record
+
+TAGS = {"user": "<|prompter|>", "assistant": "<|assistant|>", "system": ""}
+
+
+def _prefix(prompt: list[dict[str, str]]) -> list[str]:
+    out = []
+    for i, m in enumerate(prompt):
+        if m["role"] == "tool":
+            raise ValueError(f"prompt[{i}] is a tool turn, which PRO's prefix cannot hold")
+        if m["role"] == "system" and i:
+            raise ValueError(f"prompt[{i}] is a system turn after the first message")
+        out.append(TAGS[m["role"]] + m["content"])
+    return out + [TAGS["assistant"]]
+
+
+def to_listwise(lst: Mapping[str, Any], *, num_responses: int | None = None) -> dict[str, Any]:
+    """A canonical ranked list as a PRO-style record."""
+    prompt = check_prompt_record(lst.get("prompt"))
+    responses = list(lst.get("responses") or [])
+    if num_responses is not None:
+        if len(responses) < num_responses:
+            raise ValueError(f"responses has {len(responses)} entries, fewer than {num_responses}")
+        responses = responses[:num_responses]
+    if len(responses) < 2:
+        raise ValueError("responses has fewer than 2 entries")
+    for i, r in enumerate(responses):
+        if r.get("response") is None:
+            raise ValueError(f"responses[{i}].response is null")
+        if r.get("score") is None:
+            raise ValueError(f"responses[{i}].score is null (PRO needs a reward per response)")
+    scores = [float(r["score"]) for r in responses]
+    if any(b > a for a, b in zip(scores, scores[1:], strict=False)):
+        raise ValueError("responses are not ordered best first (scores not descending)")
+    prefix = _prefix(prompt)
+    return {
+        "prefix": [list(prefix) for _ in responses],
+        "suffix": [r["response"] for r in responses],
+        "reward": scores,
+        "sft_index": 0,
+        "prompt": prompt,
+        "rank": [int(r["rank"]) for r in responses],
+    }
+
+
+def listwise_table(
+    lists: pa.Table, *, num_responses: int | None = None, keep: Sequence[str] | str = ()
+) -> Converted:
+    """Vectorised :func:`to_listwise` over a list table (``LIST_SCHEMA``)."""
+    n = lists.num_rows
+    msgs = Messages.of(lists["prompt"])
+    reasons = Reasons(n)
+    check_prompt(reasons, lists, msgs)
+    roles = msgs.roles.astype(str)
+    reasons.add(msgs.any_per_row(roles == "tool"), "prompt has a tool turn", "prompt")
+    reasons.add(
+        msgs.any_per_row((roles == "system") & (msgs.positions > 0)),
+        "prompt has a system turn after the first message",
+        "prompt",
+    )
+    resp = column(lists, "responses")
+    lengths = pc.fill_null(pc.list_value_length(resp), 0).to_numpy().astype(np.int64)
+    flat = resp.flatten()
+    row_ids = np.repeat(np.arange(n), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    pos = np.arange(len(flat)) - np.repeat(starts, lengths)
+    take = np.ones(len(flat), dtype=bool)
+    if num_responses is not None:
+        reasons.add(lengths < num_responses, f"fewer than {num_responses} responses", "responses")
+        take = pos < num_responses
+    used = np.bincount(row_ids[take], minlength=n)
+    reasons.add(used < 2, "fewer than 2 responses", "responses")
+    text_null = flat.field("response").is_null().to_numpy(zero_copy_only=False) & take
+    reasons.add(np.bincount(row_ids[text_null], minlength=n) > 0, "a response is null", "responses")
+    score = flat.field("score")
+    score_null = score.is_null().to_numpy(zero_copy_only=False) & take
+    reasons.add(
+        np.bincount(row_ids[score_null], minlength=n) > 0,
+        "a response has a null score (PRO needs a reward per response)",
+        "responses",
+    )
+    s = pc.fill_null(score, 0.0).to_numpy(zero_copy_only=False)
+    rising = np.zeros(len(flat), dtype=bool)
+    if len(flat) > 1:
+        same_row = row_ids[1:] == row_ids[:-1]
+        rising[1:] = same_row & (s[1:] > s[:-1]) & take[1:]
+    reasons.add(
+        np.bincount(row_ids[rising], minlength=n) > 0,
+        "responses are not ordered best first (scores not descending)",
+        "responses",
+    )
+
+    def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
+        sub_msgs = msgs.take_rows(idx)
+        tags = np.array([TAGS.get(r, "") for r in sub_msgs.roles], dtype=object)
+        texts = pc.binary_join_element_wise(pa.array(tags, pa.string()), sub_msgs.contents, "")
+        prefix_one = Messages(sub_msgs.roles, texts, sub_msgs.lengths).append(
+            "assistant", pa.array(np.full(len(idx), TAGS["assistant"], dtype=object), pa.string())
+        )
+        one = pa.ListArray.from_arrays(
+            pa.array(np.concatenate([[0], np.cumsum(prefix_one.lengths)]).astype(np.int32)),
+            prefix_one.contents,
+        )
+        # Flat responses of the kept rows (cut to num_responses), then per-row counts.
+        keep_flat = take & np.isin(row_ids, idx)
+        k = np.bincount(row_ids[keep_flat], minlength=n)[idx]
+        offsets = pa.array(np.concatenate([[0], np.cumsum(k)]).astype(np.int32))
+        sel = flat.take(pa.array(np.flatnonzero(keep_flat)))
+        copies = one.take(pa.array(np.repeat(np.arange(len(idx)), k)))
+        prefix = pa.ListArray.from_arrays(offsets, copies)
+        out = {
+            "prefix": prefix,
+            "suffix": pa.ListArray.from_arrays(offsets, sel.field("response")),
+            "reward": pa.ListArray.from_arrays(offsets, sel.field("score").cast(pa.float64())),
+            "sft_index": pa.array(np.zeros(len(idx), dtype=np.int64)),
+            "prompt": sub_msgs.to_array(),
+            "rank": pa.ListArray.from_arrays(offsets, sel.field("rank").cast(pa.int32())),
+        }
+        return pa.table(keep_columns(kept, out, keep, {"prompt", "responses"}))
+
+    return finish(lists, reasons, "export:listwise", build)

@@ -1,0 +1,468 @@
+"""Read records from files, folders, the Hub or in-memory objects, and turn them into pools.
+
+:func:`read_records` gives the raw table (plain Arrow types: string, not large_string) and
+the rows it could not read (``REJECTS_SCHEMA``, stage ``read``). :func:`read_pools` adds a
+layout (:mod:`prefdata.io.layouts`) and returns a :class:`~prefdata.pipeline.PipelineResult`
+with a funnel counted in input rows.
+
+Sources:
+
+- a Parquet file, or a folder of them (read recursively, in sorted path order);
+- JSON Lines (``.jsonl``, ``.jsonl.gz``, ``.ndjson``), or a ``.json`` file holding an array of
+  objects (or JSON Lines under a ``.json`` name); a folder of such files;
+- a ``.csv`` file;
+- a Hugging Face ``save_to_disk`` folder (``datasets.load_from_disk``), or another folder of
+  data files (``datasets.load_dataset(folder, split=...)``);
+- a Hub dataset name (``datasets.load_dataset(name, split=...)``): needs the network, and
+  its error is raised as is when there is none;
+- a ``pyarrow.Table``, polars or pandas ``DataFrame``, or ``datasets.Dataset`` /
+  ``DatasetDict`` (pick ``split``).
+
+JSON is parsed line by line so that a bad line is a rejects entry, not a crash: ``row`` is
+the 0-based line index and the reason starts with the 1-based line number, the way editors
+count (``"line 17: invalid JSON: ..."``). Blank lines are not rows. A key whose values
+disagree in kind across rows (a number where other rows hold strings) rejects the minority
+rows, naming the field.
+
+>>> import pyarrow as pa
+>>> raw, rejects = read_records(pa.table({"prompt": ["Hi"], "response": ["Hello"]}))
+>>> raw.num_rows, rejects.num_rows
+(1, 0)
+>>> result = read_pools(pa.table({"prompt": ["Hi"], "response": ["Hello"]}), "long")
+>>> result.funnel.summary()
+'read: 1 in -> 1 out, 0 rejected; layout:long: 1 in -> 1 out, 0 rejected'
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefdata.io.layouts import to_pools
+from prefdata.pipeline import Funnel, PipelineResult
+from prefdata.schema import REJECTS_SCHEMA, conform_types
+
+STAGE = "read"
+_JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+class _Bad(list):
+    """Read rejects: (row, field, reason, record text)."""
+
+    def table(self) -> pa.Table:
+        items = sorted(self, key=lambda x: x[0])
+        return pa.table(
+            {
+                "stage": [STAGE] * len(items),
+                "reason": [x[2] for x in items],
+                "row": [x[0] for x in items],
+                "prompt_id": [None] * len(items),
+                "field": [x[1] for x in items],
+                "record": [x[3] for x in items],
+            },
+            schema=REJECTS_SCHEMA,
+        )
+
+
+def _record_text(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Bad) -> pa.Table:
+    """Column-wise Arrow table from dicts; rows whose values cannot share a column type
+    with the other rows are rejected (the most common kind wins; ties: the first seen)."""
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    drop: set[int] = set()
+    for key in keys:
+        kinds = [_kind(r.get(key)) for r in records]
+        counts = Counter(k for k in kinds if k != "null")
+        if len(counts) > 1:
+            first_seen = {k: i for i, k in reversed(list(enumerate(kinds)))}
+            major = max(counts, key=lambda k: (counts[k], -first_seen[k]))
+            for i, k in enumerate(kinds):
+                if k not in ("null", major) and i not in drop:
+                    drop.add(i)
+                    bad.append(
+                        (
+                            rows[i],
+                            key,
+                            f"{where} {rows[i] + (where == 'line')}: field "
+                            f"{key!r} is a {k} where other rows hold a {major}",
+                            _record_text(records[i]),
+                        )
+                    )
+    keep = [i for i in range(len(records)) if i not in drop]
+    while True:
+        columns = {}
+        failed = None
+        for key in keys:
+            values = [records[i].get(key) for i in keep]
+            try:
+                columns[key] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                failed = (key, values, e)
+                break
+        if failed is None:
+            break
+        # Nested values that disagree in type: reject those unlike the most common type.
+        key, values, err = failed
+        types = []
+        for v in values:
+            try:
+                types.append(pa.array([v]).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                types.append(None)
+        common = Counter(t for t in types if t is not None and not pa.types.is_null(t))
+        target = common.most_common(1)[0][0] if common else None
+        drop_now = []
+        for j, v in enumerate(values):
+            try:
+                pa.array([v], type=target)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+                drop_now.append(j)
+        if not drop_now:
+            raise ValueError(f"column {key!r} cannot be read: {err}") from err
+        for j in drop_now:
+            i = keep[j]
+            bad.append(
+                (
+                    rows[i],
+                    key,
+                    f"{where} {rows[i] + (where == 'line')}: field {key!r} "
+                    f"does not fit the type of other rows ({target})",
+                    _record_text(records[i]),
+                )
+            )
+        dropped = {keep[j] for j in drop_now}
+        keep = [i for i in keep if i not in dropped]
+    if not keys:  # only empty objects: nothing to read (an Arrow table needs a column)
+        for i in keep:
+            bad.append(
+                (
+                    rows[i],
+                    None,
+                    f"{where} {rows[i] + (where == 'line')}: empty object",
+                    _record_text(records[i]),
+                )
+            )
+        return pa.table({})
+    return pa.table(columns)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        yield from fh
+
+
+def _first_char(path: Path) -> str:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1].decode("ascii", errors="replace")
+
+
+def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int]:
+    records, rows, n = [], [], 0
+    for i, line in enumerate(lines):
+        if i == 0 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if not line.strip():
+            continue
+        n += 1
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad.append(
+                (
+                    i,
+                    None,
+                    f"line {i + 1}: invalid UTF-8 at byte {e.start}: {e.reason}",
+                    json.dumps({"line": line.decode("utf-8", errors="replace")}),
+                )
+            )
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            bad.append((i, None, f"line {i + 1}: invalid JSON: {e}", json.dumps({"line": text})))
+            continue
+        if not isinstance(value, dict):
+            bad.append(
+                (
+                    i,
+                    None,
+                    f"line {i + 1}: JSON {_kind(value)}, not an object",
+                    json.dumps({"line": text}),
+                )
+            )
+            continue
+        records.append(value)
+        rows.append(i)
+    return _records_to_table(records, rows, "line", bad), n
+
+
+def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = json.loads(fh.read().decode("utf-8"))
+    if not isinstance(data, list):
+        raise ValueError(
+            f"{path}: expected a JSON array of objects or JSON Lines, got a JSON {_kind(data)}"
+        )
+    records, rows = [], []
+    for i, v in enumerate(data):
+        if isinstance(v, dict):
+            records.append(v)
+            rows.append(i)
+        else:
+            bad.append((i, None, f"item {i}: JSON {_kind(v)}, not an object", _record_text(v)))
+    return _records_to_table(records, rows, "item", bad), len(data)
+
+
+def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+    if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
+        return _read_json_array(path, bad)
+    return _read_json_lines(_lines(path), bad)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def _from_dataset(ds: Any, split: str | None) -> pa.Table:
+    import datasets
+
+    if isinstance(ds, datasets.DatasetDict | datasets.IterableDatasetDict):
+        if split is None:
+            if len(ds) != 1:
+                raise ValueError(f"the dataset has splits {list(ds)}; pass split=")
+            split = next(iter(ds))
+        if split not in ds:
+            raise KeyError(f"no split {split!r}; the dataset has {list(ds)}")
+        ds = ds[split]
+    if isinstance(ds, datasets.IterableDataset):
+        ds = datasets.Dataset.from_generator(lambda: (yield from ds), features=ds.features)
+    return ds.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
+
+
+def _from_pandas(df: Any, bad: _Bad) -> tuple[pa.Table, int]:
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False), len(df)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed-type object columns: read row by row, rejecting the rows that do not fit.
+        records = df.to_dict("records")
+        return _records_to_table(records, list(range(len(records))), "row", bad), len(records)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Plain Arrow types (string, not large_string or views; dictionaries decoded), no
+    schema metadata."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table[f.name].cast(f.type.value_type))
+    return conform_types(table.replace_schema_metadata(None))
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.parquet") if p.is_file())
+
+
+def _json_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(_JSON_SUFFIXES))
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
+
+
+def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            t = pq.read_table(path)
+            return t, t.num_rows
+        if name.endswith(_JSON_SUFFIXES):
+            return _read_json_file(path, bad)
+        if name.endswith(".csv"):
+            import pyarrow.csv as pcsv
+
+            t = pcsv.read_csv(path)
+            return t, t.num_rows
+        raise ValueError(f"{path}: unknown file type (expected .parquet, .jsonl[.gz], .json, .csv)")
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        import datasets
+
+        t = _from_dataset(datasets.load_from_disk(str(path)), split)
+        return t, t.num_rows
+    if split is None and (files := _parquet_files(path)) and not _json_files(path):
+        t = _concat([pq.read_table(f) for f in files])
+        return t, t.num_rows
+    if split is None and (files := _json_files(path)) and not _parquet_files(path):
+        tables, total, offset = [], 0, 0
+        for f in files:
+            # Rows are numbered across the files in order (one running index).
+            local = _Bad()
+            t, n = _read_json_file(f, local)
+            for row, field, reason, rec in local:
+                bad.append((row + offset, field, f"{f.name}: {reason}", rec))
+            tables.append(t)
+            total += n
+            offset += sum(1 for _ in _lines(f)) if not f.name.endswith(".json") else n
+        return _concat(tables), total
+    import datasets
+
+    t = _from_dataset(datasets.load_dataset(str(path), split=split), split)
+    return t, t.num_rows
+
+
+def _read(source: Any, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
+    if isinstance(source, pa.Table):
+        return source, source.num_rows
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source]), source.num_rows
+    mod = type(source).__module__.split(".")[0]
+    if mod == "polars":
+        import polars as pl
+
+        if isinstance(source, pl.LazyFrame):
+            source = source.collect()
+        return source.to_arrow(), source.height
+    if mod == "pandas":
+        return _from_pandas(source, bad)
+    if mod == "datasets":
+        t = _from_dataset(source, split)
+        return t, t.num_rows
+    if isinstance(source, str | os.PathLike):
+        path = Path(source).expanduser()
+        if path.exists():
+            return _read_path(path, split, bad)
+        text = str(source)
+        if path.suffix or text.startswith((".", "/", "~")) or not _HUB_NAME.match(text):
+            raise FileNotFoundError(f"no such file or folder: {text}")
+        import datasets
+
+        # A Hub dataset name; without network this raises datasets' own error.
+        t = _from_dataset(datasets.load_dataset(text, split=split), split)
+        return t, t.num_rows
+    raise TypeError(
+        f"cannot read {type(source).__name__}: expected a path, a Hub name, a pyarrow Table, "
+        "a polars or pandas DataFrame or a datasets Dataset"
+    )
+
+
+def read_records(source: Any, *, split: str | None = None) -> tuple[pa.Table, pa.Table]:
+    """The raw table of ``source`` and the rows that could not be read (stage ``read``).
+
+    ``raw.num_rows + rejects.num_rows`` is the number of input rows (non-blank lines for
+    JSON Lines).
+
+    >>> import polars as pl
+    >>> raw, rejects = read_records(pl.DataFrame({"a": ["x"]}))
+    >>> raw.schema.field("a").type
+    DataType(string)
+    """
+    tables, _ = _read_counted(source, split)
+    return tables
+
+
+def _read_counted(source: Any, split: str | None) -> tuple[tuple[pa.Table, pa.Table], int]:
+    bad = _Bad()
+    table, n = _read(source, split, bad)
+    table = _plain(table)
+    rejects = bad.table()
+    if table.num_rows + rejects.num_rows != n:
+        raise AssertionError(
+            f"read: {n} rows in, {table.num_rows} read, {rejects.num_rows} rejected"
+        )
+    return (table, rejects), n
+
+
+def _source_name(source: Any, split: str | None) -> str | None:
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        name = path.name if path.exists() else str(source)
+        return f"{name}:{split}" if split else name
+    return None
+
+
+def read_pools(
+    source: Any,
+    layout: str = "pool",
+    *,
+    prompt_col: str | None = None,
+    response_col: str | None = None,
+    generator_col: str | None = None,
+    score_cols: Sequence[str] = (),
+    id_col: str | None = None,
+    chosen_col: str = "chosen",
+    rejected_col: str = "rejected",
+    margin_col: str | None = None,
+    source_name: str | None = None,
+    split: str | None = None,
+) -> PipelineResult:
+    """Read ``source`` and build pools in ``layout``; see :func:`prefdata.io.layouts.to_pools`.
+
+    The funnel has two entries, counted in input rows: ``read`` (records in, rows read,
+    rows rejected) and ``layout:<name>`` (rows read, rows that became part of a pool, rows
+    rejected). The number of pools is ``result.table.num_rows``. ``source`` of each pool is
+    ``source_name``, else the file or Hub name (with ``:split`` when a split is given).
+
+    >>> import pyarrow as pa
+    >>> r = read_pools(pa.table({"prompt": ["Q", "Q"], "chosen": ["A", "C"],
+    ...                          "rejected": ["B", "D"]}), "pairs")
+    >>> r.table.num_rows, r.funnel.entries[1].rows_out
+    (1, 2)
+    """
+    (raw, read_rejects), n = _read_counted(source, split)
+    out = to_pools(
+        raw,
+        layout,
+        prompt_col=prompt_col,
+        response_col=response_col,
+        generator_col=generator_col,
+        score_cols=score_cols,
+        id_col=id_col,
+        chosen_col=chosen_col,
+        rejected_col=rejected_col,
+        margin_col=margin_col,
+        source_name=source_name if source_name is not None else _source_name(source, split),
+    )
+    funnel = Funnel()
+    funnel.add(STAGE, n, raw.num_rows, read_rejects.num_rows)
+    stage = f"layout:{layout}"
+    funnel.add(stage, raw.num_rows, raw.num_rows - out.rejects.num_rows, out.rejects.num_rows)
+    return PipelineResult(out.table, pa.concat_tables([read_rejects, out.rejects]), funnel)
+
+
+__all__ = ["read_pools", "read_records"]

@@ -1,0 +1,315 @@
+"""The checkpointed local executor: resume, recompute on change, determinism, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pipeline_job import CountCandidates, DropEvery, Slow, make_pools, stages
+
+from prefdata.execute import LocalExecutor, StageError, open_workdir
+from prefdata.execute.workdir import MANIFEST, iter_shards, workdir_lock
+from prefdata.io.parquet import from_parquet_layout
+from prefdata.pipeline import MissingColumnsError, Pipeline
+from prefdata.schema import empty_pools
+
+JOB = Path(__file__).with_name("pipeline_job.py")
+
+
+def calls(log: Path) -> Counter:
+    """(stage, shard) -> number of process() calls, from a stage log (shard_rows=5 inputs)."""
+    if not log.exists():
+        return Counter()
+    out = Counter()
+    for line in log.read_text().splitlines():
+        stage, first, _ = line.split("\t")
+        out[stage, int(first[1:]) // 5] += 1
+    return out
+
+
+def files(workdir: Path) -> dict[str, bytes]:
+    """Every file under input/ and stages/, relative path -> bytes."""
+    return {
+        str(p.relative_to(workdir)): p.read_bytes()
+        for sub in ("input", "stages")
+        for p in sorted((workdir / sub).rglob("*"))
+        if p.is_file()
+    }
+
+
+def manifest_files(workdir: Path) -> set[str]:
+    """The files the manifest accounts for: input shards, and outputs and rejects of every
+    recorded (stage, shard)."""
+    m = json.loads((workdir / MANIFEST).read_text())
+    names = {f"input/shard-{i:05d}.parquet" for i in range(len(m["input"]["shards"]))}
+    for rec in m["stages"].values():
+        for s in rec["shards"]:
+            names |= {f"{rec['dir']}/shard-{s}.parquet", f"{rec['dir']}/rejects/shard-{s}.parquet"}
+    return names
+
+
+def in_memory(table: pa.Table, job) -> tuple[pa.Table, pa.Table, list]:
+    res = Pipeline(job).run(table)
+    return from_parquet_layout(res.table), res.rejects, res.funnel.to_list()
+
+
+def test_matches_in_memory_pipeline(tmp_path):
+    table = make_pools(53)
+    result = LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), table)
+    out, rejects, funnel = in_memory(table, stages())
+    assert len(result.output_paths) == 8  # 7 shards of 7 rows, one of 4
+    got = result.read()
+    assert got.schema == out.schema and got.equals(out)
+    assert result.rejects().equals(rejects)  # reject rows count over all shards
+    assert result.rejects().num_rows == 18 and result.funnel.to_list() == funnel
+    assert [e.stage for e in result.funnel.entries] == ["CountCandidates", "Slow", "DropEvery"]
+
+
+def test_parquet_folder_input_is_sharded_across_files(tmp_path):
+    table = make_pools(53)
+    src = tmp_path / "src"
+    src.mkdir()
+    pq.write_table(table.slice(0, 30), src / "a.parquet", row_group_size=4)
+    pq.write_table(table.slice(30), src / "b.parquet", row_group_size=6)
+    result = LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), src)
+    info = open_workdir(tmp_path / "w")
+    assert info.input["shards"] == [7] * 7 + [4]
+    assert info.input["sources"] == [str(src / "a.parquet"), str(src / "b.parquet")]
+    assert result.read().equals(in_memory(table, stages())[0])
+
+
+def test_iter_shards_is_exact_and_keeps_order():
+    table = make_pools(23)
+    shards = list(iter_shards(table, 5))
+    assert [s.num_rows for s in shards] == [5, 5, 5, 5, 3]
+    assert pa.concat_tables(shards).equals(from_parquet_layout(table))
+
+
+def test_resume_after_stage_error(tmp_path):
+    table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    with pytest.raises(StageError, match=r"stage 1 Slow failed in shard 3") as err:
+        LocalExecutor(work, shard_rows=5).run(stages(fail_on="p00017", log=str(log)), table)
+    assert err.value.shard == 3 and isinstance(err.value.__cause__, RuntimeError)
+    info = open_workdir(work)
+    assert not info.complete
+    assert [s["shards_done"] for s in info.stages] == [4, 3, 3]
+    # a file without a manifest record (as a kill between rename and record leaves) is redone
+    stray = work / info.stages[1]["dir"] / "shard-00003.parquet"
+    stray.write_bytes(b"not parquet")
+
+    first = calls(log)
+    result = LocalExecutor(work, shard_rows=5).run(stages(log=str(log)), table)
+    rerun = calls(log) - first
+    assert set(rerun) == (
+        {("CountCandidates", s) for s in range(4, 11)}
+        | {("Slow", s) for s in range(3, 11)}
+        | {("DropEvery", s) for s in range(3, 11)}
+    )
+    assert max(rerun.values()) == 1
+    out, rejects, funnel = in_memory(table, stages())
+    assert result.read().equals(out) and result.rejects().equals(rejects)
+    assert result.funnel.to_list() == funnel and result.info.complete
+
+
+def test_config_change_recomputes_that_stage_and_later_only(tmp_path):
+    table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    first = LocalExecutor(work, shard_rows=5).run(stages(suffix="!", log=str(log)), table)
+    stage0 = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("00-*/**/*.parquet")}
+    assert len(stage0) == 22  # 11 outputs and 11 rejects
+    before = calls(log)
+
+    second = LocalExecutor(work, shard_rows=5).run(stages(suffix="?", log=str(log)), table)
+    redone = calls(log) - before
+    assert {stage for stage, _ in redone} == {"Slow", "DropEvery"}
+    assert sum(redone.values()) == 22
+    assert {p: p.stat().st_mtime_ns for p in stage0} == stage0
+    assert first.output_paths[0].parent != second.output_paths[0].parent
+    assert set(second.read()["source"].to_pylist()) == {"synthetic?"}
+
+    # switching back reuses the first run's shards: nothing runs at all
+    before = calls(log)
+    third = LocalExecutor(work, shard_rows=5).run(stages(suffix="!", log=str(log)), table)
+    assert calls(log) == before
+    assert third.read().equals(first.read()) and third.funnel.to_list() == first.funnel.to_list()
+
+
+def test_changed_input_recomputes_everything(tmp_path):
+    log, work = tmp_path / "calls.tsv", tmp_path / "w"
+    LocalExecutor(work, shard_rows=5).run(stages(log=str(log)), make_pools(20))
+    digest = open_workdir(work).input["digest"]
+    changed = make_pools(20).set_column(2, "source", pa.array(["other"] * 20))
+    before = calls(log)
+    result = LocalExecutor(work, shard_rows=5).run(stages(log=str(log)), changed)
+    assert sum((calls(log) - before).values()) == 12  # 3 stages x 4 shards
+    assert open_workdir(work).input["digest"] != digest
+    assert set(result.read()["source"].to_pylist()) == {"other!"}
+    assert set(files(work)) == manifest_files(work)  # nothing of the old input is left
+
+
+def test_two_fresh_runs_are_byte_identical(tmp_path):
+    table = make_pools(53)
+    a = LocalExecutor(tmp_path / "a", shard_rows=7).run(stages(), table)
+    b = LocalExecutor(tmp_path / "b", shard_rows=7).run(stages(), table)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert [p.read_bytes() for p in a.output_paths] == [p.read_bytes() for p in b.output_paths]
+    ma, mb = (json.loads((tmp_path / d / MANIFEST).read_text()) for d in "ab")
+    assert ma == mb
+
+
+def test_empty_input_gives_empty_output_with_schema(tmp_path):
+    result = LocalExecutor(tmp_path / "w").run(stages(), empty_pools(["rm"]))
+    out = result.read()
+    assert out.num_rows == 0 and "n_candidates" in out.column_names
+    assert out.schema == in_memory(make_pools(3), stages())[0].schema
+    assert result.funnel.to_list() == [
+        {"stage": s, "rows_in": 0, "rows_out": 0, "rows_rejected": 0}
+        for s in ("CountCandidates", "Slow", "DropEvery")
+    ]
+    assert result.rejects().num_rows == 0
+
+
+def test_no_stages_passes_the_input_through(tmp_path):
+    table = make_pools(12)
+    result = LocalExecutor(tmp_path / "w", shard_rows=5).run([], table)
+    assert result.read().equals(from_parquet_layout(table)) and result.funnel.to_list() == []
+
+
+def test_missing_column_fails_before_any_work(tmp_path):
+    with pytest.raises(MissingColumnsError, match="DropEvery requires"):
+        LocalExecutor(tmp_path / "w").run([DropEvery()], make_pools(5))
+    assert not (tmp_path / "w").exists()
+
+
+def test_refuses_a_folder_that_is_not_a_workdir(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a prefdata work directory"):
+        LocalExecutor(tmp_path).run(stages(), make_pools(5))
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_one_run_at_a_time(tmp_path):
+    work = tmp_path / "w"
+    LocalExecutor(work).run(stages(), make_pools(5))
+    with workdir_lock(work), pytest.raises(RuntimeError, match="in use by another run"):
+        LocalExecutor(work).run(stages(), make_pools(5))
+
+
+def test_progress_bar_on_request_only(tmp_path, capsys):
+    LocalExecutor(tmp_path / "a", shard_rows=5, progress=True).run(stages(), make_pools(12))
+    err = capsys.readouterr().err
+    assert "prefdata" in err and "12/12" in err and "rows/s" in err
+    LocalExecutor(tmp_path / "b", shard_rows=5).run(stages(), make_pools(12))
+    assert capsys.readouterr().err == ""  # not a terminal here
+
+
+def test_open_workdir_matches_the_result(tmp_path):
+    result = LocalExecutor(tmp_path / "w", shard_rows=5).run(stages(), make_pools(23))
+    info = open_workdir(tmp_path / "w")
+    assert info.complete and info.num_shards == 5
+    assert info.outputs == result.output_paths and info.rejects == result.rejects_paths
+    assert info.funnel.to_list() == result.funnel.to_list()
+    assert [s["name"] for s in info.stages] == ["CountCandidates", "Slow", "DropEvery"]
+    assert info.stages[1]["config"] == {"suffix": "!"}
+    assert info.read().equals(result.read()) and info.read_rejects().equals(result.rejects())
+    with pytest.raises(FileNotFoundError, match="not a prefdata work directory"):
+        open_workdir(tmp_path)
+
+
+def _done(workdir: Path, stage_index: int) -> set[int]:
+    """Shards the manifest records as done for a stage of the latest pipeline."""
+    try:
+        m = json.loads((workdir / MANIFEST).read_text())
+    except FileNotFoundError:
+        return set()
+    if len(m["pipeline"]) <= stage_index:
+        return set()
+    return {int(s) for s in m["stages"][m["pipeline"][stage_index]]["shards"]}
+
+
+def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path):
+    """A real subprocess is killed with SIGKILL mid-run; the rerun must finish with the same
+    files, rows and funnel as an uninterrupted run, recomputing only unrecorded shards."""
+    table = make_pools(200)  # 40 shards of 5
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src, row_group_size=16)
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    job = [sys.executable, str(JOB), "--input", str(src), "--shard-rows", "5"]
+
+    # hold_from_row blocks the stage at shard 30, so the run cannot finish before the kill
+    proc = subprocess.Popen(
+        [
+            *job,
+            "--workdir",
+            str(killed),
+            "--sleep",
+            "0.02",
+            "--hold-from-row",
+            "150",
+            "--log",
+            str(tmp_path / "killed.tsv"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_done(killed, 2)) < 5:
+            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the job made no progress"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+    at_kill = {i: _done(killed, i) for i in range(3)}
+    assert 5 <= len(at_kill[2]) < 40
+    # a temp file as a kill mid-write leaves it; the rerun must neither count nor keep it
+    stage_dir = next((killed / "stages").glob("02-*"))
+    (stage_dir / ".shard-00039.parquet.x1y2.tmp").write_bytes(b"partial")
+
+    log = tmp_path / "rerun.tsv"
+    done = subprocess.run(
+        [*job, "--workdir", str(killed), "--log", str(log)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rerun = calls(log)
+    for i, name in enumerate(["CountCandidates", "Slow", "DropEvery"]):
+        assert {s for st, s in rerun if st == name} == set(range(40)) - at_kill[i], name
+    assert max(rerun.values()) == 1
+
+    uninterrupted = LocalExecutor(ref, shard_rows=5).run(stages(), src)
+    resumed = open_workdir(killed)
+    assert resumed.complete and list(killed.rglob("*.tmp")) == []
+    assert set(files(killed)) == manifest_files(killed)  # every file on disk is recorded
+    assert files(killed) == files(ref)  # same paths (same keys), same bytes
+    assert resumed.read().equals(uninterrupted.read())
+    assert resumed.read_rejects().equals(uninterrupted.rejects())
+    assert resumed.funnel.to_list() == uninterrupted.funnel.to_list()
+    assert resumed.funnel.entries[-1].rows_out == 200 - 67
+    assert uninterrupted.read().equals(in_memory(table, stages())[0])
+
+
+@pytest.mark.parametrize("stage", [CountCandidates(), Slow()])
+def test_runtime_fields_do_not_change_the_fingerprint(stage):
+    """The kill test relies on this: the killed and the rerun job differ only in them."""
+    import dataclasses
+
+    changed = dataclasses.replace(stage, log="x")
+    assert changed.fingerprint == stage.fingerprint
