@@ -1,9 +1,9 @@
 """The ``prefdata`` command.
 
-    prefdata convert INPUT --layout long --prompt-col instruction ... --out pools.parquet
-    prefdata inspect PATH [--json]
-    prefdata validate PATH
-    prefdata sql PATH "SELECT ... FROM pools"
+prefdata convert INPUT --layout long --prompt-col instruction ... --out pools.parquet
+prefdata inspect PATH [--json]
+prefdata validate PATH
+prefdata sql PATH "SELECT ... FROM pools"
 """
 
 from __future__ import annotations
@@ -98,16 +98,24 @@ def _inspect(args: argparse.Namespace) -> int:
         for name, typ in report["schema"].items():
             print(f"    {name}: {typ[:100]}")
     for name, s in report.get("scores", {}).items():
-        print(f"  score {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                             for k, v in s.items()))
+        print(
+            f"  score {name}: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+            )
+        )
     if report.get("generators"):
-        print(f"  generators ({len(report['generators'])}): "
-              + ", ".join(f"{g}={n}" for g, n in list(report["generators"].items())[:20]))
+        print(
+            f"  generators ({len(report['generators'])}): "
+            + ", ".join(f"{g}={n}" for g, n in list(report["generators"].items())[:20])
+        )
     if report.get("flags"):
         print("  flags: " + ", ".join(f"{g}={n}" for g, n in report["flags"].items()))
     for e in report.get("funnel", []):
-        print(f"  funnel {e['stage']}: {e['rows_in']} in -> {e['rows_out']} out, "
-              f"{e['rows_rejected']} rejected")
+        print(
+            f"  funnel {e['stage']}: {e['rows_in']} in -> {e['rows_out']} out, "
+            f"{e['rows_rejected']} rejected"
+        )
     return 0
 
 
@@ -191,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import duckdb
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, TypeError, duckdb.Error) as e:
         print(f"prefdata {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -67,14 +67,8 @@ def rejects_from(
     n = table.num_rows
     reasons = [reason] * n if isinstance(reason, str) else list(reason)
     fields = [field] * n if field is None or isinstance(field, str) else list(field)
-    ids = (
-        table["prompt_id"].to_pylist()
-        if "prompt_id" in table.column_names
-        else [None] * n
-    )
-    records = [
-        json.dumps(r, ensure_ascii=False, default=_json_default) for r in table.to_pylist()
-    ]
+    ids = table["prompt_id"].to_pylist() if "prompt_id" in table.column_names else [None] * n
+    records = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in table.to_pylist()]
     return pa.table(
         {
             "stage": [stage] * n,
@@ -156,7 +150,9 @@ class Stage:
     def fingerprint(self) -> str:
         """Digest of the stage type, its version and its config."""
         return digest(
-            type(self).__module__, type(self).__qualname__, self.version,
+            type(self).__module__,
+            type(self).__qualname__,
+            self.version,
             json.dumps(self.config(), sort_keys=True, default=_json_default),
         )
 

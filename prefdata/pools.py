@@ -45,9 +45,7 @@ class Pools:
         """Run stages in memory, keeping rejects and adding to the funnel."""
         result = Pipeline(list(stages)).run(self.table)
         funnel = Funnel.from_list(self.funnel.to_list()).merge(result.funnel)
-        return type(self)(
-            result.table, pa.concat_tables([self.rejects, result.rejects]), funnel
-        )
+        return type(self)(result.table, pa.concat_tables([self.rejects, result.rejects]), funnel)
 
     def sql(self, query: str) -> Pools:
         """Filter or derive columns with DuckDB (``FROM pools``); see :class:`prefdata.sql.Sql`."""
@@ -61,9 +59,7 @@ class Pools:
 
         result = LocalExecutor(workdir, **options).run(list(stages), self.table)
         funnel = Funnel.from_list(self.funnel.to_list()).merge(result.funnel)
-        return type(self)(
-            result.read(), pa.concat_tables([self.rejects, result.rejects()]), funnel
-        )
+        return type(self)(result.read(), pa.concat_tables([self.rejects, result.rejects()]), funnel)
 
     def write_parquet(self, path: str | Path) -> Path:
         from prefdata.io.parquet import write_parquet

@@ -116,10 +116,7 @@ def candidate_type(score_names: list[str] | tuple[str, ...] = ()) -> pa.StructTy
     """
     scores = pa.struct([pa.field(n, pa.float64()) for n in score_names])
     return pa.struct(
-        [
-            f if f.name != "scores" else pa.field("scores", scores)
-            for f in CANDIDATE_TYPE
-        ]
+        [f if f.name != "scores" else pa.field("scores", scores) for f in CANDIDATE_TYPE]
     )
 
 

@@ -20,8 +20,15 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 SPECIAL_TOKENS = [
-    "<pad>", "<s>", "</s>", "<unk>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|end|>",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|tool|>",
+    "<|end|>",
 ]
 
 _CORPUS = [

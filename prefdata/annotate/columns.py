@@ -81,9 +81,7 @@ def rebuild_candidates(
         values = values.filter(pa.array(keep))
         counts = np.bincount(flat.parents[keep], minlength=table.num_rows)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    lists = pa.ListArray.from_arrays(
-        pa.array(offsets.astype(np.int32)), values, mask=flat.mask
-    )
+    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, mask=flat.mask)
     i = table.schema.get_field_index(column)
     return table.set_column(i, pa.field(column, lists.type), lists)
 

@@ -7,7 +7,8 @@ scorer (the construction scorer usually sets it already).
 
 >>> import pyarrow as pa
 >>> pairs = pa.table({"prompt_id": ["p"], "chosen": ["A"], "rejected": ["B"],
-...     "chosen_scores": [{"rm": 2.0, "judge": 7.0}], "rejected_scores": [{"rm": 0.5, "judge": 8.0}]})
+...     "chosen_scores": [{"rm": 2.0, "judge": 7.0}],
+...     "rejected_scores": [{"rm": 0.5, "judge": 8.0}]})
 >>> Margins(margin_from="rm")(pairs).table.select(["margin", "margins"]).to_pylist()
 [{'margin': 1.5, 'margins': {'rm': 1.5, 'judge': -1.0}}]
 """
@@ -65,7 +66,9 @@ class Margins(Stage):
         if self.margin_from:
             if self.margin_from not in names:
                 raise KeyError(f"margin_from {self.margin_from!r} is not among {names}")
-            table = set_column(table, "margin", float_array(diffs[:, names.index(self.margin_from)]))
+            table = set_column(
+                table, "margin", float_array(diffs[:, names.index(self.margin_from)])
+            )
         return table
 
 

@@ -185,9 +185,7 @@ class Normalise(Stage):
 
     method: Method = "zscore"
     scorers: tuple[str, ...] = ()
-    stats: Mapping[str, ScoreStats] | None = field(
-        default=None, metadata={"fingerprint": False}
-    )
+    stats: Mapping[str, ScoreStats] | None = field(default=None, metadata={"fingerprint": False})
     replace: bool = False
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates")
 
@@ -198,9 +196,9 @@ class Normalise(Stage):
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         if self.stats is not None:
-            cfg["stats"] = digest(json.dumps(
-                {k: [v.count, v.mean, v.m2] for k, v in sorted(self.stats.items())}
-            ))
+            cfg["stats"] = digest(
+                json.dumps({k: [v.count, v.mean, v.m2] for k, v in sorted(self.stats.items())})
+            )
         return cfg
 
     def required_columns(self) -> tuple[str, ...]:

@@ -89,8 +89,10 @@ def swap_pairs(table: pa.Table, swap: np.ndarray) -> pa.Table:
         m = table[MARGINS].combine_chunks()
         fields = [f.name for f in m.type]
         neg = pa.StructArray.from_arrays(
-            [pc.if_else(mask, pc.negate(pc.struct_field(m, f)), pc.struct_field(m, f))
-             for f in fields],
+            [
+                pc.if_else(mask, pc.negate(pc.struct_field(m, f)), pc.struct_field(m, f))
+                for f in fields
+            ],
             names=fields,
         )
         table = set_column(table, MARGINS, neg)
@@ -143,7 +145,7 @@ class Strength(Stage):
         if self.flip == "below" and self.flip_below is None:
             raise ValueError("flip='below' needs flip_below (see strength_quantile)")
         if self.soft_label_from not in ("strength_mean", "margin"):
-            raise ValueError(f"soft_label_from must be strength_mean or margin")
+            raise ValueError("soft_label_from must be strength_mean or margin")
 
     def process(self, table: pa.Table) -> pa.Table:
         names = pair_scorers(table, self.scorers)

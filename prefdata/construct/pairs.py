@@ -16,7 +16,8 @@ Strategies (``score`` is the construction score, higher is better):
 - ``best-random``: the highest against a uniformly drawn lower-scored candidate; the draw
   uses a seed derived from (run seed, prompt_id), recorded as ``pool_seed`` in provenance.
 - ``sweet-spot``: the highest against the candidate closest to mean - k*std of the pool's
-  scores (population std, k = 2; Finding the Sweet Spot).
+  scores (population std over the usable candidates, k = 2; Finding the Sweet Spot), chosen
+  among the candidates scored below the best (equal distances: the earlier one).
 - ``all-pairs``: every pair with a positive margin (at least ``min_margin``), largest first.
 - ``curriculum``: the best against each lower one, easy (largest margin) to hard, numbered
   in ``curriculum_stage`` from 1; sort the whole table by that column
@@ -260,6 +261,7 @@ class Pairs(ConstructStage):
                 worst = np.where(worst == best, _second(idx, pos, score, pool, n, best), worst)
             elif s == "sweet-spot":
                 worst = self._sweet_spot(idx, flat, best)
+                none_reason = [tie] * n
             else:
                 worst, seeds = self._random_lower(table, idx, flat, best)
                 none_reason = [tie] * n
@@ -320,7 +322,10 @@ class Pairs(ConstructStage):
             std = np.sqrt(np.bincount(pool[idx], weights=dev, minlength=n) / cnt)
         target = mean - self.k * std
         dist = np.abs(score - target[pool])
-        others = idx[idx != best[pool[idx]]]
+        top = score[np.maximum(best, 0)][pool[idx]]
+        # only candidates below the chosen, so a tie with the best never hides a lower one
+        lower = (score[idx] <= top) if self.allow_ties else (score[idx] < top)
+        others = idx[lower & (idx != best[pool[idx]])]
         return _first_per_pool(others, (flat.pos, dist), pool, n)
 
     def _random_lower(self, table, idx, flat, best):

@@ -70,13 +70,13 @@ class Unpaired(ConstructStage):
         few, few_fields = few_usable_reasons(flat, self.score, self.min_candidates)
         idx = np.flatnonzero(flat.usable & ~(invalid | few)[flat.pool])
         what = (
-            "usable candidate"
+            "no usable candidate"
             if self.min_candidates == 1
-            else f"{self.min_candidates} usable candidates"
+            else f"fewer than {self.min_candidates} usable candidates"
         )
         for i in range(n):
             if reasons[i] is None and few[i]:
-                reasons[i], fields[i] = f"fewer than {what}", few_fields[i]
+                reasons[i], fields[i] = what, few_fields[i]
         rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
         rejects = (
             rejects_from(

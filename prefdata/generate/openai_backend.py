@@ -15,8 +15,9 @@ change when ``n`` grows; servers with prefix caching (vLLM, SGLang) reuse the sh
 With ``False``, one request per conversation sends ``n`` and ``seed = seeds[i][0]``, and every
 completion records that request seed.
 
->>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-3B-Instruct")  # doctest: +SKIP
->>> backend.chat([[{"role": "user", "content": "Hi"}]], GenerationConfig(n=2), [[1, 2]])  # doctest: +SKIP
+>>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-3B")  # doctest: +SKIP
+>>> chats = [[{"role": "user", "content": "Hi"}]]
+>>> backend.chat(chats, GenerationConfig(n=2), [[1, 2]])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -209,9 +210,7 @@ def parse_completions(payload: bytes, n: int, seed: int) -> list[Completion]:
         message = choice.get("message") if isinstance(choice, dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
-            raise MalformedResponseError(
-                f"choices[{k}].message.content is missing or not a string"
-            )
+            raise MalformedResponseError(f"choices[{k}].message.content is missing or not a string")
         reason = choice.get("finish_reason")
         out.append(
             Completion(
@@ -332,7 +331,7 @@ class OpenAIBackend:
         except urllib.error.HTTPError as exc:
             body = exc.read() if exc.fp is not None else b""
             return _Attempt(exc.code, body, parse_retry_after(exc.headers.get("Retry-After")))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return _Attempt(None, error=f"timed out after {self.timeout:g} s")
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -371,7 +370,11 @@ class OpenAIBackend:
             )
             logger.warning(
                 "%s (%s); retry %d/%d in %.2f s",
-                self._scrub(last[:200]), self.url, attempt + 1, self.max_retries, wait,
+                self._scrub(last[:200]),
+                self.url,
+                attempt + 1,
+                self.max_retries,
+                wait,
             )
             self._sleep(wait)
         message = self._scrub(f"{last} after {self.max_retries + 1} attempts")
@@ -394,14 +397,27 @@ class OpenAIBackend:
                 raise ValueError(f"conversation {i}: {len(conv_seeds)} seeds for n={config.n}")
             if self.per_candidate_requests:
                 jobs.extend(
-                    (i, build_request_body(self.model, conv, config, n=1, seed=s,
-                                           extra_body=self.extra_body))
+                    (
+                        i,
+                        build_request_body(
+                            self.model, conv, config, n=1, seed=s, extra_body=self.extra_body
+                        ),
+                    )
                     for s in conv_seeds
                 )
             else:
                 jobs.append(
-                    (i, build_request_body(self.model, conv, config, n=config.n,
-                                           seed=conv_seeds[0], extra_body=self.extra_body))
+                    (
+                        i,
+                        build_request_body(
+                            self.model,
+                            conv,
+                            config,
+                            n=config.n,
+                            seed=conv_seeds[0],
+                            extra_body=self.extra_body,
+                        ),
+                    )
                 )
         with self._lock:
             if self._pool is None:

@@ -15,7 +15,8 @@ manager (``ContinuousBatchingConfig.seed``), so a candidate's tokens depend on w
 requests the scheduler put beside it; per-candidate seeds would not reproduce.
 
 >>> backend = TransformersBackend("path/to/model")  # doctest: +SKIP
->>> backend.chat([[{"role": "user", "content": "Hi"}]], GenerationConfig(n=2), [[1, 2]])  # doctest: +SKIP
+>>> chats = [[{"role": "user", "content": "Hi"}]]
+>>> backend.chat(chats, GenerationConfig(n=2), [[1, 2]])  # doctest: +SKIP
 [ChatResult(completions=[Completion(text=..., finish_reason='stop', num_tokens=7, seed=1), ...])]
 """
 

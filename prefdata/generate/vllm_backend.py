@@ -12,8 +12,9 @@ cheap. A prompt longer than ``max_model_len`` would make vLLM raise for the whol
 prompts are measured with the engine's tokenizer first and such conversations get
 ``ChatResult(error=...)``.
 
->>> backend = VLLMBackend("Qwen/Qwen2.5-1.5B-Instruct", gpu_memory_utilization=0.8)  # doctest: +SKIP
->>> backend.chat([[{"role": "user", "content": "Hi"}]], GenerationConfig(n=4), [[1, 2, 3, 4]])  # doctest: +SKIP
+>>> backend = VLLMBackend("Qwen/Qwen2.5-1.5B-Instruct")  # doctest: +SKIP
+>>> chats = [[{"role": "user", "content": "Hi"}]]
+>>> backend.chat(chats, GenerationConfig(n=4), [[1, 2, 3, 4]])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def build_vllm_requests(
 def context_errors(prompt_lengths: Sequence[int | None], max_model_len: int) -> list[str | None]:
     """An error for each prompt that leaves no room to generate within ``max_model_len``.
 
-    >>> context_errors([3, 10, None], 10)
-    [None, "prompt is 10 tokens; the model's context is 10 tokens, leaving no room to generate", None]
+    >>> errors = context_errors([3, 10, None], 10)
+    >>> errors[0] is errors[2] is None, errors[1][:32]
+    (True, "prompt is 10 tokens; the model's")
     """
     return [
         None
@@ -109,12 +111,12 @@ def map_vllm_outputs(
             continue
         completions = getattr(out, "outputs", None) or []
         if len(completions) != 1:
-            res.error, res.completions = f"vLLM returned {len(completions)} completions, expected 1", []
+            res.error = f"vLLM returned {len(completions)} completions, expected 1"
             continue
         c = completions[0]
         reason = getattr(c, "finish_reason", None)
         if reason not in ("stop", "length"):
-            res.error, res.completions = f"vLLM did not finish the request (finish_reason={reason!r})", []
+            res.error = f"vLLM did not finish the request (finish_reason={reason!r})"
             continue
         token_ids = getattr(c, "token_ids", None)
         res.completions.append(
@@ -183,7 +185,8 @@ class VLLMBackend:
             except Exception as exc:  # a template that rejects the conversation
                 lengths.append(None)
                 errors.append(f"chat template failed: {type(exc).__name__}: {exc}")
-        errors = [e or c for e, c in zip(errors, context_errors(lengths, self.max_model_len))]
+        too_long = context_errors(lengths, self.max_model_len)
+        errors = [e or c for e, c in zip(errors, too_long, strict=True)]
         requests = build_vllm_requests(config, seeds, skip=[e is not None for e in errors])
         outputs = []
         if requests:

@@ -132,7 +132,8 @@ def write_hub_folder(
             files[cfg][split] = shard_paths(cfg, split, num_shards)
             for index, rel in enumerate(files[cfg][split]):
                 shard = ds.shard(num_shards=num_shards, index=index, contiguous=True)
-                atomic_path(out / rel, lambda p, s=shard: s.to_parquet(str(p), batch_size=batch))
+                write = lambda p, s=shard, b=batch: s.to_parquet(str(p), batch_size=b)  # noqa: E731
+                atomic_path(out / rel, write)
                 download_size += (out / rel).stat().st_size
             split_dict.add(SplitInfo(name=split, num_bytes=nbytes, num_examples=len(ds)))
             dataset_size += nbytes

@@ -185,6 +185,10 @@ def _messages(col: pa.Array, name: str, rej: _Rejects) -> pa.Array:
             reason = e.reason
             if e.field == "prompt" and "ends with a assistant" in reason:
                 reason = "prompt ends with an assistant turn; it must end with a user or tool turn"
+            elif e.field == "prompt" and reason.startswith("missing"):
+                reason = "missing prompt (null)"
+            elif e.field == "prompt" and reason.startswith("empty list"):
+                reason = "empty prompt (no messages)"
             rej.add(e.row, e.field.replace("prompt", name, 1), reason)
         msgs = col.cast(MESSAGES_TYPE)
         # A prompt whose every message is blank is empty too.
@@ -345,7 +349,8 @@ def _assemble(
     id_field: str | None,
 ) -> tuple[pa.Table, _Assembly]:
     """Group entries into pools (first-appearance order) and build the candidates."""
-    e = e.take(np.flatnonzero(~rej.mask(e.row)))
+    if (dropped := rej.mask(e.row)).any():
+        e = e.take(np.flatnonzero(~dropped))
     n = len(e.row)
     score_names = list(e.scores)
     if n:
@@ -368,9 +373,10 @@ def _assemble(
                     "for a different prompt",
                     prompt_id=pid[k],
                 )
-            keep = np.flatnonzero(~rej.mask(e.row))
-            e, pid = e.take(keep), pid[keep]
-            n = len(e.row)
+            if clash.any():
+                keep = np.flatnonzero(~rej.mask(e.row))
+                e, pid = e.take(keep), pid[keep]
+                n = len(e.row)
         else:
             pid = digests[kcodes]
     else:
@@ -817,6 +823,18 @@ def _ultrafeedback(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
 # --------------------------------------------------------------------------- pool layout
 
 
+def _with_child(col: pa.ListArray, name: str, child: pa.Array) -> pa.ListArray:
+    """A list<struct> column with one more struct field (``child`` aligned with
+    ``col.values``); offsets and null masks are kept."""
+    values = col.values
+    children = values.flatten() + [child]
+    names = [f.name for f in values.type] + [name]
+    mask = values.is_null() if values.null_count else None
+    new_values = pa.StructArray.from_arrays(children, names=names, mask=mask)
+    lmask = col.is_null() if col.null_count else None
+    return pa.ListArray.from_arrays(col.offsets, new_values, mask=lmask)
+
+
 def _fill_candidates(table: pa.Table) -> pa.Table:
     """Fill what a pool table may leave out: candidate ids, sample indices, flags, scores."""
     col = table["candidates"].combine_chunks() if table.num_rows else None
@@ -824,7 +842,12 @@ def _fill_candidates(table: pa.Table) -> pa.Table:
         return table
     ctype = col.type.value_type
     have = {f.name for f in ctype}
-    if "scores" in have and not pa.types.is_struct(ctype.field("scores").type):
+    if "scores" not in have:
+        # Pools written before any scorer (Parquet cannot store an empty struct): columnar.
+        col = _with_child(col, "scores", pa.array([{}] * len(col.values), pa.struct([])))
+        table = table.set_column(table.schema.get_field_index("candidates"), "candidates", col)
+        ctype, have = col.type.value_type, have | {"scores"}
+    if not pa.types.is_struct(ctype.field("scores").type):
         return table  # validate() reports it
     names = [f.name for f in ctype.field("scores").type] if "scores" in have else []
     target = candidate_type(names)

@@ -60,9 +60,7 @@ def _with_empty_scores(column: pa.ChunkedArray) -> pa.ChunkedArray:
         )
         chunks.append(pa.ListArray.from_arrays(lst.offsets, rebuilt, mask=lst.is_null()))
     target = pool_schema().field("candidates").type
-    return pa.chunked_array(chunks, type=pa.list_(rebuilt.type) if chunks else target).cast(
-        target
-    )
+    return pa.chunked_array(chunks, type=pa.list_(rebuilt.type) if chunks else target).cast(target)
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> Path:

@@ -1,0 +1,1 @@
+"""Reports: statistics of constructed tables and the dataset card."""

@@ -31,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
-from prefdata.report.stats import scorer_agreement, size_category, table_stats
+from prefdata.report.stats import scorer_agreement, size_category, table_stats, value_counts
 
 PIPELINE_NAME = "prefdata"
 
@@ -77,8 +78,13 @@ def stage_records(stages: Sequence[Any]) -> list[dict[str, Any]]:
             missing = {"name", "fingerprint"} - set(s)
             if missing:
                 raise ValueError(f"stage record {s!r} lacks {sorted(missing)}")
-            out.append({"name": s["name"], "config": dict(s.get("config") or {}),
-                        "fingerprint": s["fingerprint"]})
+            out.append(
+                {
+                    "name": s["name"],
+                    "config": dict(s.get("config") or {}),
+                    "fingerprint": s["fingerprint"],
+                }
+            )
         else:  # a Stage object
             out.append({"name": s.name, "config": s.config(), "fingerprint": s.fingerprint})
     return out
@@ -116,9 +122,7 @@ def content_tags(configs: Mapping[str, Mapping[str, pa.Table]]) -> list[str]:
     return sorted(tags)
 
 
-def card_metadata(
-    configs: Mapping[str, Mapping[str, pa.Table]], info: CardInfo
-) -> dict[str, Any]:
+def card_metadata(configs: Mapping[str, Mapping[str, pa.Table]], info: CardInfo) -> dict[str, Any]:
     """The YAML keys other than ``configs`` / ``dataset_info``."""
     largest = max((sum(t.num_rows for t in s.values()) for s in configs.values()), default=0)
     meta: dict[str, Any] = {
@@ -245,8 +249,6 @@ def render_body(
             out += _counts(f"{cfg} / {split}: {side}", counts)
             any_gen = True
     if info.pools is not None and "candidates" in info.pools.column_names:
-        import polars as pl
-
         gens = (
             pl.from_arrow(info.pools.select(["candidates"]))
             .explode("candidates")
@@ -255,8 +257,6 @@ def render_body(
             .to_series()
             .to_arrow()
         )
-        from prefdata.report.stats import value_counts
-
         out += _counts("pools: candidates per generator", value_counts(gens))
         any_gen = True
     if not any_gen:

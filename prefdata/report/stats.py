@@ -88,15 +88,13 @@ def table_stats(table: pa.Table) -> dict[str, Any]:
         out["prompts"] = int(pl.Series(values=table["prompt_id"]).n_unique())
     numeric = {}
     for name in (*NUMERIC_PAIR_COLUMNS, "score"):
-        if name in names:
+        if name in names and table[name].null_count < table.num_rows:
             numeric[name] = numeric_summary(table[name])
     if "responses" in names:
         resp = pl.from_arrow(table.select(["responses"])).explode("responses").unnest("responses")
         if "score" in resp.columns:
             numeric["response score"] = numeric_summary(resp["score"])
-        out["responses_per_list"] = numeric_summary(
-            pl.Series(values=table["responses"]).list.len()
-        )
+        out["responses_per_list"] = numeric_summary(pl.Series(values=table["responses"]).list.len())
         if "generator" in resp.columns:
             out["generators"] = {"responses": value_counts(resp["generator"].to_arrow())}
     out["numeric"] = numeric

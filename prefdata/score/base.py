@@ -117,8 +117,10 @@ def with_scores(
     old_scores: pa.StructArray = cands.field("scores")
     fields = {f.name: old_scores.field(i) for i, f in enumerate(old_scores.type)}
     for key, values in scores.items():
-        arr = values if isinstance(values, pa.Array) else pa.array(
-            np.asarray(values, dtype=np.float64), from_pandas=True
+        arr = (
+            values
+            if isinstance(values, pa.Array)
+            else pa.array(np.asarray(values, dtype=np.float64), from_pandas=True)
         )
         if len(arr) != n:
             raise ValueError(f"score {key!r} has {len(arr)} values for {n} candidates")
@@ -321,8 +323,13 @@ def pools_from_texts(
             for i, r in enumerate(rs)
         ]
         rows.append(
-            {"prompt_id": pid, "prompt": msgs, "source": source, "metadata": None,
-             "candidates": cands}
+            {
+                "prompt_id": pid,
+                "prompt": msgs,
+                "source": source,
+                "metadata": None,
+                "candidates": cands,
+            }
         )
     table = pa.Table.from_pylist(rows, schema=pool_schema())
     for k, v in (columns or {}).items():

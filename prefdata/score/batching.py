@@ -2,8 +2,8 @@
 
 >>> plan_batches([5, 100, 7, 98], token_budget=200)
 [[1, 3], [2, 0]]
->>> padding_waste([5, 100, 7, 98], [[1, 3], [2, 0]])
-0.0192...
+>>> round(padding_waste([5, 100, 7, 98], [[1, 3], [2, 0]]), 4)
+0.0187
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ def _strip_double_bos(ids: list[int], bos: int | None) -> list[int]:
     return ids
 
 
-def render_chat(
-    tokenizer: Any, prompt: Sequence[Mapping[str, str]], response: str | None
-) -> str:
+def render_chat(tokenizer: Any, prompt: Sequence[Mapping[str, str]], response: str | None) -> str:
     """Chat-template text of ``prompt`` + the assistant ``response`` (generation prompt only
     when ``response`` is None)."""
     msgs = [{"role": m["role"], "content": m["content"]} for m in prompt]

@@ -64,8 +64,10 @@ _RATING_PATTERNS = [
 ]
 _VERDICT_PATTERNS = [
     re.compile(r"\[\[\s*([ABC])\s*\]\]"),
-    re.compile(r"(?i)\b(?:verdict|answer|winner|better response)\s*(?:is)?\s*[:=]?\s*"
-               r"\**\s*(?:response\s+|output\s+)?\(?\s*([ABC])\b"),
+    re.compile(
+        r"(?i)\b(?:verdict|answer|winner|better response)\s*(?:is)?\s*[:=]?\s*"
+        r"\**\s*(?:response\s+|output\s+)?\(?\s*([ABC])\b"
+    ),
     re.compile(r"^\s*\(?([ABC])\)?[.!]?\s*$"),
 ]
 
@@ -116,11 +118,15 @@ def render_conversation(prompt: Sequence[dict]) -> str:
 def _backend_identity(backend: Any) -> str:
     if isinstance(backend, functools.partial):
         f = backend.func
-        args = ", ".join([*map(repr, backend.args), *(f"{k}={v!r}" for k, v in backend.keywords.items())])
+        args = ", ".join(
+            [*map(repr, backend.args), *(f"{k}={v!r}" for k, v in backend.keywords.items())]
+        )
         return f"{f.__module__}.{f.__qualname__}({args})"
     if isinstance(backend, ChatBackend):
         return f"{type(backend).__qualname__}:{backend.name}"
-    return f"{getattr(backend, '__module__', '?')}.{getattr(backend, '__qualname__', repr(backend))}"
+    return (
+        f"{getattr(backend, '__module__', '?')}.{getattr(backend, '__qualname__', repr(backend))}"
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,9 @@ class _Judge(Scorer):
         if not isinstance(b, ChatBackend):
             b = b()
         if not isinstance(b, ChatBackend):
-            raise TypeError(f"judge {self.name}: backend factory returned {type(b).__name__}, "
-                            "not a ChatBackend")
+            raise TypeError(
+                f"judge {self.name}: backend factory returned {type(b).__name__}, not a ChatBackend"
+            )
         self.resources["backend"] = b
 
     def config(self) -> dict[str, Any]:
@@ -143,19 +150,26 @@ class _Judge(Scorer):
         return cfg
 
     def source(self) -> dict[str, Any]:
-        return {"backend": self.backend_id or _backend_identity(self.backend),
-                "function": f"{type(self).__module__}.{type(self).__qualname__}"}
+        return {
+            "backend": self.backend_id or _backend_identity(self.backend),
+            "function": f"{type(self).__module__}.{type(self).__qualname__}",
+        }
 
-    def _ask(self, conversations: list[list[dict]], seeds: list[list[int]]) -> list[list[str | None]]:
+    def _ask(
+        self, conversations: list[list[dict]], seeds: list[list[int]]
+    ) -> list[list[str | None]]:
         """Answers (``generation.n`` per conversation; None where the backend errored)."""
         out: list[list[str | None]] = []
         step = max(1, self.batch_size)
         for i in range(0, len(conversations), step):
-            res = self._backend().chat(conversations[i : i + step], self.generation,
-                                       seeds[i : i + step])
+            res = self._backend().chat(
+                conversations[i : i + step], self.generation, seeds[i : i + step]
+            )
             if len(res) != len(conversations[i : i + step]):
-                raise RuntimeError(f"backend returned {len(res)} results for "
-                                   f"{len(conversations[i : i + step])} conversations")
+                raise RuntimeError(
+                    f"backend returned {len(res)} results for "
+                    f"{len(conversations[i : i + step])} conversations"
+                )
             out.extend([None] if r.error else [c.text for c in r.completions] for r in res)
         return out
 
@@ -197,13 +211,18 @@ class JudgePointwise(_Judge):
         for k, r in enumerate(view.row):
             p = prompts[r]
             text = self.template.format(
-                rubric=self.rubric, conversation=render_conversation(p),
+                rubric=self.rubric,
+                conversation=render_conversation(p),
                 prompt=next((m["content"] for m in reversed(p) if m["role"] == "user"), ""),
-                response=view.responses[k] or "", low=_fmt(low), high=_fmt(high),
+                response=view.responses[k] or "",
+                low=_fmt(low),
+                high=_fmt(high),
             )
             msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
             convs.append([*msgs, {"role": "user", "content": text}])
-            seeds.append([seed_for(self.seed, pids[r], cids[k], j) for j in range(self.generation.n)])
+            seeds.append(
+                [seed_for(self.seed, pids[r], cids[k], j) for j in range(self.generation.n)]
+            )
         answers = self._ask(convs, seeds)
         values = np.full(len(view), np.nan)
         flags: list[list[str]] = [[] for _ in range(len(view))]
@@ -291,13 +310,23 @@ class JudgePairwise(_Judge):
         for r, i, j in pairs:
             for a, b in ((i, j), (j, i)):
                 text = self.template.format(
-                    rubric=self.rubric, conversation=render_conversation(prompts[r]),
-                    response_a=view.responses[a] or "", response_b=view.responses[b] or "",
+                    rubric=self.rubric,
+                    conversation=render_conversation(prompts[r]),
+                    response_a=view.responses[a] or "",
+                    response_b=view.responses[b] or "",
                 )
-                msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+                msgs = (
+                    [{"role": "system", "content": self.system_prompt}]
+                    if self.system_prompt
+                    else []
+                )
                 convs.append([*msgs, {"role": "user", "content": text}])
-                seeds.append([seed_for(self.seed, pids[r], cids[a], cids[b], s)
-                              for s in range(self.generation.n)])
+                seeds.append(
+                    [
+                        seed_for(self.seed, pids[r], cids[a], cids[b], s)
+                        for s in range(self.generation.n)
+                    ]
+                )
         answers = self._ask(convs, seeds)
         rows = []
         for p, (r, i, j) in enumerate(pairs):
@@ -307,21 +336,33 @@ class JudgePairwise(_Judge):
             first = [v for v in first if v is not None]
             second = [1.0 - v for v in second if v is not None]
             got = first + second
-            rows.append({
-                "prompt_id": pids[r], "candidate_a": cids[i], "candidate_b": cids[j],
-                "p_a_better": float(np.mean(got)) if got else None,
-                "parsed": len(got),
-                "a_first": float(np.mean(first)) if first else None,
-                "b_first": float(np.mean(second)) if second else None,
-                "_i": i, "_j": j,
-            })
-        schema = pa.schema([
-            ("prompt_id", pa.string()), ("candidate_a", pa.string()),
-            ("candidate_b", pa.string()), ("p_a_better", pa.float64()), ("parsed", pa.int32()),
-            ("a_first", pa.float64()), ("b_first", pa.float64()),
-        ])
-        public = pa.Table.from_pylist([{k: v for k, v in x.items() if not k.startswith("_")}
-                                       for x in rows], schema=schema)
+            rows.append(
+                {
+                    "prompt_id": pids[r],
+                    "candidate_a": cids[i],
+                    "candidate_b": cids[j],
+                    "p_a_better": float(np.mean(got)) if got else None,
+                    "parsed": len(got),
+                    "a_first": float(np.mean(first)) if first else None,
+                    "b_first": float(np.mean(second)) if second else None,
+                    "_i": i,
+                    "_j": j,
+                }
+            )
+        schema = pa.schema(
+            [
+                ("prompt_id", pa.string()),
+                ("candidate_a", pa.string()),
+                ("candidate_b", pa.string()),
+                ("p_a_better", pa.float64()),
+                ("parsed", pa.int32()),
+                ("a_first", pa.float64()),
+                ("b_first", pa.float64()),
+            ]
+        )
+        public = pa.Table.from_pylist(
+            [{k: v for k, v in x.items() if not k.startswith("_")} for x in rows], schema=schema
+        )
         return public, rows
 
     def process(self, table: pa.Table) -> pa.Table:

@@ -88,13 +88,14 @@ def _is_oom(exc: BaseException) -> bool:
 
 def run_bucketed(
     ids: list[list[int]],
-    forward: Callable[[list[list[int]]], dict[str, np.ndarray]],
+    forward: Callable[[list[int]], dict[str, np.ndarray]],
     token_budget: int,
     *,
     on_oom: Callable[[], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[int]]:
-    """Run ``forward`` over length-bucketed batches; on out-of-memory halve the batch and
-    retry. Returns the per-sequence outputs in input order and the batch sizes used."""
+    """Run ``forward(indices)`` over length-bucketed batches of ``ids``; on out-of-memory
+    halve the batch and retry. Returns the per-sequence outputs in input order and the batch
+    sizes used."""
     results: dict[str, np.ndarray] = {}
     sizes: list[int] = []
 
@@ -108,7 +109,7 @@ def run_bucketed(
     while stack:
         idx = stack.pop()
         try:
-            out = forward([ids[i] for i in idx])
+            out = forward(idx)
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc) or len(idx) == 1:
                 raise
@@ -176,14 +177,18 @@ class RewardModel(Scorer):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = getattr(torch, self.dtype) if self.dtype else (
-            torch.bfloat16 if device.startswith("cuda") else torch.float32
+        dtype = (
+            getattr(torch, self.dtype)
+            if self.dtype
+            else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         )
         tok = AutoTokenizer.from_pretrained(
             self.model, revision=self.revision, trust_remote_code=self.trust_remote_code
         )
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.model, dtype=dtype, revision=self.revision,
+            self.model,
+            dtype=dtype,
+            revision=self.revision,
             trust_remote_code=self.trust_remote_code,
         )
         pad = resolve_pad_id(tok)
@@ -191,8 +196,13 @@ class RewardModel(Scorer):
         model.to(device).eval()
         limit = self.max_length or getattr(model.config, "max_position_embeddings", None) or 4096
         self.resources.update(
-            tokenizer=tok, model=model, device=device, pad_id=pad, max_length=int(limit),
-            oom_retries=0, batch_sizes=[],
+            tokenizer=tok,
+            model=model,
+            device=device,
+            pad_id=pad,
+            max_length=int(limit),
+            oom_retries=0,
+            batch_sizes=[],
         )
 
     def source(self) -> dict[str, Any]:
@@ -239,7 +249,9 @@ class RewardModel(Scorer):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
-        scores, sizes = run_bucketed(ids, self._forward, self.token_budget, on_oom=oom)
+        scores, sizes = run_bucketed(
+            ids, lambda idx: self._forward([ids[i] for i in idx]), self.token_budget, on_oom=oom
+        )
         self.resources["batch_sizes"].extend(sizes)
         flags = [[self.truncated_flag] if t else [] for t in truncated]
         return with_scores(table, scores, flags=flags)
@@ -319,7 +331,11 @@ class VLLMRewardModel(Scorer):
         from vllm import LLM, PoolingParams  # lazy: optional, GPU only
 
         llm = LLM(
-            self.model, runner="pooling", convert="classify", dtype=self.dtype, seed=self.seed,
+            self.model,
+            runner="pooling",
+            convert="classify",
+            dtype=self.dtype,
+            seed=self.seed,
             tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization,
             **({"max_model_len": self.max_length} if self.max_length else {}),
@@ -339,8 +355,10 @@ class VLLMRewardModel(Scorer):
         view = candidates_view(table)
         prompts = table["prompt"].to_pylist()
         reqs, truncated = vllm_classify_requests(
-            r["tokenizer"], [prompts[i] for i in view.row],
-            ["" if x is None else x for x in view.responses], r["max_length"],
+            r["tokenizer"],
+            [prompts[i] for i in view.row],
+            ["" if x is None else x for x in view.responses],
+            r["max_length"],
         )
         outs = r["llm"].classify(reqs, pooling_params=r["params"], use_tqdm=False) if reqs else []
         scores = vllm_classify_scores(outs, self.name, self.objectives)

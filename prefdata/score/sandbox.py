@@ -57,8 +57,14 @@ import pyarrow as pa
 
 from prefdata.score.base import Scorer, candidates_view, with_scores
 
-__all__ = ["CodeTests", "SandboxLimits", "SandboxResult", "extract_code", "run_sandboxed",
-           "sandbox_capabilities"]
+__all__ = [
+    "CodeTests",
+    "SandboxLimits",
+    "SandboxResult",
+    "extract_code",
+    "run_sandboxed",
+    "sandbox_capabilities",
+]
 
 CLONE_NEWNET = 0x40000000
 
@@ -96,8 +102,9 @@ def _python_for(dropping: bool, given: str | None) -> str:
     for cand in (given, sys.executable, shutil.which("python3"), "/usr/bin/python3"):
         if cand and os.path.exists(cand) and (not dropping or _world_executable(cand)):
             return cand
-    raise RuntimeError("no Python interpreter the sandbox user can execute; "
-                       "set SandboxLimits(python=...)")
+    raise RuntimeError(
+        "no Python interpreter the sandbox user can execute; set SandboxLimits(python=...)"
+    )
 
 
 @dataclass
@@ -209,9 +216,15 @@ def _netns_works() -> bool:
         return False
     try:
         r = subprocess.run(
-            [sys.executable, "-I", "-S", "-c",
-             "import ctypes,sys;sys.exit(ctypes.CDLL(None).unshare(0x40000000) != 0)"],
-            timeout=10, capture_output=True,
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                "import ctypes,sys;sys.exit(ctypes.CDLL(None).unshare(0x40000000) != 0)",
+            ],
+            timeout=10,
+            capture_output=True,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -280,7 +293,9 @@ def run_sandboxed(
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         args = {
             "netns": "1" if caps["network"] == "os" else "0",
-            "cpu": limits.cpu_s, "mem": limits.memory_mb, "fsize": limits.file_mb,
+            "cpu": limits.cpu_s,
+            "mem": limits.memory_mb,
+            "fsize": limits.file_mb,
             "nofile": limits.max_open_files,
             "py": _python_for(user is not None, limits.python),
         }
@@ -288,22 +303,39 @@ def run_sandboxed(
             os.chmod(tmp, 0o711)
             for p in [work, *work.iterdir()]:
                 os.chown(p, user.pw_uid, user.pw_gid)
-            args.update(uid=user.pw_uid, gid=user.pw_gid,
-                        nproc=_user_procs(user.pw_uid) + limits.max_procs)
+            args.update(
+                uid=user.pw_uid, gid=user.pw_gid, nproc=_user_procs(user.pw_uid) + limits.max_procs
+            )
         else:
             args["nproc"] = _user_procs(os.geteuid()) + limits.max_procs
         nonce = secrets.token_hex(16)
         read_fd, write_fd = os.pipe()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
-               "PREFDATA_SANDBOX_FD": str(write_fd),
-               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(work),
+            "LANG": "C.UTF-8",
+            "PREFDATA_SANDBOX_FD": str(write_fd),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0",
+        }
         start = time.monotonic()
         with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _LAUNCHER,
-                 *(f"{k}={v}" for k, v in args.items())],
-                cwd=work, env=env, stdin=subprocess.PIPE, stdout=fo, stderr=fe,
-                pass_fds=(write_fd,), start_new_session=True,
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    _LAUNCHER,
+                    *(f"{k}={v}" for k, v in args.items()),
+                ],
+                cwd=work,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=fo,
+                stderr=fe,
+                pass_fds=(write_fd,),
+                start_new_session=True,
             )
             os.close(write_fd)
             status = "ok"
@@ -332,8 +364,9 @@ def run_sandboxed(
             status = "killed" if proc.returncode and proc.returncode < 0 else "error"
         stdout = out_path.read_bytes()[:65536].decode("utf-8", "replace")
         stderr = err_path.read_bytes()[:65536].decode("utf-8", "replace")
-    return SandboxResult(status, passed, len(tests), proc.returncode, stdout, stderr, wall,
-                         proc.pid, caps)
+    return SandboxResult(
+        status, passed, len(tests), proc.returncode, stdout, stderr, wall, proc.pid, caps
+    )
 
 
 def extract_code(response: str | None, language: str = "python") -> str:
@@ -377,8 +410,11 @@ class CodeTests(Scorer):
         return (*self.requires, self.tests_col)
 
     def source(self) -> dict[str, Any]:
-        return {"function": "prefdata.score.sandbox.run_sandboxed",
-                "enforced": sandbox_capabilities(self.limits), "python": sys.version.split()[0]}
+        return {
+            "function": "prefdata.score.sandbox.run_sandboxed",
+            "enforced": sandbox_capabilities(self.limits),
+            "python": sys.version.split()[0],
+        }
 
     def process(self, table: pa.Table) -> pa.Table:
         view = candidates_view(table)

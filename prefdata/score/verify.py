@@ -66,8 +66,9 @@ class MathVerify(Scorer):
                 continue
             text = str(g)
             # A bare gold like "42" or "\frac12" parses best inside math delimiters.
-            parsed = parse(text if "$" in text or "\\boxed" in text else f"${text}$",
-                           parsing_timeout=timeout) or parse(text, parsing_timeout=timeout)
+            parsed = parse(
+                text if "$" in text or "\\boxed" in text else f"${text}$", parsing_timeout=timeout
+            ) or parse(text, parsing_timeout=timeout)
             golds.append(parsed if parsed else False)
         values = np.full(len(view), np.nan)
         flags: list[list[str]] = [[] for _ in range(len(view))]
@@ -145,8 +146,18 @@ class Constraints(Scorer):
             raise ValueError("Constraints needs at least one constraint")
 
     def _checks_declared(self) -> list[str]:
-        names = [n for n in ("min_words", "max_words", "min_sentences", "max_sentences",
-                             "min_bullets", "max_bullets") if getattr(self, n) is not None]
+        names = [
+            n
+            for n in (
+                "min_words",
+                "max_words",
+                "min_sentences",
+                "max_sentences",
+                "min_bullets",
+                "max_bullets",
+            )
+            if getattr(self, n) is not None
+        ]
         names += [f"required:{k}" for k in self.required_keywords]
         names += [f"forbidden:{k}" for k in self.forbidden_keywords]
         return names + (["json"] if self.json else [])
@@ -181,11 +192,13 @@ class Constraints(Scorer):
             if self.max_bullets is not None:
                 out["max_bullets"] = bullets <= self.max_bullets
         for k in self.required_keywords:
-            out[f"required:{k}"] = arr(pc.match_substring_regex(
-                text, rf"\b{re.escape(k)}\b", ignore_case=True))
+            out[f"required:{k}"] = arr(
+                pc.match_substring_regex(text, rf"\b{re.escape(k)}\b", ignore_case=True)
+            )
         for k in self.forbidden_keywords:
-            out[f"forbidden:{k}"] = ~arr(pc.match_substring_regex(
-                text, rf"\b{re.escape(k)}\b", ignore_case=True))
+            out[f"forbidden:{k}"] = ~arr(
+                pc.match_substring_regex(text, rf"\b{re.escape(k)}\b", ignore_case=True)
+            )
         if self.json:
             out["json"] = np.array([check_json(t) for t in text.to_pylist()], dtype=bool)
         return out

@@ -1,0 +1,159 @@
+"""The ``prefdata`` command: convert, inspect, validate and sql, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prefdata.cli import main, rejects_path
+from prefdata.io.parquet import read_parquet, write_parquet
+from prefdata.schema import pool_schema
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "prefdata.cli", *args], capture_output=True, text=True
+    )
+
+
+@pytest.fixture
+def long_jsonl(tmp_path):
+    rows = [
+        {"prompt": "Hi", "response": "Hello", "generator": "a", "rm": 1.0},
+        {"prompt": "Hi", "response": "Hey", "generator": "b", "rm": None},
+        {"prompt": "Bye", "response": "Goodbye", "generator": "a", "rm": 0.5},
+        {"prompt": "", "response": "orphan", "generator": "a", "rm": 0.1},
+    ]
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    return path
+
+
+def test_convert_writes_pools_rejects_and_a_funnel_line(long_jsonl, tmp_path):
+    out = tmp_path / "pools.parquet"
+    proc = _cli(
+        "convert",
+        str(long_jsonl),
+        "--layout",
+        "long",
+        "--score-col",
+        "rm",
+        "--generator-col",
+        "generator",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert "\n" not in line
+    assert "2 pools, 3 candidates" in line and "2 rejects" in line
+    pools = read_parquet(out)
+    assert pools.num_rows == 2
+    scores = [[c["scores"]["rm"] for c in cs] for cs in pools["candidates"].to_pylist()]
+    assert scores == [[1.0, None], [0.5]]
+    rejects = pq.read_table(rejects_path(out)).to_pylist()
+    reasons = sorted(r["stage"] + ":" + (r["field"] or "") for r in rejects)
+    assert reasons == ["layout:long:prompt", "read:"]  # empty prompt; invalid JSON line
+    assert any("line 5" in r["reason"] and "invalid JSON" in r["reason"] for r in rejects)
+
+
+def test_inspect_reports_scores_and_json(long_jsonl, tmp_path, capsys):
+    out = tmp_path / "pools.parquet"
+    assert (
+        main(
+            ["convert", str(long_jsonl), "--layout", "long", "--score-col", "rm", "--out", str(out)]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pools"] == 2 and report["candidates"] == 3
+    assert report["scores"]["rm"] == {
+        "count": 2,
+        "nulls": 1,
+        "mean": 0.75,
+        "std": pytest.approx(0.353553, rel=1e-5),
+        "min": 0.5,
+        "max": 1.0,
+    }
+    assert main(["inspect", str(out)]) == 0
+    assert "score rm: count=2" in capsys.readouterr().out
+
+
+def test_validate_exit_status(tmp_path, capsys):
+    good = pa.Table.from_pylist(
+        [
+            {
+                "prompt_id": "p",
+                "prompt": [{"role": "user", "content": "Q"}],
+                "candidates": [
+                    {"candidate_id": "c", "response": "A", "scores": {"rm": 1.0}, "flags": []}
+                ],
+            }
+        ],
+        schema=pool_schema(["rm"]),
+    )
+    bad = pa.Table.from_pylist(
+        [
+            {
+                "prompt_id": "p",
+                "prompt": [{"role": "assistant", "content": "Q"}],
+                "candidates": [
+                    {"candidate_id": "c", "response": None, "scores": {"rm": float("nan")}}
+                ],
+            }
+        ],
+        schema=pool_schema(["rm"]),
+    )
+    write_parquet(good, tmp_path / "good.parquet")
+    write_parquet(bad, tmp_path / "bad.parquet")
+    assert main(["validate", str(tmp_path / "good.parquet")]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "bad.parquet")]) == 1
+    out = capsys.readouterr().out
+    assert "row 0, field prompt" in out
+    assert "candidates[0].response" in out and "candidates[0].scores.rm" in out
+
+
+def test_sql_over_pools_and_rejects(long_jsonl, tmp_path, capsys):
+    out = tmp_path / "pools.parquet"
+    main(["convert", str(long_jsonl), "--layout", "long", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["sql", str(out), "SELECT count(*) AS n FROM pools"]) == 0
+    assert "2" in capsys.readouterr().out
+    assert main(["sql", str(out), "SELECT stage FROM rejects ORDER BY stage"]) == 0
+    text = capsys.readouterr().out
+    assert "layout:long" in text and "read" in text
+    # queries cannot touch files
+    assert main(["sql", str(out), "SELECT * FROM read_csv('/etc/passwd')"]) != 0
+
+
+def test_sql_and_inspect_over_a_workdir(tmp_path, capsys):
+    from prefdata.execute import LocalExecutor
+    from prefdata.sql import Sql
+
+    pools = pa.Table.from_pylist(
+        [
+            {
+                "prompt_id": f"p{i}",
+                "prompt": [{"role": "user", "content": f"Q{i}"}],
+                "candidates": [{"candidate_id": "c", "response": "A", "scores": {"rm": float(i)}}],
+            }
+            for i in range(10)
+        ],
+        schema=pool_schema(["rm"]),
+    )
+    stage = Sql("SELECT * FROM pools WHERE candidates[1].scores.rm >= 4")
+    LocalExecutor(tmp_path / "work", shard_rows=3).run([stage], pools)
+    assert main(["inspect", str(tmp_path / "work"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "workdir" and report["pools"] == 6
+    assert report["funnel"] == [{"stage": "Sql", "rows_in": 10, "rows_out": 6, "rows_rejected": 4}]
+    assert main(["sql", str(tmp_path / "work"), "SELECT count(*) AS n FROM rejects"]) == 0
+    assert "4" in capsys.readouterr().out

@@ -1,0 +1,223 @@
+"""Readers: every source kind into plain Arrow, bad lines into rejects, funnels that add up."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import datasets
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prefdata.io.readers import read_pools, read_records
+from prefdata.schema import REJECTS_SCHEMA
+from prefdata.validate import validate
+
+ROWS = [
+    {"prompt": "What is 2+2?", "response": "4", "generator": "m1", "rm": 0.9},
+    {"prompt": "What is 2+2?", "response": "five", "generator": "m2", "rm": None},
+    {"prompt": "Name a colour.", "response": "Red", "generator": "m1", "rm": 0.4},
+]
+EXPECTED = pa.Table.from_pylist(ROWS)
+
+
+def large_types(schema: pa.Schema) -> bool:
+    return any(
+        pa.types.is_large_string(f.type)
+        or pa.types.is_large_list(f.type)
+        or pa.types.is_string_view(f.type)
+        for f in schema
+    )
+
+
+def check_funnel(result, rows_in):
+    read, layout = result.funnel.entries
+    assert read.stage == "read" and read.rows_in == rows_in
+    assert read.rows_in == read.rows_out + read.rows_rejected
+    assert layout.rows_in == read.rows_out
+    assert layout.rows_in == layout.rows_out + layout.rows_rejected
+    assert result.rejects.num_rows == read.rows_rejected + layout.rows_rejected
+    assert validate(result.table) == []
+
+
+def write_jsonl(path, lines: list[bytes]):
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+
+
+def as_lines(rows):
+    return [json.dumps(r).encode() for r in rows]
+
+
+def assert_same_rows(raw: pa.Table):
+    assert not large_types(raw.schema)
+    assert raw.select(EXPECTED.column_names).to_pylist() == ROWS
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sources")
+    pq.write_table(EXPECTED, d / "rows.parquet")
+    (d / "shards").mkdir()
+    pq.write_table(EXPECTED.slice(0, 2), d / "shards" / "part-0.parquet")
+    pq.write_table(EXPECTED.slice(2), d / "shards" / "part-1.parquet")
+    write_jsonl(d / "rows.jsonl", as_lines(ROWS))
+    write_jsonl(d / "rows.jsonl.gz", as_lines(ROWS))
+    (d / "rows.json").write_text(json.dumps(ROWS))
+    ds = datasets.Dataset(EXPECTED)
+    ds.save_to_disk(str(d / "saved"))
+    datasets.DatasetDict({"train": ds, "test": ds.select([2])}).save_to_disk(str(d / "saved_dict"))
+    (d / "hf" / "data").mkdir(parents=True)
+    pq.write_table(EXPECTED, d / "hf" / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(EXPECTED.slice(1), d / "hf" / "data" / "test-00000-of-00001.parquet")
+    return d
+
+
+@pytest.mark.parametrize(
+    "name", ["rows.parquet", "shards", "rows.jsonl", "rows.jsonl.gz", "rows.json", "saved"]
+)
+def test_file_sources(sources, name):
+    raw, rejects = read_records(sources / name)
+    assert rejects.num_rows == 0 and rejects.schema == REJECTS_SCHEMA
+    assert_same_rows(raw)
+    result = read_pools(sources / name, "long", generator_col="generator", score_cols=["rm"])
+    check_funnel(result, 3)
+    assert result.table.num_rows == 2
+    assert result.table["source"].to_pylist() == [name, name]
+    assert [c["scores"]["rm"] for c in result.table["candidates"][0].as_py()] == [0.9, None]
+
+
+def test_hf_dataset_dict_and_data_folder_need_a_split(sources):
+    raw, _ = read_records(sources / "saved_dict", split="test")
+    assert raw.to_pylist() == ROWS[2:]
+    with pytest.raises(ValueError, match="pass split="):
+        read_records(sources / "saved_dict")
+    raw, _ = read_records(sources / "hf", split="test")  # datasets.load_dataset(folder)
+    assert raw.to_pylist() == ROWS[1:]
+    result = read_pools(sources / "hf", "long", split="train")
+    assert result.table["source"][0].as_py() == "hf:train"
+
+
+def test_in_memory_sources():
+    objects = [
+        EXPECTED,
+        pl.from_arrow(EXPECTED),
+        pd.DataFrame(ROWS),
+        datasets.Dataset(EXPECTED),
+        datasets.Dataset.from_polars(pl.from_arrow(EXPECTED)),  # large_string inside
+        datasets.DatasetDict({"train": datasets.Dataset(EXPECTED)}),
+    ]
+    for obj in objects:
+        raw, rejects = read_records(obj)
+        assert rejects.num_rows == 0
+        raw = raw.cast(pa.schema([raw.schema.field(n) for n in raw.column_names]))
+        assert not large_types(raw.schema), type(obj)
+        got = raw.to_pylist()
+        assert [{k: r[k] for k in ("prompt", "response", "generator")} for r in got] == [
+            {k: r[k] for k in ("prompt", "response", "generator")} for r in ROWS
+        ]
+        result = read_pools(obj, "long", score_cols=["rm"], source_name="mem")
+        check_funnel(result, 3)
+        assert result.table.num_rows == 2
+
+
+def test_shuffled_dataset_keeps_its_order():
+    ds = datasets.Dataset(EXPECTED).select([2, 0])
+    raw, _ = read_records(ds)
+    assert raw["response"].to_pylist() == ["Red", "4"]
+
+
+def test_pandas_mixed_object_column_rejects_the_odd_row():
+    df = pd.DataFrame({"prompt": ["a", "b", "c"], "response": ["x", 5, "z"]})
+    raw, rejects = read_records(df)
+    assert raw["response"].to_pylist() == ["x", "z"]
+    assert rejects.to_pylist()[0]["row"] == 1
+    assert rejects.to_pylist()[0]["field"] == "response"
+
+
+def test_malformed_jsonl_lines_become_rejects(tmp_path):
+    lines = [
+        json.dumps({"prompt": "q1", "response": "a"}).encode(),
+        b"",
+        b'{"prompt": "q2", "response": ',
+        b'{"prompt": "caf\xe9", "response": "x"}',
+        b"[1, 2]",
+        b"   ",
+        json.dumps({"prompt": "q3", "response": 7}).encode(),
+        json.dumps({"prompt": "q4", "response": "b"}).encode(),
+        json.dumps({"prompt": "", "response": "c"}).encode(),
+    ]
+    path = tmp_path / "bad.jsonl.gz"
+    write_jsonl(path, lines)
+    raw, rejects = read_records(path)
+    assert raw["prompt"].to_pylist() == ["q1", "q4", ""]
+    got = {r["row"]: (r["field"], r["reason"]) for r in rejects.to_pylist()}
+    assert sorted(got) == [2, 3, 4, 6]
+    assert got[2][1].startswith("line 3: invalid JSON: Expecting value")
+    assert got[3][1].startswith("line 4: invalid UTF-8 at byte")
+    assert got[4][1] == "line 5: JSON array, not an object"
+    assert got[6] == (
+        "response",
+        "line 7: field 'response' is a number where other rows hold a string",
+    )
+    result = read_pools(path, "long")
+    check_funnel(result, 7)  # blank lines are not rows
+    layout = {r["row"]: r for r in result.rejects.to_pylist() if r["stage"] == "layout:long"}
+    assert list(layout) == [2] and layout[2]["field"] == "prompt"
+    assert result.table.num_rows == 2
+
+
+def test_all_numeric_response_column_is_rejected_per_row(tmp_path):
+    path = tmp_path / "nums.jsonl"
+    write_jsonl(path, as_lines([{"prompt": "q", "response": 1}, {"prompt": "r", "response": 2}]))
+    result = read_pools(path, "long")
+    check_funnel(result, 2)
+    assert result.table.num_rows == 0
+    assert result.rejects["reason"].to_pylist() == ["response is not a string (int64)"] * 2
+
+
+def test_json_array_with_non_objects(tmp_path):
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps([{"prompt": "q", "response": "a"}, "oops"]))
+    raw, rejects = read_records(path)
+    assert raw.num_rows == 1 and rejects["reason"].to_pylist() == [
+        "item 1: JSON string, not an object"
+    ]
+    # a .json file that is JSON Lines (common on the Hub) reads as JSON Lines
+    (tmp_path / "lines.json").write_text('{"prompt": "q"}\n{"prompt": "r"}\n')
+    assert read_records(tmp_path / "lines.json")[0]["prompt"].to_pylist() == ["q", "r"]
+
+
+def test_missing_path_and_unknown_objects():
+    with pytest.raises(FileNotFoundError):
+        read_records("/no/such/file.jsonl")
+    with pytest.raises(TypeError, match="cannot read"):
+        read_records(42)
+
+
+def test_hub_name_without_network_raises_datasets_error(monkeypatch):
+    """The Hub is unreachable here: offline mode makes datasets fail fast, as it would
+    without a network; the reader must let that error through, not swallow it."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConnectionError, match="someone/missing-dataset"):
+        read_pools("someone/missing-dataset", "pairs", split="train")
+
+
+def test_pools_written_before_any_scorer_read_back_in_the_pool_layout(tmp_path):
+    from prefdata.io.parquet import write_parquet
+
+    pools = read_pools(pa.table({"prompt": ["a", "b", "c"], "response": ["x", "y", "z"]}), "long")
+    assert pools.table.schema.field("candidates").type.value_type.field("scores").type == pa.struct(
+        []
+    )
+    path = write_parquet(pools.table.slice(1), tmp_path / "pools.parquet")  # no scores field
+    again = read_pools(path, "pool")
+    check_funnel(again, 2)
+    assert again.table.equals(pools.table.slice(1))
