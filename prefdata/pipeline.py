@@ -232,6 +232,23 @@ class Funnel:
             self.add(e.stage, e.rows_in, e.rows_out, e.rows_rejected)
         return self
 
+    def then(self, other: Funnel) -> Funnel:
+        """A new funnel: this one followed by ``other``; a stage name seen before gets a
+        ``#2``, ``#3`` suffix so chained stages of the same type stay apart.
+
+        >>> a = Funnel(); a.add("Sql", 3, 2, 1)
+        >>> [e.stage for e in a.then(a).entries]
+        ['Sql', 'Sql#2']
+        """
+        out = Funnel.from_list(self.to_list())
+        for e in other.entries:
+            name, k = e.stage, 1
+            while any(x.stage == name for x in out.entries):
+                k += 1
+                name = f"{e.stage}#{k}"
+            out.add(name, e.rows_in, e.rows_out, e.rows_rejected)
+        return out
+
     def to_list(self) -> list[dict[str, Any]]:
         return [dataclasses.asdict(e) for e in self.entries]
 

@@ -44,7 +44,7 @@ class Pools:
     def pipe(self, *stages: Stage) -> Pools:
         """Run stages in memory, keeping rejects and adding to the funnel."""
         result = Pipeline(list(stages)).run(self.table)
-        funnel = Funnel.from_list(self.funnel.to_list()).merge(result.funnel)
+        funnel = self.funnel.then(result.funnel)
         return type(self)(result.table, pa.concat_tables([self.rejects, result.rejects]), funnel)
 
     def sql(self, query: str) -> Pools:
@@ -58,7 +58,7 @@ class Pools:
         from prefdata.execute import LocalExecutor
 
         result = LocalExecutor(workdir, **options).run(list(stages), self.table)
-        funnel = Funnel.from_list(self.funnel.to_list()).merge(result.funnel)
+        funnel = self.funnel.then(result.funnel)
         return type(self)(result.read(), pa.concat_tables([self.rejects, result.rejects()]), funnel)
 
     def write_parquet(self, path: str | Path) -> Path:

@@ -41,7 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.annotate.columns import (
-    check_finite,
     flatten_candidates,
     float_array,
     rebuild_candidates,
@@ -126,8 +125,15 @@ class ScoreStatsFit:
         names = self.scorers or tuple(score_names(table))
         for name in names:
             x = score_array(flat.values, name)
-            ids = table["prompt_id"].take(pa.array(flat.parents)) if len(x) else None
-            check_finite(x, f"candidate score {name!r}", ids)
+            bad = np.flatnonzero(np.isinf(x))
+            if bad.size:
+                i = int(bad[0])
+                row = int(flat.parents[i])
+                raise ValueError(
+                    f"row {row} (prompt_id {table['prompt_id'][row].as_py()!r}): field "
+                    f"candidates[{i - int(flat.offsets[row])}].scores.{name} is {x[i]}; "
+                    "scores must be finite"
+                )
             self.parts[name] = self.parts.get(name, ScoreStats()).merge(ScoreStats.of(x))
         return self
 

@@ -359,7 +359,7 @@ def reward_conditioned(
             base["p_chosen"].combine_chunks().take(si),
         ),
         "rationale": pa.nulls(2 * n, pa.string()),
-        "strategy": pa.array(["reward-conditioned"] * (2 * n), pa.string()),
+        "strategy": pa.repeat(pa.scalar("reward-conditioned"), 2 * n),
         "provenance": pa.array(provenance, pa.string()),
         "chosen_score": pa.array(np.concatenate([cs_np, rs_np])).take(pos),
         "rejected_score": pa.array(np.concatenate([cs_np, rs_np])).take(neg),

@@ -23,6 +23,7 @@ is named, its score is finite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -136,6 +137,20 @@ def few_usable_reasons(flat: Flat, score: str | None, minimum: int = 2) -> tuple
 def provenance_prefix(stage: Stage, **extra: Any) -> dict[str, Any]:
     """The provenance fields shared by every row a stage emits."""
     return {"stage": stage.name, "fingerprint": stage.fingerprint, **extra}
+
+
+def changed_config(stage: Stage) -> dict[str, Any]:
+    """The config fields that differ from their defaults (provenance stays short; the
+    fingerprint covers the whole config).
+
+    >>> from prefdata.construct.pairs import Pairs
+    >>> changed_config(Pairs("sweet-spot", score="rm", k=1.5))
+    {'strategy': 'sweet-spot', 'score': 'rm', 'k': 1.5}
+    """
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(stage) if f.default is not dataclasses.MISSING
+    }
+    return {k: v for k, v in stage.config().items() if k not in defaults or defaults[k] != v}
 
 
 def dumps(obj: Any) -> str:

@@ -27,6 +27,7 @@ import pyarrow as pa
 from prefdata.construct.candidates import (
     POOL_COLUMNS,
     ConstructStage,
+    changed_config,
     dumps,
     few_usable_reasons,
     flatten,
@@ -118,14 +119,14 @@ class Lists(ConstructStage):
         offsets = pa.array(np.append(starts, src.size).astype(np.int32))
         responses = pa.ListArray.from_arrays(offsets, entries, type=pa.list_(RESPONSE_TYPE))
         ri = pa.array(rows, pa.int64())
-        prov = dumps(provenance_prefix(self, score=self.score, config=self.config()))
+        prov = dumps(provenance_prefix(self, score=self.score, config=changed_config(self)))
         m = rows.size
         cols = [
             table["prompt_id"].take(ri).combine_chunks(),
             table["prompt"].take(ri).combine_chunks().cast(LIST_SCHEMA.field("prompt").type),
             responses,
-            pa.array([self.score] * m, pa.string()),
-            pa.array([prov] * m, pa.string()),
+            pa.repeat(pa.scalar(self.score), m),
+            pa.repeat(pa.scalar(prov), m),
         ]
         return pa.Table.from_arrays(cols, schema=LIST_SCHEMA)
 

@@ -65,6 +65,7 @@ from prefdata.construct.candidates import (
     POOL_COLUMNS,
     ConstructStage,
     Flat,
+    changed_config,
     dumps,
     few_usable_reasons,
     flatten,
@@ -429,7 +430,7 @@ class Pairs(ConstructStage):
             strategy=self.strategy,
             score=self.score,
             seed=self.seed,
-            config=self.config(),
+            config=changed_config(self),
             min_margin_applied=self.effective_min_margin(),
         )
         if self.strategy == "best-random":
@@ -438,7 +439,7 @@ class Pairs(ConstructStage):
                 [f'{base},"pool_seed":{seeds[int(p)]}}}' for p in src], pa.string()
             )
         else:
-            provenance = pa.array([dumps(prov)] * m, pa.string())
+            provenance = pa.repeat(pa.scalar(dumps(prov)), m)
         cols = {
             "prompt_id": table["prompt_id"].take(si),
             "prompt": table["prompt"].take(si),
@@ -456,7 +457,7 @@ class Pairs(ConstructStage):
             "p_chosen": null_f,
             "votes": pa.nulls(m, pa.int32()),
             "rationale": pa.nulls(m, pa.string()),
-            "strategy": pa.array([self.strategy] * m, pa.string()),
+            "strategy": pa.repeat(pa.scalar(self.strategy), m),
             "provenance": provenance,
             "chosen_score": fscore.take(ci) if scored else null_f,
             "rejected_score": fscore.take(ri) if scored else null_f,

@@ -33,6 +33,7 @@ import pyarrow as pa
 from prefdata.construct.candidates import (
     POOL_COLUMNS,
     ConstructStage,
+    changed_config,
     dumps,
     few_usable_reasons,
     flatten,
@@ -97,7 +98,7 @@ class Unpaired(ConstructStage):
                 rule="score >= threshold",
                 score=self.score,
                 threshold=self.threshold,
-                config=self.config(),
+                config=changed_config(self),
             )
         )
         out = pa.Table.from_arrays(
@@ -111,7 +112,7 @@ class Unpaired(ConstructStage):
                 flat.column("candidate_id").take(ii),
                 pa.array(score >= self.threshold, pa.bool_()),
                 pa.array(score, pa.float64()),
-                pa.array([prov] * idx.size, pa.string()),
+                pa.repeat(pa.scalar(prov), idx.size),
             ],
             schema=UNPAIRED_SCHEMA,
         )

@@ -16,7 +16,7 @@ Flags (appended to each candidate's ``flags`` list, never removed by this stage)
   ``"model_identifier":``), addressing a judge/evaluator/grader/reward model, asking to
   rate/score/prefer this response, and pairwise verdict tokens such as ``[[A]]``.
 - ``"language_mismatch"`` (off by default): the dominant Unicode script of the response's
-  letters (first 2,000 characters, Unicode code-point ranges decoded in NumPy) differs
+  letters (first 500 characters, Unicode code-point ranges decoded in NumPy) differs
   from the prompt's (Latin, Greek, Cyrillic, Hebrew, Arabic, Devanagari, Thai, Hangul,
   Han/Kana). Cheap and script-level only: French vs English is not caught,
   and "translate into Japanese" is a false positive; texts with fewer than

@@ -69,7 +69,8 @@ def bt_loss(margin: np.ndarray) -> np.ndarray:
     >>> bt_loss(np.array([0.0])).round(6).tolist()
     [0.693147]
     """
-    return np.logaddexp(0.0, -np.asarray(margin, dtype=np.float64))
+    with np.errstate(invalid="ignore"):  # NaN (unscored) stays NaN
+        return np.logaddexp(0.0, -np.asarray(margin, dtype=np.float64))
 
 
 def _margin(pairs: pa.Table, scorer: str) -> np.ndarray:

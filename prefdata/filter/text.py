@@ -87,7 +87,7 @@ for _lo, _hi, _sid in _RANGES:
     _SCRIPT_TABLE[_lo : _hi + 1] = _sid + 1
 
 
-def script_counts(texts: pa.Array | pa.ChunkedArray, max_chars: int = 2000) -> np.ndarray:
+def script_counts(texts: pa.Array | pa.ChunkedArray, max_chars: int = 500) -> np.ndarray:
     """``(rows, len(SCRIPT_NAMES))`` letter counts per script over the first ``max_chars``
     characters, decoding the UTF-8 buffer in NumPy (no Python per row).
 
@@ -128,7 +128,7 @@ def script_counts(texts: pa.Array | pa.ChunkedArray, max_chars: int = 2000) -> n
     sid = np.zeros(len(b), dtype=np.uint8)  # per byte: script id + 1 at lead bytes
     sid[lead] = _SCRIPT_TABLE[np.minimum(cp, 0xFFFF)] * (cp <= 0xFFFF)
     letters = np.flatnonzero(sid)
-    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))[letters]
+    row = np.repeat(np.arange(n, dtype=np.int32), np.diff(offsets))[letters].astype(np.int64)
     flat = np.bincount(row * len(SCRIPT_NAMES) + sid[letters] - 1, minlength=out.size)
     return flat.reshape(n, len(SCRIPT_NAMES))
 

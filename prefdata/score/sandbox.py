@@ -262,6 +262,22 @@ def sandbox_capabilities(limits: SandboxLimits | None = None) -> dict[str, str]:
     }
 
 
+def _kill_group(pgid: int, deadline_s: float = 5.0) -> bool:
+    """SIGKILL the process group until it is empty (signals are delivered asynchronously and
+    a fork bomb may still be forking). Returns whether it emptied before the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+
+
 def _lookup_user(name: str):
     try:
         return pwd.getpwnam(name)
@@ -349,11 +365,9 @@ def run_sandboxed(
             except subprocess.TimeoutExpired:
                 status = "timeout"
             finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                proc.kill()
                 proc.wait()
+                _kill_group(proc.pid)
         wall = time.monotonic() - start
         with os.fdopen(read_fd, "r") as f:
             marker = f.read().split()

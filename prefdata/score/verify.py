@@ -65,10 +65,15 @@ class MathVerify(Scorer):
                 golds.append(None)
                 continue
             text = str(g)
-            # A bare gold like "42" or "\frac12" parses best inside math delimiters.
-            parsed = parse(
-                text if "$" in text or "\\boxed" in text else f"${text}$", parsing_timeout=timeout
-            ) or parse(text, parsing_timeout=timeout)
+            # A bare gold like "42" or "\frac12" parses best inside math delimiters; a parse
+            # that yields only a string (no expression) is not a usable gold answer.
+            tries = [text] if "$" in text or "\\boxed" in text else [f"${text}$", text]
+            parsed = None
+            for attempt in tries:
+                got = parse(attempt, parsing_timeout=timeout)
+                if got and not isinstance(got[0], str):
+                    parsed = got
+                    break
             golds.append(parsed if parsed else False)
         values = np.full(len(view), np.nan)
         flags: list[list[str]] = [[] for _ in range(len(view))]

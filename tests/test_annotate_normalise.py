@@ -1,0 +1,109 @@
+"""Score normalisation: mergeable statistics and the four methods, hand-computed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from prefdata.annotate import Normalise, ScoreStats, ScoreStatsFit, fit_score_stats
+from prefdata.pipeline import Pipeline
+from prefdata.schema import pool_schema
+
+
+def pools(score_lists: list[list[float | None]], name: str = "rm") -> pa.Table:
+    rows = [
+        {
+            "prompt_id": f"p{i}",
+            "prompt": [{"role": "user", "content": f"q{i}"}],
+            "candidates": [
+                {"candidate_id": f"c{i}-{j}", "response": f"r{j}", "scores": {name: s}}
+                for j, s in enumerate(scores)
+            ],
+        }
+        for i, scores in enumerate(score_lists)
+    ]
+    return pa.Table.from_pylist(rows, schema=pool_schema([name]))
+
+
+def normalised(table: pa.Table, field: str) -> list[list[float | None]]:
+    return [[c["scores"][field] for c in pool] for pool in table["candidates"].to_pylist()]
+
+
+def test_stats_merge_hand_computed():
+    # [1, 2, 3, 4, 5]: mean 3, M2 = 4 + 1 + 0 + 1 + 4 = 10, population std sqrt(2)
+    merged = ScoreStats.of([1.0, 2.0]).merge(ScoreStats.of([3.0])).merge(ScoreStats.of([4.0, 5.0]))
+    assert (merged.count, merged.mean, merged.m2) == (5, 3.0, 10.0)
+    assert merged.std == pytest.approx(math.sqrt(2))
+    assert ScoreStats().merge(merged) == merged and merged.merge(ScoreStats()) == merged
+
+
+def test_stats_merge_any_split_matches_one_pass():
+    x = np.random.default_rng(0).normal(3.0, 2.0, 1000)
+    one = ScoreStats.of(x)
+    for cuts in ([10, 500], [1, 2, 999], [333]):
+        parts = np.split(x, cuts)
+        merged = ScoreStats()
+        for p in reversed(parts):
+            merged = merged.merge(ScoreStats.of(p))
+        assert merged.count == one.count
+        assert merged.mean == pytest.approx(one.mean, rel=1e-12)
+        assert merged.m2 == pytest.approx(one.m2, rel=1e-10)
+
+
+def test_dataset_zscore_two_pass_equals_whole_table():
+    # pool 0: [1, 3], pool 1: [5, None] -> mean 3, variance (4 + 0 + 4) / 3, null skipped
+    table = pools([[1.0, 3.0], [5.0, None]])
+    fit = ScoreStatsFit().update(table.slice(0, 1)).merge(ScoreStatsFit().update(table.slice(1)))
+    stats = fit.stats()
+    assert stats["rm"].count == 3 and stats["rm"].mean == 3.0
+    assert stats["rm"].variance == pytest.approx(8 / 3)
+    two_pass = Normalise(method="zscore", stats=stats)(table).table
+    whole = Normalise(method="zscore")(table).table
+    z = 2 / math.sqrt(8 / 3)  # 1.2247...
+    got = normalised(two_pass, "rm.z")
+    assert got[0] == pytest.approx([-z, 0.0]) and got[1][0] == pytest.approx(z)
+    assert got[1][1] is None
+    assert two_pass.equals(whole)
+    # the raw score is kept next to the normalised one
+    assert normalised(two_pass, "rm") == [[1.0, 3.0], [5.0, None]]
+
+
+def test_prompt_zscore_and_rank_hand_computed():
+    table = pools([[1.0, 3.0], [3.0, 1.0, 3.0], [7.0], [2.0, 2.0]])
+    pz = normalised(Normalise(method="prompt_zscore")(table).table, "rm.pz")
+    # pool 1: mean 7/3, population std sqrt(8/9)
+    s = math.sqrt(8 / 9)
+    assert pz[0] == [-1.0, 1.0]
+    assert pz[1] == pytest.approx([(3 - 7 / 3) / s, (1 - 7 / 3) / s, (3 - 7 / 3) / s])
+    assert pz[2] == [0.0] and pz[3] == [0.0, 0.0]  # zero spread -> 0
+    rank = normalised(Normalise(method="rank")(table).table, "rm.rank")
+    # ties get the average rank: [3, 1, 3] -> ranks [2.5, 1, 2.5] -> (r - 1) / 2
+    assert rank == [[0.0, 1.0], [0.75, 0.0, 0.75], [0.5], [0.5, 0.5]]
+
+
+def test_replace_and_none():
+    table = pools([[1.0, 3.0]])
+    out = Normalise(method="prompt_zscore", replace=True)(table).table
+    assert normalised(out, "rm") == [[-1.0, 1.0]]
+    assert out.schema.field("candidates").type.value_type.field("scores").type.num_fields == 1
+    assert Normalise(method="none")(table).table.equals(table)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match=r"row 0 .*candidates\[1\]\.scores\.rm is inf"):
+        fit_score_stats([pools([[1.0, math.inf]])])
+    with pytest.raises(ValueError, match="unknown method"):
+        Normalise(method="minmax")
+    with pytest.raises(KeyError, match="no fitted statistics"):
+        Normalise(method="zscore", stats={"other": ScoreStats.of([1.0])})(pools([[1.0]]))
+
+
+def test_fingerprint_follows_stats_and_pipeline_declares_fields():
+    a = Normalise(stats={"rm": ScoreStats.of([1.0, 2.0])})
+    b = Normalise(stats={"rm": ScoreStats.of([1.0, 3.0])})
+    assert a.fingerprint != b.fingerprint
+    Pipeline([Normalise(method="rank", scorers=("rm",))]).check(pool_schema(["rm"]))
+    assert Normalise(method="rank", scorers=("rm",)).provided_columns() == ("scores.rm.rank",)
