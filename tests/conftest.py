@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Nothing in the tests may reach the Hugging Face Hub: there is no network here or in CI.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 SHARED_DATA = Path(
     os.environ.get("PREFDATA_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )

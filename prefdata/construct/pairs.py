@@ -14,7 +14,8 @@ Strategies (``score`` is the construction score, higher is better):
   and returns a stage that applies it row-locally (P(best > worst) = sigmoid(margin) under a
   Bradley-Terry model is monotone in the margin, so a margin quantile is a confidence one).
 - ``best-random``: the highest against a uniformly drawn lower-scored candidate; the draw
-  uses a seed derived from (run seed, prompt_id), recorded as ``pool_seed`` in provenance.
+  is ``floor(pool_seed / 2**63 * n_lower)`` with ``pool_seed`` a digest of (run seed,
+  prompt_id), recorded in provenance.
 - ``sweet-spot``: the highest against the candidate closest to mean - k*std of the pool's
   scores (population std over the usable candidates, k = 2; Finding the Sweet Spot), chosen
   among the candidates scored below the best (equal distances: the earlier one).
@@ -340,9 +341,9 @@ class Pairs(ConstructStage):
         seeds: dict[int, int] = {}
         ids = table["prompt_id"].to_pylist()
         for p in np.flatnonzero(counts):
-            seeds[int(p)] = pool_seed(self.seed, ids[p], "pairs/best-random")
-            pick = int(np.random.default_rng(seeds[int(p)]).integers(counts[p]))
-            out[p] = elig[starts[p] + pick]
+            seeds[int(p)] = seed = pool_seed(self.seed, ids[p], "pairs/best-random")
+            # the 63-bit seed as a uniform fraction of the eligible count (exact integer math)
+            out[p] = elig[starts[p] + ((seed * int(counts[p])) >> 63)]
         return out, seeds
 
     # -- the stage -----------------------------------------------------------------------
