@@ -33,11 +33,30 @@ from prefdata.ids import digest
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects, score_names
 
 
-class StageOutput(NamedTuple):
-    """What a stage returns: kept rows and rejected rows (``REJECTS_SCHEMA``)."""
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage returns: kept rows and rejected rows (``REJECTS_SCHEMA``); unpacks as
+    ``table, rejects = output``.
+
+    ``rows_out`` is set by stages whose output rows are not one per input row (pools in,
+    pairs out): it counts the input rows that yielded output, so the funnel stays in input
+    rows. It defaults to ``table.num_rows``.
+    """
 
     table: pa.Table
     rejects: pa.Table
+    rows_out: int | None = None
+
+    def __iter__(self):
+        return iter((self.table, self.rejects))
+
+    def __getitem__(self, i: int) -> pa.Table:
+        return (self.table, self.rejects)[i]
+
+    @property
+    def kept(self) -> int:
+        """Input rows accounted for as kept."""
+        return self.table.num_rows if self.rows_out is None else self.rows_out
 
 
 class MissingColumnsError(ValueError):
@@ -172,6 +191,11 @@ class Stage:
     def process(self, table: pa.Table) -> StageOutput | pa.Table:
         raise NotImplementedError
 
+    def columns_after(self, available: set[str]) -> set[str]:
+        """Columns (and ``scores.<name>``) present after this stage, given those before it.
+        Stages that turn pools into other records override this."""
+        return available | set(self.provided_columns())
+
     def check(self, schema: pa.Schema) -> None:
         """Raise :class:`MissingColumnsError` when ``schema`` lacks a required column."""
         missing = [c for c in self.required_columns() if c not in _available(schema)]
@@ -188,10 +212,10 @@ class Stage:
         out = self.process(table)
         if isinstance(out, pa.Table):
             out = StageOutput(out, empty_rejects())
-        if out.table.num_rows + out.rejects.num_rows != table.num_rows:
+        if out.kept + out.rejects.num_rows != table.num_rows:
             raise AssertionError(
                 f"stage {self.name} broke the funnel: {table.num_rows} rows in, "
-                f"{out.table.num_rows} out, {out.rejects.num_rows} rejected"
+                f"{out.kept} out, {out.rejects.num_rows} rejected"
             )
         return out
 
@@ -303,7 +327,7 @@ class Pipeline:
                     f"stage {s.name} requires {missing}, which neither the input nor an "
                     f"earlier stage provides (available: {sorted(available)})"
                 )
-            available |= set(s.provided_columns())
+            available = s.columns_after(available)
 
     def setup(self) -> None:
         for s in self.stages:
@@ -317,9 +341,10 @@ class Pipeline:
         funnel, rejects = Funnel(), [empty_rejects()]
         for s in self.stages:
             rows_in = table.num_rows
-            table, rej = s(table)
-            funnel.add(s.name, rows_in, table.num_rows, rej.num_rows)
-            rejects.append(rej)
+            out = s(table)
+            funnel.add(s.name, rows_in, out.kept, out.rejects.num_rows)
+            table = out.table
+            rejects.append(out.rejects)
         return PipelineResult(table, pa.concat_tables(rejects), funnel)
 
     def keys(self) -> list[str]:

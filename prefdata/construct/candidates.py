@@ -174,21 +174,9 @@ class ConstructStage(Stage):
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         raise NotImplementedError
 
-    def check(self, schema: pa.Schema) -> None:
-        # pipeline._available passes a Schema to score_names(), which wants a table
-        # (AttributeError); this check does the same without it.
-        names = set(schema.names)
-        if "candidates" in names:
-            cand = schema.field("candidates").type
-            if pa.types.is_list(cand) or pa.types.is_large_list(cand):
-                scores = cand.value_type
-                if scores.get_field_index("scores") >= 0:
-                    names |= {f"scores.{f.name}" for f in scores.field("scores").type}
-        missing = [c for c in self.required_columns() if c not in names]
-        if missing:
-            raise MissingColumnsError(
-                f"stage {self.name} requires {missing}; the input has {sorted(names)}"
-            )
+    def columns_after(self, available: set[str]) -> set[str]:
+        # The output is a new record type: only what the stage provides is there after it.
+        return set(self.provided_columns())
 
     def process(self, table: pa.Table) -> StageOutput:
         out, source_rows, rejects = self.construct(table)
@@ -199,16 +187,7 @@ class ConstructStage(Stage):
                 f"stage {self.name} broke the pool funnel: {table.num_rows} pools in, "
                 f"{yielded.size} yielded output, {len(rejected)} rejected"
             )
-        return StageOutput(out, rejects)
-
-    def __call__(self, table: pa.Table) -> StageOutput:
-        self.check(table.schema)
-        if not self.resources.get("__setup_done__"):
-            self.setup()
-            self.resources["__setup_done__"] = True
-        if table.num_rows == 0:
-            return StageOutput(self.construct(table)[0], empty_rejects())
-        return self.process(table)
+        return StageOutput(out, rejects, rows_out=int(yielded.size))
 
     def funnel_counts(self, rows_in: int, out: StageOutput) -> tuple[int, int, int]:
         """(pools in, pools that yielded output, pools rejected) for :class:`Funnel.add`."""

@@ -211,7 +211,7 @@ class LocalExecutor:
         # both files in place before the record: a file without a record is redone
         write_parquet(out.table, manifest.output_path(key, shard))
         write_parquet(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
-        manifest.record(key, shard, table.num_rows, out.table.num_rows, out.rejects.num_rows)
+        manifest.record(key, shard, table.num_rows, out.kept, out.rejects.num_rows)
         manifest.save()
         return table.num_rows
 
