@@ -76,12 +76,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--n", type=int, default=384, help="candidates")
+    ap.add_argument("--n", type=int, default=192, help="candidates")
     ap.add_argument("--per-prompt", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=16, help="naive rows per batch")
-    ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=2048)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = ap.parse_args(argv)
