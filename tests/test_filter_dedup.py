@@ -6,8 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prefdata.filter import CollapseIdenticalCandidates, DedupFit, DedupPrompts
-from prefdata.filter import minhash
+from prefdata.filter import CollapseIdenticalCandidates, DedupFit, DedupPrompts, minhash
 from prefdata.filter.text import normalise_text
 from prefdata.pipeline import Pipeline
 from prefdata.schema import pool_schema

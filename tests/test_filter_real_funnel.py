@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pytest
 
 from prefdata.annotate import Normalise, Strength, attach_scores
-from prefdata.annotate.columns import flatten_candidates, struct_with, rebuild_candidates
+from prefdata.annotate.columns import flatten_candidates, rebuild_candidates, struct_with
 from prefdata.filter import (
     CollapseIdenticalCandidates,
     Decontaminate,

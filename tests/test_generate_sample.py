@@ -4,6 +4,7 @@ over HTTP by tests/openai_server.py as a second generator."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +14,9 @@ torch = pytest.importorskip("torch")
 
 from openai_server import Fault, OpenAIServer  # noqa: E402
 
+from prefdata.execute.local import LocalExecutor, StageError  # noqa: E402
 from prefdata.generate import Sample, append_candidates, candidate_seed  # noqa: E402
+from prefdata.generate.openai_backend import BackendUnavailableError  # noqa: E402
 from prefdata.generate.transformers_backend import TransformersBackend  # noqa: E402
 from prefdata.ids import candidate_id, prompt_id  # noqa: E402
 from prefdata.io.parquet import read_parquet, write_parquet  # noqa: E402
@@ -60,6 +63,7 @@ def sampler(tiny_models):
 
 def test_fills_pools_with_recorded_candidates(sampler):
     out = sampler(pools())
+    assert "backend" not in pickle.loads(pickle.dumps(sampler)).__dict__.get("_resources", {})
     assert out.rejects.num_rows == 0 and out.table.num_rows == 4
     assert out.table.schema.field("candidates").type == pa.list_(candidate_type())
     for row in out.table.to_pylist():
@@ -212,6 +216,8 @@ def test_config_refuses_credentials_and_holds_none(tiny_models, monkeypatch):
         options={"api_key_env": "SAMPLE_TEST_KEY"},
     )
     assert "sk-secret-in-env" not in json.dumps(stage.config(), default=str) + stage.fingerprint
+    clone = pickle.loads(pickle.dumps(stage))  # shipped to Ray workers without resources
+    assert clone == stage and clone.fingerprint == stage.fingerprint
     with pytest.raises(ValueError, match="temperature"):
         Sample(model="m", temperature=-1)
     with pytest.raises(ValueError, match="needs model"):
@@ -250,3 +256,36 @@ def test_input_without_candidates_column(sampler):
     out = sampler(table)
     assert len(out.table["candidates"][0]) == 3
     assert np.all(np.array(out.table.column_names) == ["prompt_id", "prompt", "candidates"])
+
+
+def test_outage_stops_the_shard_and_a_rerun_regenerates_only_unfinished_shards(
+    tiny_models, tmp_path
+):
+    """Through the local executor: the server fails on the third shard, the run stops there;
+    the rerun sends requests for that shard only and ends with the rows of an in-memory run."""
+    prompts = [[{"role": "user", "content": f"Give me tip number {k}."}] for k in range(6)]
+    table = pools(prompts)
+    served = TransformersBackend(tiny_models["causal"])
+    with OpenAIServer(served) as server:
+        stage = Sample(
+            model="tiny",
+            backend="openai",
+            base_url=server.url,
+            n=2,
+            max_tokens=8,
+            options={"api_key_env": None, "max_retries": 0, "concurrency": 1},
+        )
+        server.script(*[Fault()] * 8, Fault(status=503))  # shards 0, 1 fine; shard 2 fails
+        executor = LocalExecutor(tmp_path / "run", shard_rows=2, progress=False)
+        with pytest.raises(StageError) as failed:
+            executor.run([stage], table)
+        assert isinstance(failed.value.__cause__, BackendUnavailableError)
+        assert failed.value.shard == 2
+        server.requests.clear()
+        result = executor.run([stage], table)
+        assert len(server.requests) == 4  # shard 2 only: 2 prompts x 2 candidates
+        expected = stage(table).table
+    assert result.read().equals(expected)
+    assert result.funnel.to_list() == [
+        {"stage": "Sample", "rows_in": 6, "rows_out": 6, "rows_rejected": 0}
+    ]

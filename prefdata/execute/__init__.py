@@ -7,6 +7,14 @@ True
 """
 
 from prefdata.execute.local import ExecutionResult, LocalExecutor, StageError
+from prefdata.execute.ray import RayExecutor  # imports ray only when it runs
 from prefdata.execute.workdir import WorkdirInfo, open_workdir
 
-__all__ = ["ExecutionResult", "LocalExecutor", "StageError", "WorkdirInfo", "open_workdir"]
+__all__ = [
+    "ExecutionResult",
+    "LocalExecutor",
+    "RayExecutor",
+    "StageError",
+    "WorkdirInfo",
+    "open_workdir",
+]

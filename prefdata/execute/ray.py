@@ -428,7 +428,10 @@ class RayExecutor:
                         bar.update(row["rows_in"])
             if failures:
                 first = min(failures, key=lambda r: r["shard"])
-                exc = cloudpickle.loads(first["error"])
+                try:
+                    exc = cloudpickle.loads(first["error"])
+                except Exception:  # its class does not import on the driver
+                    exc = RuntimeError(first["trace"].strip().splitlines()[-1])
                 exc.add_note(f"worker traceback:\n{first['trace']}")
                 if len(failures) > 1:
                     others = sorted(r["shard"] for r in failures if r is not first)

@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -427,8 +427,11 @@ class OpenAIBackend:
         try:
             outcomes = [f.result() for f in futures]
         except BaseException:
+            # Leave nothing running behind the exception: cancel what has not started and
+            # wait for what has (at most ``concurrency`` requests).
             for f in futures:
                 f.cancel()
+            wait(futures)
             raise
         results = [ChatResult() for _ in conversations]
         for (i, _), outcome in zip(jobs, outcomes, strict=True):

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from prefdata.generate.base import ChatBackend, ChatResult, GenerationConfig, Message
 from prefdata.ids import candidate_id, digest
 from prefdata.pipeline import Stage, StageOutput, split
+from prefdata.progress import progress_bar, progress_enabled
 from prefdata.schema import PROMPT_END_ROLES, ROLES, candidate_type
 
 BackendKind = Literal["transformers", "vllm", "openai"]
@@ -356,12 +357,8 @@ def append_candidates(
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
-    """A tqdm bar counting prompts (prompts/s is its rate) with tokens/s as postfix."""
-    if enabled is False or total == 0:
+    """A bar counting prompts (its rate is prompts/s) with tokens/s as postfix; off unless
+    stderr is a terminal or ``enabled`` is True."""
+    if total == 0 or not progress_enabled(enabled):
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with transformers and datasets
-        return None
-    # disable=None: tqdm turns itself off when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="prompt", disable=None if enabled is None else False)
+    return progress_bar(total, desc=desc, unit="prompts", enabled=enabled)
