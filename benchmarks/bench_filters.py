@@ -55,10 +55,16 @@ def run_prefdata(texts: list[str]) -> np.ndarray:
     from prefdata.filter.dedup import DedupFit
     from prefdata.schema import pool_schema
 
-    prompt = pa.array([[{"role": "user", "content": t}] for t in texts],
-                      type=pool_schema().field("prompt").type)
-    table = pa.table({"prompt_id": pa.array([f"p{i}" for i in range(len(texts))]),
-                      "prompt": prompt, "source": pa.array(["bench"] * len(texts))})
+    prompt = pa.array(
+        [[{"role": "user", "content": t}] for t in texts], type=pool_schema().field("prompt").type
+    )
+    table = pa.table(
+        {
+            "prompt_id": pa.array([f"p{i}" for i in range(len(texts))]),
+            "prompt": prompt,
+            "source": pa.array(["bench"] * len(texts)),
+        }
+    )
     t0 = time.perf_counter()
     fit = DedupFit(method="minhash", threshold=THRESHOLD, num_perm=NUM_PERM, ngram=1)
     _, keep, _ = fit.update(table).decide()
@@ -99,13 +105,21 @@ def child(impl: str, n: int, seed: int) -> None:
     dup, t0 = IMPLS[impl](texts)
     seconds = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
-        "impl": impl, "n": n, "seconds": round(seconds, 2),
-        "peak_rss_mb": round(rss / 1024, 1), "peak_over_data_mb": round((rss - rss0) / 1024, 1),
-        "duplicates": int(dup.sum()), "planted": len(planted),
-        "recall_planted": round(float(dup[planted].mean()), 4) if len(planted) else None,
-        "dup_indices_digest": int(np.flatnonzero(dup).sum() % 1_000_003),
-    }))
+    print(
+        json.dumps(
+            {
+                "impl": impl,
+                "n": n,
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(rss / 1024, 1),
+                "peak_over_data_mb": round((rss - rss0) / 1024, 1),
+                "duplicates": int(dup.sum()),
+                "planted": len(planted),
+                "recall_planted": round(float(dup[planted].mean()), 4) if len(planted) else None,
+                "dup_indices_digest": int(np.flatnonzero(dup).sum() % 1_000_003),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -127,18 +141,36 @@ def main() -> None:
                 print("rensa not installed: skipped", file=sys.stderr)
                 continue
         out = subprocess.run(
-            [sys.executable, __file__, "--child", impl, "--n", str(args.n), "--seed", str(args.seed)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                impl,
+                "--n",
+                str(args.n),
+                "--seed",
+                str(args.seed),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), flush=True)
     base = next((r for r in results if r["impl"] == "datasketch"), None)
-    print(f"\n| implementation | N | seconds | peak RSS MB (over data) | duplicates | recall of planted |")
+    header = (
+        "implementation | N | seconds | peak RSS MB (over data) | duplicates | recall of planted"
+    )
+    print(f"\n| {header} |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        speed = f" ({base['seconds'] / r['seconds']:.1f}x datasketch)" if base and r is not base else ""
-        print(f"| {r['impl']} | {r['n']:,} | {r['seconds']}{speed} | {r['peak_rss_mb']} "
-              f"({r['peak_over_data_mb']}) | {r['duplicates']:,} | {r['recall_planted']} |")
+        speed = (
+            f" ({base['seconds'] / r['seconds']:.1f}x datasketch)" if base and r is not base else ""
+        )
+        print(
+            f"| {r['impl']} | {r['n']:,} | {r['seconds']}{speed} | {r['peak_rss_mb']} "
+            f"({r['peak_over_data_mb']}) | {r['duplicates']:,} | {r['recall_planted']} |"
+        )
 
 
 if __name__ == "__main__":

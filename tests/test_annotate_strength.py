@@ -48,7 +48,9 @@ def test_attach_scores_joins_on_prompt_and_candidate_ids():
         {
             "prompt_id": "p1",
             "prompt": [{"role": "user", "content": "q1"}],
-            "candidates": [{"candidate_id": "c0", "response": "x", "scores": {"a": 99.0, "b": 99.0}}],
+            "candidates": [
+                {"candidate_id": "c0", "response": "x", "scores": {"a": 99.0, "b": 99.0}}
+            ],
         },
     ]
     pools = pa.Table.from_pylist(pool_rows, schema=pool_schema(["a", "b"]))
@@ -57,8 +59,9 @@ def test_attach_scores_joins_on_prompt_and_candidate_ids():
     assert out["chosen_scores"].to_pylist() == [{"a": 4.0, "b": None}]
     assert out["rejected_scores"].to_pylist() == [{"a": 1.0, "b": 2.0}]
     assert attach_scores(pairs, pools, scorers=["b"])["rejected_scores"].to_pylist() == [{"b": 2.0}]
-    missing = pairs.set_column(pairs.schema.get_field_index("rejected_id"), "rejected_id",
-                               pa.array(["nope"]))
+    missing = pairs.set_column(
+        pairs.schema.get_field_index("rejected_id"), "rejected_id", pa.array(["nope"])
+    )
     with pytest.raises(ValueError, match="pair row 0: field 'rejected_id' = 'nope'"):
         attach_scores(missing, pools)
     assert attach_scores(missing, pools, missing="null")["rejected_scores"].to_pylist() == [None]
@@ -70,14 +73,22 @@ def test_margins_and_strength_hand_computed():
     # pair 1: d = (2, null, 4): mean 3, std 1 (the unscored scorer is left out)
     # pair 2: nothing scored: mean and std null
     pairs = make_pairs(
-        [{"a": 4.0, "b": 2.0, "c": 1.0}, {"a": 3.0, "b": None, "c": 5.0},
-         {"a": None, "b": None, "c": None}],
-        [{"a": 1.0, "b": 1.0, "c": 3.0}, {"a": 1.0, "b": 0.0, "c": 1.0},
-         {"a": 1.0, "b": 1.0, "c": 1.0}],
+        [
+            {"a": 4.0, "b": 2.0, "c": 1.0},
+            {"a": 3.0, "b": None, "c": 5.0},
+            {"a": None, "b": None, "c": None},
+        ],
+        [
+            {"a": 1.0, "b": 1.0, "c": 3.0},
+            {"a": 1.0, "b": 0.0, "c": 1.0},
+            {"a": 1.0, "b": 1.0, "c": 1.0},
+        ],
     )
     m = Margins(margin_from="a")(pairs).table
     assert m["margins"].to_pylist()[:2] == [
-        {"a": 3.0, "b": 1.0, "c": -2.0}, {"a": 2.0, "b": None, "c": 4.0}]
+        {"a": 3.0, "b": 1.0, "c": -2.0},
+        {"a": 2.0, "b": None, "c": 4.0},
+    ]
     assert m["margin"].to_pylist() == [3.0, 2.0, None]
     out = Strength(gamma=1.5)(m).table
     mean, std, p = (out[c].to_pylist() for c in ("strength_mean", "strength_std", "p_chosen"))
@@ -91,8 +102,9 @@ def test_margins_and_strength_hand_computed():
 
 
 def test_flip_negative_swaps_everything():
-    pairs = make_pairs([{"a": 0.0, "b": 1.0}, {"a": 2.0, "b": 2.0}],
-                       [{"a": 2.0, "b": 2.0}, {"a": 1.0, "b": 0.0}])
+    pairs = make_pairs(
+        [{"a": 0.0, "b": 1.0}, {"a": 2.0, "b": 2.0}], [{"a": 2.0, "b": 2.0}, {"a": 1.0, "b": 0.0}]
+    )
     pairs = Margins(margin_from="a")(pairs).table
     out = Strength(flip="negative", gamma=1.0)(pairs).table.to_pylist()
     first, second = out
@@ -127,7 +139,8 @@ def test_soft_label_from_margin_swaps_below_half():
     assert out["flipped"].to_pylist() == [True, False]
     assert out["margin"].to_pylist() == [1.0, 2.0]
     assert out["p_chosen"].to_pylist() == pytest.approx(
-        [1 / (1 + math.exp(-2.2)), 1 / (1 + math.exp(-4.4))])
+        [1 / (1 + math.exp(-2.2)), 1 / (1 + math.exp(-4.4))]
+    )
 
 
 def test_strength_on_normalised_scores_from_pools():
@@ -137,15 +150,22 @@ def test_strength_on_normalised_scores_from_pools():
             "prompt_id": f"p{i}",
             "prompt": [{"role": "user", "content": f"q{i}"}],
             "candidates": [
-                {"candidate_id": f"c{i}", "response": "x", "scores": {"rm": 10.0 * i, "j": 1.0 + i}},
+                {
+                    "candidate_id": f"c{i}",
+                    "response": "x",
+                    "scores": {"rm": 10.0 * i, "j": 1.0 + i},
+                },
                 {"candidate_id": f"r{i}", "response": "y", "scores": {"rm": 0.0, "j": 1.0}},
             ],
         }
         for i in range(3)
     ]
-    pools = Normalise(method="zscore")(pa.Table.from_pylist(pool_rows, schema=pool_schema(["rm", "j"]))).table
-    pairs = attach_scores(make_pairs([{}] * 3, [{}] * 3).drop_columns(
-        ["chosen_scores", "rejected_scores"]), pools)
+    pools = Normalise(method="zscore")(
+        pa.Table.from_pylist(pool_rows, schema=pool_schema(["rm", "j"]))
+    ).table
+    pairs = attach_scores(
+        make_pairs([{}] * 3, [{}] * 3).drop_columns(["chosen_scores", "rejected_scores"]), pools
+    )
     out = Strength(scorers=("rm.z", "j.z"))(pairs).table
     # rm and j are affine in each other, so their z-margins agree: std 0
     assert np.allclose(out["strength_std"].to_numpy(), 0.0)

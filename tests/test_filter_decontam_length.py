@@ -12,14 +12,17 @@ from prefdata.filter import Decontaminate, LengthControl, length_bias_report, re
 from prefdata.schema import pool_schema
 
 BENCH = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May.",
     "What is the boiling point of water at sea level in degrees Celsius?",
 ]
 
 
 def pools(texts: list[str]) -> pa.Table:
-    rows = [{"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": t}], "candidates": []}
-            for i, t in enumerate(texts)]
+    rows = [
+        {"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": t}], "candidates": []}
+        for i, t in enumerate(texts)
+    ]
     return pa.Table.from_pylist(rows, schema=pool_schema())
 
 
@@ -70,12 +73,14 @@ def test_decontaminate_hand_computed_overlap(bench_file):
 
 
 def test_length_bias_report_and_control():
-    pairs = pa.table({
-        "prompt_id": ["a", "b", "c", "d"],
-        "chosen": ["w " * 30, "w " * 10, "w " * 5, "w w"],
-        "rejected": ["w " * 10, "w " * 10, "w " * 20, "w"],
-        "margin": [0.05, 0.05, 0.05, 3.0],
-    })
+    pairs = pa.table(
+        {
+            "prompt_id": ["a", "b", "c", "d"],
+            "chosen": ["w " * 30, "w " * 10, "w " * 5, "w w"],
+            "rejected": ["w " * 10, "w " * 10, "w " * 20, "w"],
+            "margin": [0.05, 0.05, 0.05, 3.0],
+        }
+    )
     rep = length_bias_report(pairs)
     # unequal lengths: a (longer), c (shorter), d (longer) -> 2 of 3
     assert rep["chosen_longer"] == pytest.approx(2 / 3)
@@ -89,7 +94,8 @@ def test_length_bias_report_and_control():
     import math
 
     assert out.table["margin_lc"].to_pylist() == pytest.approx(
-        [0.05, 0.05 - 0.5 * math.log(0.25), 3.0 - 0.5 * math.log(2.0)])
+        [0.05, 0.05 - 0.5 * math.log(0.25), 3.0 - 0.5 * math.log(2.0)]
+    )
     both = LengthControl(min_margin=0.1, max_ratio=2.5, only_chosen_longer=False)(pairs)
     assert both.table["prompt_id"].to_pylist() == ["b", "d"]
     with pytest.raises(ValueError, match="both"):

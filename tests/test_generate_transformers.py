@@ -159,11 +159,23 @@ def test_seeded_sampler_top_p_keeps_the_nucleus():
     assert abs((picks == 0).float().mean() - p) < 0.03
 
 
-def test_seeded_sampler_noise_changes_with_step():
-    s = SeededSampler([5] * 2, temperature=1.0, top_p=1.0, prompt_len=0)
-    a = s(torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 64))
-    b = s(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 64))
-    assert torch.equal(a[0], a[1]) and not torch.equal(a[0], b[0])
+def test_seeded_sampler_draws_per_step_and_per_seed():
+    s = SeededSampler([5, 5, 6], temperature=1.0, top_p=1.0, prompt_len=0)
+    picks = torch.stack(
+        [s(torch.zeros(3, t, dtype=torch.long), torch.zeros(3, 64)).argmax(-1) for t in range(8)]
+    )
+    assert torch.equal(picks[:, 0], picks[:, 1])  # same seed, same draws
+    assert len(set(picks[:, 0].tolist())) > 1  # new draws every step
+    assert not torch.equal(picks[:, 0], picks[:, 2])
+
+
+def test_seeded_sampler_never_picks_a_masked_token():
+    logits = torch.full((2000, 10), float("-inf"))
+    logits[:, 3] = 0.0
+    logits[:, 7] = 1.0
+    s = SeededSampler(range(2000), temperature=0.7, top_p=1.0, prompt_len=0)
+    picks = s(torch.zeros(2000, 1, dtype=torch.long), logits).argmax(-1)
+    assert set(picks.tolist()) == {3, 7}
 
 
 def test_truncate_at_stop_takes_the_earliest():

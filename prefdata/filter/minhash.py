@@ -78,7 +78,7 @@ def signatures(
     offsets: np.ndarray,
     num_perm: int = 128,
     seed: int = 1,
-    chunk_tokens: int = 1 << 16,
+    chunk_tokens: int = 1 << 14,
 ) -> np.ndarray:
     """``(rows, num_perm)`` uint32 MinHash signatures of the shingle sets."""
     a, b = _perm_params(num_perm, seed)

@@ -264,22 +264,24 @@ class Sample(Stage):
         config = self.generation_config
         bar = _progress(len(todo), f"{self.name}[{self.generator_name}]", self.progress)
         t0, tokens = time.perf_counter(), 0
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start : start + self.chunk_size]
-            seeds = [
-                [candidate_seed(self.seed, prompt_ids[r], first[r] + j) for j in range(self.n)]
-                for r in chunk
-            ]
-            convs = [self.conversation(prompts[r]) for r in chunk]
-            for r, res in zip(chunk, backend.chat(convs, config, seeds), strict=True):
-                results[r] = res
-                tokens += sum(c.num_tokens or 0 for c in res.completions)
+        try:
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start : start + self.chunk_size]
+                seeds = [
+                    [candidate_seed(self.seed, prompt_ids[r], first[r] + j) for j in range(self.n)]
+                    for r in chunk
+                ]
+                convs = [self.conversation(prompts[r]) for r in chunk]
+                for r, res in zip(chunk, backend.chat(convs, config, seeds), strict=True):
+                    results[r] = res
+                    tokens += sum(c.num_tokens or 0 for c in res.completions)
+                if bar is not None:
+                    bar.update(len(chunk))
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix_str(f"{tokens / elapsed:.1f} tok/s", refresh=False)
+        finally:
             if bar is not None:
-                bar.update(len(chunk))
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix_str(f"{tokens / elapsed:.1f} tok/s", refresh=False)
-        if bar is not None:
-            bar.close()
+                bar.close()
 
         new: list[list[dict[str, Any]]] = [[] for _ in range(table.num_rows)]
         for r, res in results.items():

@@ -1,13 +1,12 @@
 """A chat backend on Hugging Face transformers ``generate`` (CPU or GPU).
 
 Per-candidate seeds, independent of batch composition: every candidate is one row of a
-batched greedy ``generate`` whose logits pass through :class:`SeededSampler`, which adds
-Gumbel noise computed by a counter-based hash of (candidate seed, step, token id). The
-argmax of ``logits / T + Gumbel`` is an exact sample from the tempered (and top-p
-truncated) distribution, and the noise of a row depends on nothing but its own seed: the
-same seed gives the same text whatever else is in the batch (up to the tiny float
-differences that padding causes in the logits), on CPU and GPU alike, with no
-``torch.manual_seed`` and no global RNG state.
+batched greedy ``generate`` whose logits pass through :class:`SeededSampler`. At each step
+it draws one uniform per row from a hash of (candidate seed, step) and picks the token by
+inverse CDF of the tempered, top-p truncated distribution: an exact sample whose randomness
+depends on nothing but the row's own seed. The same seed gives the same text whatever else
+is in the batch (up to the tiny float differences that padding causes in the logits), with
+no ``torch.manual_seed`` and no global RNG state; the uniforms are the same on CPU and GPU.
 
 Continuous batching (``generate_batch`` / ``init_continuous_batching``, present in
 transformers 5.20) is not used: its sampler draws from one global generator seeded once per
@@ -28,59 +27,57 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message
 
 logger = logging.getLogger(__name__)
 
-_MASK32 = 0xFFFFFFFF
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _mul32(x, c: int):
-    """``x * c mod 2**32`` for int64 tensors holding 32-bit values, without int64 overflow."""
-    lo = x * (c & 0xFFFF)
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (lo + hi) & _MASK32
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrap-around arithmetic is defined there).
 
-
-def mix32(x):
-    """A 32-bit integer hash (Wellons' lowbias32) on int64 tensors holding values < 2**32.
-
-    >>> import torch
-    >>> mix32(torch.tensor([0, 1, 2])).tolist()
-    [0, 1753845952, 3507691905]
+    >>> int(splitmix64(np.array([0], dtype=np.uint64))[0])
+    0
+    >>> int(splitmix64(np.array([1], dtype=np.uint64))[0])
+    6238072747940578789
     """
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
-def row_keys(seeds: Sequence[int], device=None):
-    """One 32-bit key per 64-bit seed (both halves mixed in)."""
-    import torch
+def step_uniforms(seeds: Sequence[int], steps: int) -> np.ndarray:
+    """Uniforms in [0, 1) of shape (rows, steps): row i, step t depends on (seeds[i], t) only.
 
-    lo = torch.tensor([int(v) & _MASK32 for v in seeds], dtype=torch.int64, device=device)
-    hi = torch.tensor([(int(v) >> 32) & _MASK32 for v in seeds], dtype=torch.int64, device=device)
-    return mix32(lo ^ mix32(hi ^ 0x5BD1E995))
+    24-bit values, exact in float32.
 
-
-def gumbel_noise(keys, step: int, vocab_keys):
-    """Gumbel(0, 1) noise of shape (rows, vocab) from row keys, a step and per-token keys."""
-    import torch
-
-    step_keys = mix32(keys ^ mix32(torch.full_like(keys, (step * 0x9E3779B9 + 1) & _MASK32)))
-    bits = mix32(step_keys[:, None] ^ vocab_keys[None, :]) >> 9  # 23 bits: exact in float32
-    u = (bits.to(torch.float32) + 0.5) * (1.0 / (1 << 23))
-    return -torch.log(-torch.log(u))
+    >>> u = step_uniforms([7, 7, 8], 4)
+    >>> u.shape, bool((u[0] == u[1]).all()), bool((u[0] != u[2]).any())
+    ((3, 4), True, True)
+    """
+    seed = np.array([int(v) & 0xFFFFFFFFFFFFFFFF for v in seeds], dtype=np.uint64)
+    step = np.arange(1, steps + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        key = splitmix64(seed * _GOLDEN + np.uint64(0x632BE59BD9B4E019))
+        bits = splitmix64(key[:, None] ^ (step[None, :] * _GOLDEN))
+    return ((bits >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)).astype(np.float32)
 
 
 class SeededSampler:
     """A logits processor that turns greedy decoding into seeded sampling, one seed per row.
 
-    Applies temperature and top-p, then adds Gumbel noise keyed on (row seed, step, token):
-    ``argmax`` of the result is a sample from the truncated softmax. ``temperature == 0``
-    leaves the logits untouched (greedy).
+    Each step draws one uniform per row from a hash of (row seed, step) and picks the token
+    where the cumulative distribution of ``softmax(logits / T)`` (restricted to the top-p
+    nucleus, tokens sorted by probability) passes it: inverse-CDF sampling, exact, and as
+    cheap as ``multinomial``. It returns 0 for the picked token and -inf elsewhere, so the
+    greedy ``argmax`` takes it. ``temperature == 0`` leaves the logits untouched (greedy).
 
     >>> import torch
     >>> s = SeededSampler([7, 7, 8], temperature=1.0, top_p=1.0, prompt_len=0)
@@ -89,43 +86,49 @@ class SeededSampler:
     True
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, prompt_len: int):
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        temperature: float,
+        top_p: float,
+        prompt_len: int,
+        max_steps: int = 1024,
+    ):
         self.seeds = list(seeds)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.prompt_len = prompt_len
-        self._keys = None
-        self._vocab_keys = None
+        self.max_steps = max_steps
+        self._uniforms = None
+
+    def _uniform(self, step: int, device):
+        import torch
+
+        if self._uniforms is None or step >= self._uniforms.shape[1]:
+            steps = max(self.max_steps, step + 1)
+            table = step_uniforms(self.seeds, steps)
+            self._uniforms = torch.from_numpy(table).to(device)
+        return self._uniforms[:, step]
 
     def __call__(self, input_ids, scores):
         import torch
 
         if self.temperature == 0:
             return scores
-        if self._keys is None or self._keys.device != scores.device:
-            self._keys = row_keys(self.seeds, device=scores.device)
-        vocab = scores.shape[-1]
-        if self._vocab_keys is None or self._vocab_keys.shape[0] != vocab:
-            self._vocab_keys = mix32(
-                torch.arange(vocab, dtype=torch.int64, device=scores.device) ^ 0x27D4EB2F
-            )
-        logits = scores.float() / self.temperature
+        u = self._uniform(input_ids.shape[1] - self.prompt_len, scores.device)
+        probs = (scores.float() / self.temperature).softmax(-1)
+        order = None
         if self.top_p < 1.0:
-            logits = _top_p_mask(logits, self.top_p)
-        step = input_ids.shape[1] - self.prompt_len
-        return logits + gumbel_noise(self._keys, step, self._vocab_keys)
-
-
-def _top_p_mask(logits, top_p: float):
-    """Set logits outside the smallest set whose probability reaches ``top_p`` to -inf."""
-    import torch
-
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    probs = sorted_logits.softmax(-1)
-    # Drop a token when the mass before it already reaches top_p; the top token always stays.
-    drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, float("-inf"))
+            probs, order = torch.sort(probs, descending=True, dim=-1)
+            # Drop a token when the mass before it already reaches top_p; the top one stays.
+            probs = probs.masked_fill(probs.cumsum(-1) - probs >= self.top_p, 0.0)
+        cdf = probs.cumsum(-1)
+        target = (u * cdf[:, -1]).unsqueeze(-1)
+        pick = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+        if order is not None:
+            pick = order.gather(-1, pick)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, pick, 0.0)
 
 
 class _EndTracker:
@@ -303,7 +306,9 @@ class TransformersBackend:
             device=self.device,
         )
         tracker = _EndTracker(self.eos_ids, self._stop_criteria(tuple(config.stop)), caps, width)
-        sampler = SeededSampler(seeds, config.temperature, config.top_p, width)
+        sampler = SeededSampler(
+            seeds, config.temperature, config.top_p, width, max_steps=int(caps.max())
+        )
         # Greedy decoding over the sampler's noisy logits; every other knob neutral so the
         # model's generation_config defaults (penalties, top-k) cannot change the sample.
         gen_config = HFGenerationConfig(
