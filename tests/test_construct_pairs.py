@@ -94,7 +94,13 @@ def test_output_schema_is_canonical():
     t = random_pools(30)
     for s in STRATEGIES:
         out = Pairs(s, score=None if s == "by-generator" else "rm", **KW.get(s, {}))(t)
-        assert out.table.schema == pair_schema(s)
+        scores_type = t.schema.field("candidates").type.value_type.field("scores").type
+        assert out.table.schema == pair_schema(s).append(
+            pa.field("chosen_scores", scores_type)
+        ).append(pa.field("rejected_scores", scores_type))
+        for side in ("chosen", "rejected"):
+            got = [d["rm"] for d in out.table[f"{side}_scores"].to_pylist()]
+            assert got == out.table[f"{side}_score"].to_pylist() or s == "by-generator"
         assert out.table.schema.names[: len(PAIR_SCHEMA)] == PAIR_SCHEMA.names
         assert pa.schema(list(out.table.schema)[: len(PAIR_SCHEMA)]) == PAIR_SCHEMA
 
@@ -338,7 +344,9 @@ def test_config_errors_and_missing_columns():
 
 def test_empty_input():
     out = Pairs("curriculum", score="rm")(table())
-    assert out.table.num_rows == 0 and out.table.schema == pair_schema("curriculum")
+    assert out.table.num_rows == 0
+    assert out.table.schema.names == [*pair_schema("curriculum").names, "chosen_scores",
+                                      "rejected_scores"]
 
 
 def test_byte_identical_parquet(tmp_path):

@@ -210,7 +210,7 @@ class Pairs(ConstructStage):
         return POOL_COLUMNS + ((f"scores.{self.score}",) if self.score else ())
 
     def provided_columns(self) -> tuple[str, ...]:
-        return tuple(pair_schema(self.strategy).names)
+        return (*pair_schema(self.strategy).names, "chosen_scores", "rejected_scores")
 
     # -- two-pass confidence quantile --------------------------------------------------
     def fit(self, tables: pa.Table | Iterable[pa.Table]) -> Pairs:
@@ -466,7 +466,7 @@ class Pairs(ConstructStage):
         if self.strategy == "curriculum":
             cols["curriculum_stage"] = pa.array(rank + 1, pa.int32())
         schema = pair_schema(self.strategy)
-        return pa.table(
+        out = pa.table(
             [
                 cols[f.name]
                 if not isinstance(cols[f.name], pa.ChunkedArray)
@@ -475,6 +475,14 @@ class Pairs(ConstructStage):
             ],
             schema=_cast_schema(schema, table),
         ).cast(schema)
+        # Every scorer's scores of both sides, so voting, strength and the card's scorer
+        # agreement can run on the pairs alone (prefdata.annotate.pair_scores reads them).
+        if flat.values.type.get_field_index("scores") >= 0:
+            scores = pc.struct_field(flat.values, "scores")
+            if scores.type.num_fields:
+                out = out.append_column("chosen_scores", scores.take(ci))
+                out = out.append_column("rejected_scores", scores.take(ri))
+        return out
 
 
 def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
