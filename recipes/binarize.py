@@ -1,0 +1,345 @@
+"""Turn a rated dataset into training-ready preference data.
+
+Reads any layout into pools, flags degenerate candidates (empty, truncated, repeated across
+prompts, addressed to a judge) and drops them, optionally z-normalises the scores and keeps
+only pairs that at least K scorers agree on, constructs pairs with the chosen strategy,
+annotates ensemble strength and a soft label, and writes each requested format. Every
+stage is checkpointed under --workdir: a killed run resumes where it stopped.
+
+    # the main job, offline, on the sample that ships with prefdata
+    python recipes/binarize.py --sample --out out/sample
+
+    # the alpaca_eval pool: best vs worst by the GPT-4 judge preference, TRL DPO + Hub folder
+    python recipes/binarize.py --input ../shared/data/alpaca_eval_pool.parquet --layout long \\
+        --prompt-col instruction --response-col output --generator-col generator \\
+        --score-col judge_pref --strategy best-worst --out out/alpaca
+
+Like TRL's example scripts, this is a plain script over the library's stages; copy it and
+change it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+
+from prefdata.annotate.normalise import Normalise, ScoreStatsFit
+from prefdata.annotate.strength import Strength
+from prefdata.construct import Lists, Pairs
+from prefdata.execute import LocalExecutor
+from prefdata.filter.degenerate import DropFlagged, FlagDegenerate, RepeatedResponsesFit
+from prefdata.filter.voting import Vote
+from prefdata.io.export import FORMATS, export, hub_table
+from prefdata.io.hub import push_to_hub, write_hub_folder
+from prefdata.io.parquet import write_parquet
+from prefdata.io.readers import read_pools
+from prefdata.pipeline import count_rejects_by_reason
+from prefdata.report.card import CardInfo
+from prefdata.schema import score_names
+
+STRATEGIES = (
+    "best-worst",
+    "best-random",
+    "sweet-spot",
+    "curriculum",
+    "by-generator",
+    "all-pairs",
+    "by-correctness",
+)
+SAMPLE = resources.files("prefdata").joinpath("data", "sample_long.jsonl")
+SAMPLE_OPTIONS = dict(
+    layout="long",
+    prompt_col="prompt",
+    response_col="response",
+    generator_col="generator",
+    score_col=["rm_quality", "rm_helpful"],
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_argument_group("input")
+    src.add_argument("--input", help="Parquet, JSONL(.gz), a datasets folder, or a Hub id")
+    src.add_argument(
+        "--sample",
+        action="store_true",
+        help="use the small scored sample bundled with prefdata (offline)",
+    )
+    src.add_argument(
+        "--layout",
+        choices=("pool", "long", "pairs", "hh", "ultrafeedback"),
+        default="long",
+        help="how the input is laid out",
+    )
+    src.add_argument("--split", help="split to read from a Hugging Face dataset")
+    src.add_argument("--prompt-col", help="prompt column (string or message list)")
+    src.add_argument("--response-col", help="response column (long layout)")
+    src.add_argument("--generator-col", help="column naming the model that wrote a response")
+    src.add_argument(
+        "--score-col",
+        action="append",
+        default=None,
+        help="score column; repeat it for several scorers",
+    )
+
+    con = p.add_argument_group("construction")
+    con.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="best-worst",
+        help="how pairs are chosen from each pool",
+    )
+    con.add_argument("--score", help="score that ranks candidates (default: the first --score-col)")
+    con.add_argument(
+        "--min-margin",
+        type=float,
+        default=None,
+        help="drop pairs whose margin under --score is smaller",
+    )
+    con.add_argument(
+        "--max-pairs-per-prompt",
+        type=int,
+        default=None,
+        help="cap on pairs per prompt (all-pairs, curriculum, by-correctness)",
+    )
+    con.add_argument(
+        "--sweet-spot-k",
+        type=float,
+        default=2.0,
+        help="sweet-spot: rejected is the candidate closest to mean - k*std",
+    )
+    con.add_argument(
+        "--chosen-generator",
+        action="append",
+        default=[],
+        help="by-generator: generator(s) the chosen comes from (repeatable)",
+    )
+    con.add_argument(
+        "--rejected-generator",
+        action="append",
+        default=[],
+        help="by-generator: generator(s) the rejected comes from (repeatable)",
+    )
+    con.add_argument(
+        "--threshold", type=float, default=None, help="by-correctness: a score >= threshold passes"
+    )
+    con.add_argument(
+        "--vote",
+        type=int,
+        metavar="K",
+        default=None,
+        help="keep pairs that at least K scorers (z-normalised) agree on",
+    )
+    con.add_argument(
+        "--vote-margin",
+        type=float,
+        default=0.0,
+        help="minimum z-normalised margin for a scorer's vote to count",
+    )
+    con.add_argument(
+        "--gamma",
+        type=float,
+        default=1.0,
+        help="soft label p_chosen = sigmoid(gamma * strength_mean)",
+    )
+    con.add_argument(
+        "--keep-flagged",
+        action="store_true",
+        help="keep degenerate candidates (they are still flagged)",
+    )
+    con.add_argument(
+        "--repeated-min-prompts",
+        type=int,
+        default=5,
+        help="flag a response text seen under at least this many prompts",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--format",
+        action="append",
+        choices=(*sorted(FORMATS), "hub"),
+        default=None,
+        help="output format; repeatable (default: trl-dpo and hub)",
+    )
+    out.add_argument("--out", required=True, help="output folder")
+    out.add_argument("--workdir", help="checkpoint folder (default: OUT/work)")
+    out.add_argument("--shard-rows", type=int, default=10_000, help="pools per shard")
+    out.add_argument("--seed", type=int, default=0, help="run seed for every random choice")
+    out.add_argument("--name", default=None, help="pretty name for the dataset card")
+    out.add_argument("--license", default="other", help="license for the dataset card")
+    out.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="upload the Hub folder to this dataset repo (token from HF_TOKEN)",
+    )
+    out.add_argument("--public", action="store_true", help="make the Hub repo public")
+    return p
+
+
+def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs:
+    cfg: dict = {
+        "seed": args.seed,
+        "min_margin": args.min_margin,
+        "max_pairs_per_prompt": args.max_pairs_per_prompt,
+    }
+    if args.strategy == "sweet-spot":
+        cfg["k"] = args.sweet_spot_k
+    if args.strategy == "by-generator":
+        if not (args.chosen_generator and args.rejected_generator):
+            raise SystemExit(
+                "--strategy by-generator needs --chosen-generator and --rejected-generator"
+            )
+        cfg |= {
+            "chosen_generators": tuple(args.chosen_generator),
+            "rejected_generators": tuple(args.rejected_generator),
+        }
+        score = None if args.score is None else score
+    if args.strategy == "by-correctness":
+        if args.threshold is None:
+            raise SystemExit("--strategy by-correctness needs --threshold")
+        cfg["threshold"] = args.threshold
+    return Pairs(args.strategy, score=score, **cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    datasets.disable_progress_bars()
+    if args.sample:
+        args.input = str(SAMPLE)
+        for k, v in SAMPLE_OPTIONS.items():
+            if getattr(args, k) in (None, "long"):
+                setattr(args, k, v)
+        args.name = args.name or "prefdata sample"
+    if not args.input:
+        raise SystemExit("give --input (or --sample)")
+    formats = args.format or ["trl-dpo", "hub"]
+    out = Path(args.out)
+    workdir = Path(args.workdir) if args.workdir else out / "work"
+
+    # 1. read into pools
+    pools, read_rejects, funnel = read_pools(
+        args.input,
+        args.layout,
+        prompt_col=args.prompt_col,
+        response_col=args.response_col,
+        generator_col=args.generator_col,
+        score_cols=tuple(args.score_col or ()),
+        split=args.split,
+    )
+    scores = score_names(pools)
+    score = args.score or (scores[0] if scores else None)
+    if score is None and args.strategy != "by-generator":
+        raise SystemExit(f"no score to rank by: give --score-col (input scores: {scores})")
+    if score is not None and score not in scores:
+        raise SystemExit(f"--score {score!r} is not among the scores {scores}")
+
+    # 2. flag and drop degenerate candidates, normalise scores (fits are dataset-wide passes)
+    repeated = RepeatedResponsesFit(args.repeated_min_prompts).update(pools).finalize()
+    pool_stages = [FlagDegenerate(repeated=repeated)]
+    if not args.keep_flagged:
+        pool_stages.append(DropFlagged())
+    vote_scorers: tuple[str, ...] = ()
+    if args.vote:
+        if args.vote > len(scores):
+            raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
+        stats = ScoreStatsFit(tuple(scores)).update(pools).stats()
+        pool_stages.append(Normalise("zscore", scorers=tuple(scores), stats=stats))
+        vote_scorers = tuple(f"{s}.z" for s in scores)
+    executor = LocalExecutor(workdir / "pools", shard_rows=args.shard_rows)
+    filtered = executor.run(pool_stages, pools)
+    funnel = funnel.then(filtered.funnel)
+    kept_pools = filtered.read()
+
+    # 3. construct pairs, vote, annotate strength
+    pair_stages = [_pairs_stage(args, score)]
+    if args.vote:
+        pair_stages.append(Vote(scorers=vote_scorers, k=args.vote, min_margin=args.vote_margin))
+    if scores and args.strategy != "by-generator":
+        pair_stages.append(Strength(scorers=vote_scorers or tuple(scores), gamma=args.gamma))
+    built = LocalExecutor(workdir / "pairs", shard_rows=args.shard_rows).run(
+        pair_stages, filtered.output_paths
+    )
+    funnel = funnel.then(built.funnel)
+    pairs = built.read()
+    rejects = [read_rejects, filtered.rejects(), built.rejects()]
+
+    # 4. write every format
+    written: dict[str, list[str]] = {}
+    for fmt in formats:
+        if fmt == "hub":
+            continue
+        table = pairs
+        if fmt == "listwise":
+            lists = Lists(score=score)(kept_pools)
+            table, rejects = lists.table, [*rejects, lists.rejects]
+        res = export(table, fmt, out / fmt, funnel=funnel)
+        rejects.append(res.rejects)
+        written[fmt] = [str(p) for p in res]
+    all_rejects = pa.concat_tables(rejects, promote_options="default")
+    write_parquet(all_rejects, out / "rejects.parquet")
+    stages = [*pool_stages, *pair_stages]
+    if "hub" in formats:
+        converted = hub_table(pairs)
+        folder = write_hub_folder(
+            out / "hub",
+            {"default": {"train": converted.table}},
+            card=CardInfo(
+                pretty_name=args.name or Path(args.input).stem,
+                license=args.license,
+                source_datasets=[args.input] if not Path(args.input).exists() else [],
+                stages=stages,
+                funnel=funnel,
+                pools=kept_pools,
+                seed=args.seed,
+                description=f"Preference pairs built with prefdata's `{args.strategy}` "
+                f"strategy from `{Path(args.input).name}`, ranked by `{score}`.",
+            ),
+        )
+        written["hub"] = [str(folder)]
+        if args.push_to_hub:
+            push_to_hub(folder, args.push_to_hub, private=not args.public)
+            written["hub"].append(f"https://huggingface.co/datasets/{args.push_to_hub}")
+
+    _print_summary(funnel, all_rejects, kept_pools, pairs, written, out)
+    return 0
+
+
+def _dropped_candidates(pools: pa.Table) -> dict[str, int]:
+    if "dropped_candidates" not in pools.column_names:
+        return {}
+    counts: dict[str, int] = {}
+    for d in pools["dropped_candidates"].combine_chunks().flatten().field("reason").to_pylist():
+        counts[d] = counts.get(d, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _print_summary(funnel, rejects, pools, pairs, written, out) -> None:
+    print("funnel (rows):")
+    for e in funnel.entries:
+        print(
+            f"  {e.stage:<22} {e.rows_in:>8} in  {e.rows_out:>8} out  {e.rows_rejected:>6} rejected"
+        )
+    for reason, n in _dropped_candidates(pools).items():
+        print(f"  candidates dropped: {n} x {reason}")
+    for stage, reason, n in count_rejects_by_reason(rejects)[:10]:
+        print(f"  rejected by {stage}: {n} x {reason[:90]}")
+    print(f"pairs: {pairs.num_rows}")
+    for fmt, paths in written.items():
+        print(f"{fmt}: {', '.join(paths)}")
+    print(f"rejects: {out / 'rejects.parquet'}")
+    summary = {"pairs": pairs.num_rows, "funnel": funnel.to_list(), "outputs": written}
+    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
