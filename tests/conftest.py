@@ -17,6 +17,20 @@ SHARED_DATA = Path(
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; two threads spin-wait on a busy 2-core box."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; tests using it carry the ``shared_data`` marker. Where it is absent
