@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prefdata.filter import PeerFilter, PeerFit, curriculum_order
+from prefdata.filter import PeerFilter, PeerFit, peer_order
 from prefdata.filter.peer import bt_loss, estimate_noise_rate
 
 MA = [2.0, 1.0, -1.0, 0.5, -3.0]
@@ -54,7 +54,7 @@ def test_peer_selection_hand_computed():
     }
     # curriculum: mean margins p0 1.5, p2 -0.25, p3 1.25 -> p0 (0), p3 (1), p2 (2)
     assert out.table["curriculum_rank"].to_pylist() == [0, 2, 1]
-    assert curriculum_order(out.table)["prompt_id"].to_pylist() == ["p0", "p3", "p2"]
+    assert peer_order(out.table)["prompt_id"].to_pylist() == ["p0", "p3", "p2"]
     assert out.table["peer_loss_a"].to_pylist()[0] == pytest.approx(math.log1p(math.exp(-2)))
     # "either": only pairs high-loss under both are dropped (none here)
     either = PeerFilter(scorer_a="A", scorer_b="B", tau=0.2, select="either")(pairs(MA, MB))

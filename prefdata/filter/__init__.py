@@ -24,7 +24,7 @@ from prefdata.filter.degenerate import (
     RepeatedResponsesFit,
 )
 from prefdata.filter.length import LengthControl, length_bias_report
-from prefdata.filter.peer import PeerFilter, PeerFit, PeerSelection, curriculum_order
+from prefdata.filter.peer import PeerFilter, PeerFit, PeerSelection, peer_order
 from prefdata.filter.voting import PoolVote, Vote
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
     "RepeatedResponses",
     "RepeatedResponsesFit",
     "Vote",
-    "curriculum_order",
+    "peer_order",
     "length_bias_report",
     "read_benchmark",
 ]

@@ -18,7 +18,7 @@ also drops pairs whose two margins have different signs (zero counts as its own 
 
 The curriculum (easy to hard): kept pairs ordered by the peers' mean margin, largest
 first (ties by key), written as ``curriculum_rank`` (0 = easiest); sort with
-:func:`curriculum_order`. Also written: ``peer_loss_a`` and ``peer_loss_b``.
+:func:`peer_order`. Also written: ``peer_loss_a`` and ``peer_loss_b``.
 
 Dataset-level, two-pass: :class:`PeerFit` collects (key, margin A, margin B) per batch or
 shard (mergeable: lists of arrays), ``finalize()`` ranks the whole set once and returns a
@@ -259,7 +259,7 @@ class PeerFilter(Stage):
         return split(table, keep, self.name, reasons, field=CHOSEN_SCORES)
 
 
-def curriculum_order(pairs: pa.Table) -> pa.Table:
+def peer_order(pairs: pa.Table) -> pa.Table:
     """Pairs sorted easy to hard by ``curriculum_rank`` (from :class:`PeerFilter`)."""
     return pairs.sort_by([("curriculum_rank", "ascending")])
 
@@ -269,6 +269,6 @@ __all__ = [
     "PeerFit",
     "PeerSelection",
     "bt_loss",
-    "curriculum_order",
+    "peer_order",
     "estimate_noise_rate",
 ]
