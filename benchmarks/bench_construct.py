@@ -34,8 +34,9 @@ Implementations:
     dict-passing pipeline frameworks run their steps; ``pq.write_table`` at the end.
 (c) ``pandas``: explode to one row per candidate, ``groupby.transform``/``idxmax``/
     ``idxmin``, merge back, then build the message lists.
-(d) ``polars``: one hand-written eager query (explode, window functions, ``arg_max`` /
-    ``arg_min``, list gather), the practical limit.
+(d) ``polars``: a hand-written query: explode the candidate structs, z-scores as
+    expressions, one ``group_by(pool).agg(arg_max/arg_min)`` that picks row indices, then
+    ``gather`` of texts and ids for the picked rows only; the practical limit.
 (e) ``distilabel``: distilabel 1.5.3's ``LoadDataFromDicts >> FormatTextGenerationDPO``
     in its own venv (``benchmarks/distilabel_peer.py``), fed ``generations`` = the 8
     responses and ``ratings`` = the z-scores of ``a`` (computed before it, in the timed
@@ -75,6 +76,7 @@ K = 8
 SCORERS = ("a", "b", "c")
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("prefdata", "loop", "pandas", "polars", "distilabel")
+SLOW = ("loop",)  # run once at large P: its variance is small next to its time
 DISTILABEL_PY = Path(os.environ.get("DISTILABEL_VENV", "/tmp/distilabel-venv")) / "bin/python"
 
 
@@ -131,7 +133,9 @@ def make_pools(p: int, seed: int = 0) -> pa.Table:
             pa.array(["stop"] * n),
             pa.array(rng.integers(5, 40, n).astype(np.int32)),
             scores,
-            pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string())),
+            pa.ListArray.from_arrays(
+                pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string())
+            ),
         ],
         fields=list(pool_schema(list(SCORERS)).field("candidates").type.value_type),
     )
@@ -140,3 +144,439 @@ def make_pools(p: int, seed: int = 0) -> pa.Table:
         [prompt_ids, prompt, pa.array(["bench"] * p), pa.nulls(p, pa.string()), candidates],
         schema=pool_schema(list(SCORERS)),
     )
+
+
+Z = tuple(f"{s}.z" for s in SCORERS)
+
+
+def _trl_schema() -> pa.Schema:
+    msg = pa.list_(pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())]))
+    return pa.schema([("prompt", msg), ("chosen", msg), ("rejected", msg)])
+
+
+def _assistant(text: pa.Array) -> pa.Array:
+    """``[{"role": "assistant", "content": t}]`` per row, built column-wise."""
+    n = len(text)
+    msg = pa.StructArray.from_arrays(
+        [pa.array(["assistant"] * n, pa.string()), text.cast(pa.string())],
+        names=["role", "content"],
+    )
+    return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), msg)
+
+
+# --------------------------------------------------------------------------- (a) prefdata
+
+
+def run_prefdata(data: Path, out: Path, shard_rows: int) -> pa.Table:
+    sys.path.insert(0, str(ROOT))
+    from prefdata.annotate.normalise import Normalise, ScoreStatsFit
+    from prefdata.annotate.strength import Strength
+    from prefdata.construct import Pairs
+    from prefdata.execute import LocalExecutor
+    from prefdata.filter.voting import Vote
+    from prefdata.io.export import export
+    from prefdata.io.parquet import read_parquet
+
+    fit = ScoreStatsFit(SCORERS)  # pass 1: mergeable statistics, batch by batch
+    for batch in pq.ParquetFile(data).iter_batches(
+        batch_size=shard_rows, columns=["prompt_id", "candidates"]
+    ):
+        fit.update(pa.Table.from_batches([batch]))
+    stages = [
+        Normalise("zscore", scorers=SCORERS, stats=fit.stats()),
+        Pairs("best-worst", score="a.z"),
+        Vote(scorers=Z, k=2),
+        Strength(scorers=Z),
+    ]
+    result = LocalExecutor(out / "work", shard_rows=shard_rows, progress=False).run(stages, data)
+    for i, path in enumerate(result.output_paths):  # one shard in memory at a time
+        export(read_parquet(path), "trl-dpo", out / "trl", split=f"train-{i:05d}")
+    return pa.concat_tables(
+        pq.read_table(
+            p, columns=["prompt_id", "chosen_id", "rejected_id", "votes", "strength_mean"]
+        )
+        for p in result.output_paths
+    )
+
+
+# --------------------------------------------------------------------------- (b) loop
+
+
+def run_loop(data: Path, out: Path, shard_rows: int) -> pa.Table:
+    rows = pq.read_table(data).to_pylist()
+    stats = {}
+    for s in SCORERS:  # pass 1: Welford, one value at a time
+        n, mean, m2 = 0, 0.0, 0.0
+        for row in rows:
+            for cand in row["candidates"]:
+                x = cand["scores"][s]
+                if x is not None:
+                    n += 1
+                    d = x - mean
+                    mean += d / n
+                    m2 += d * (x - mean)
+        stats[s] = (mean, math.sqrt(m2 / n))
+    records, check = [], []
+    for row in rows:
+        cands = []
+        for cand in row["candidates"]:
+            z = {f"{s}.z": (cand["scores"][s] - stats[s][0]) / stats[s][1] for s in SCORERS}
+            cands.append({**cand, "scores": {**cand["scores"], **z}})
+        best = worst = cands[0]
+        for cand in cands[1:]:
+            if cand["scores"]["a.z"] > best["scores"]["a.z"]:
+                best = cand
+            if cand["scores"]["a.z"] < worst["scores"]["a.z"]:
+                worst = cand
+        if best is worst:
+            continue
+        d = [best["scores"][z] - worst["scores"][z] for z in Z]
+        votes = sum(x > 0 for x in d)
+        if votes < 2:
+            continue
+        mean = sum(d) / len(d)
+        std = math.sqrt(sum((x - mean) ** 2 for x in d) / len(d))
+        pair = {
+            "prompt_id": row["prompt_id"],
+            "prompt": row["prompt"],
+            "chosen": best["response"],
+            "rejected": worst["response"],
+            "chosen_id": best["candidate_id"],
+            "rejected_id": worst["candidate_id"],
+            "margin": best["scores"]["a.z"] - worst["scores"]["a.z"],
+            "strength_mean": mean,
+            "strength_std": std,
+            "p_chosen": 1.0 / (1.0 + math.exp(-mean)),
+            "votes": votes,
+        }
+        records.append(
+            {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in pair["prompt"]],
+                "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            }
+        )
+        check.append(
+            {
+                k: pair[k]
+                for k in ("prompt_id", "chosen_id", "rejected_id", "votes", "strength_mean")
+            }
+        )
+    (out / "trl").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records, schema=_trl_schema()), out / "trl/train.parquet")
+    return pa.Table.from_pylist(check)
+
+
+# --------------------------------------------------------------------------- (c) pandas
+
+
+def run_pandas(data: Path, out: Path, shard_rows: int) -> pa.Table:
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    pools = pq.read_table(data)
+    # flatten with Arrow (a pandas explode of dicts would be far slower), compute in pandas
+    lists = pools["candidates"].combine_chunks()
+    flat = pc.list_flatten(lists)
+    df = pd.DataFrame(
+        {
+            "pool": pc.list_parent_indices(lists).to_numpy(),
+            "candidate_id": pc.struct_field(flat, "candidate_id").to_pandas(),
+            "response": pc.struct_field(flat, "response").to_pandas(),
+            **{s: pc.struct_field(flat, ["scores", s]).to_numpy() for s in SCORERS},
+        }
+    )
+    for s in SCORERS:
+        df[f"{s}.z"] = (df[s] - df[s].mean()) / df[s].std(ddof=0)
+    g = df.groupby("pool", sort=False)["a.z"]
+    best = df.loc[g.idxmax().to_numpy()].reset_index(drop=True)
+    worst = df.loc[g.idxmin().to_numpy()].reset_index(drop=True)
+    pairs = pd.DataFrame({"pool": best["pool"]})
+    d = pd.DataFrame({z: best[z].to_numpy() - worst[z].to_numpy() for z in Z})
+    pairs["votes"] = (d > 0).sum(axis=1).astype("int32")
+    pairs["strength_mean"] = d.mean(axis=1)
+    pairs["strength_std"] = d.std(axis=1, ddof=0)
+    pairs["p_chosen"] = 1.0 / (1.0 + np.exp(-pairs["strength_mean"]))
+    pairs["margin"] = d["a.z"]
+    for side, frame in (("chosen", best), ("rejected", worst)):
+        pairs[side] = frame["response"].to_numpy()
+        pairs[f"{side}_id"] = frame["candidate_id"].to_numpy()
+    pairs = pairs[(pairs["votes"] >= 2) & (pairs["chosen_id"] != pairs["rejected_id"])]
+    idx = pa.array(pairs["pool"].to_numpy())
+    trl = pa.table(
+        {
+            "prompt": pools["prompt"].take(idx).combine_chunks(),
+            "chosen": _assistant(pa.array(pairs["chosen"].to_numpy(), pa.string())),
+            "rejected": _assistant(pa.array(pairs["rejected"].to_numpy(), pa.string())),
+        }
+    ).cast(_trl_schema())
+    (out / "trl").mkdir(parents=True, exist_ok=True)
+    pq.write_table(trl, out / "trl/train.parquet")
+    pairs["prompt_id"] = pools["prompt_id"].take(idx).to_pandas().to_numpy()
+    return pa.Table.from_pandas(
+        pairs[["prompt_id", "chosen_id", "rejected_id", "votes", "strength_mean"]],
+        preserve_index=False,
+    )
+
+
+# --------------------------------------------------------------------------- (d) polars
+
+
+def polars_pairs(data: Path):
+    """Every pool's best-worst pair with votes and strength (before the vote filter)."""
+    import polars as pl
+
+    pools = pl.read_parquet(data, columns=["prompt_id", "prompt", "candidates"])
+    cands = pools.get_column("candidates").explode()  # one struct per candidate
+    pool = pools.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).repeat_by(pl.col("candidates").list.len())
+    ).to_series()
+    flat = cands.struct.field("scores").struct.unnest().with_columns(pool=pool.explode())
+    z = [((pl.col(s) - pl.col(s).mean()) / pl.col(s).std(ddof=0)).alias(f"{s}.z") for s in SCORERS]
+    best, worst = pl.col("a.z").arg_max(), pl.col("a.z").arg_min()
+    pairs = (
+        flat.lazy()
+        .with_row_index("i")
+        .select("i", "pool", *z)
+        .group_by("pool", maintain_order=True)
+        .agg(
+            ci=pl.col("i").get(best),
+            ri=pl.col("i").get(worst),
+            **{f"c_{x}": pl.col(x).get(best) for x in Z},
+            **{f"r_{x}": pl.col(x).get(worst) for x in Z},
+        )
+        .filter(pl.col("ci") != pl.col("ri"))
+        .collect()
+    )
+    d = [(pl.col(f"c_{z}") - pl.col(f"r_{z}")) for z in Z]
+    mean = pl.mean_horizontal(d)
+    pairs = pairs.with_columns(
+        votes=pl.sum_horizontal([(x > 0).cast(pl.Int32) for x in d]),
+        strength_mean=mean,
+        strength_std=(pl.sum_horizontal([(x - mean) ** 2 for x in d]) / len(d)).sqrt(),
+        p_chosen=1.0 / (1.0 + (-mean).exp()),
+        margin=d[0],
+    )
+    response, cid = cands.struct.field("response"), cands.struct.field("candidate_id")
+    return pools, pairs.with_columns(
+        prompt_id=pools["prompt_id"].gather(pairs["pool"]),
+        c_response=response.gather(pairs["ci"]),
+        r_response=response.gather(pairs["ri"]),
+        c_candidate_id=cid.gather(pairs["ci"]),
+        r_candidate_id=cid.gather(pairs["ri"]),
+    )
+
+
+def run_polars(data: Path, out: Path, shard_rows: int) -> pa.Table:
+    import polars as pl
+
+    pools, pairs = polars_pairs(data)
+    kept = pairs.filter(pl.col("votes") >= 2)
+    assistant = lambda c: pl.concat_list(pl.struct(role=pl.lit("assistant"), content=c))  # noqa: E731
+    trl = kept.select(
+        prompt=pools["prompt"].gather(kept["pool"]),
+        chosen=assistant(pl.col("c_response")),
+        rejected=assistant(pl.col("r_response")),
+    )
+    (out / "trl").mkdir(parents=True, exist_ok=True)
+    trl.write_parquet(out / "trl/train.parquet")
+    all_pairs = pairs.select(
+        "prompt_id",
+        chosen_id="c_candidate_id",
+        rejected_id="r_candidate_id",
+        votes="votes",
+        strength_mean="strength_mean",
+    )
+    all_pairs.write_parquet(out / "all_pairs.parquet")  # for distilabel's check (untimed use)
+    return kept.select(
+        "prompt_id",
+        chosen_id="c_candidate_id",
+        rejected_id="r_candidate_id",
+        votes="votes",
+        strength_mean="strength_mean",
+    ).to_arrow()
+
+
+# --------------------------------------------------------------------------- harness
+
+RUNNERS = {"prefdata": run_prefdata, "loop": run_loop, "pandas": run_pandas, "polars": run_polars}
+PRELOAD = {
+    "prefdata": [
+        "prefdata.annotate.normalise",
+        "prefdata.annotate.strength",
+        "prefdata.construct",
+        "prefdata.execute",
+        "prefdata.filter.voting",
+        "prefdata.io.export",
+        "datasets",  # the TRL writer imports it lazily
+        "pandas",  # pyarrow imports it lazily on first use
+    ],
+    "pandas": ["pandas"],
+    "polars": ["polars"],
+    "loop": [],
+}
+
+
+def worker(impl: str, data: Path, out: Path, shard_rows: int, repeat: int) -> None:
+    """One implementation in this process: imports first (untimed), then the work,
+    ``repeat`` times into a fresh folder; the best time counts (the box is shared)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    for mod in PRELOAD[impl]:
+        importlib.import_module(mod)
+    times = []
+    for _ in range(repeat):
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        t0 = time.perf_counter()
+        check = RUNNERS[impl](data, out, shard_rows)
+        times.append(time.perf_counter() - t0)
+    pq.write_table(check, out / "check.parquet")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps({"seconds": min(times), "times": times, "rss_mb": rss, "rows": check.num_rows})
+    )
+
+
+def spawn(cmd: list[str], timeout: float | None) -> dict | str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:.0f} s"
+    if proc.returncode:
+        return f"failed (rc {proc.returncode}): {proc.stderr.strip()[-2000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_trl(folder: Path) -> pa.Table:
+    """Every TRL Parquet file of an implementation, concatenated, metadata dropped."""
+    files = sorted(folder.glob("*.parquet"))
+    return pa.concat_tables(pq.read_table(f).cast(_trl_schema()) for f in files).combine_chunks()
+
+
+def check_same(name: str, out: Path, ref: Path) -> str:
+    """Compare one implementation's pairs with (d)'s; return "ok" or what differs."""
+    got = pq.read_table(out / "check.parquet")
+    if name == "distilabel":
+        want = pq.read_table(ref / "all_pairs.parquet")
+        cols = ["prompt_id", "chosen_id", "rejected_id"]
+        if got.select(cols).cast(want.select(cols).schema) != want.select(cols):
+            return "DIFFERENT chosen/rejected ids"
+        return "ok (ids, all prompts)"
+    want = pq.read_table(ref / "check.parquet")
+    ids = ["prompt_id", "chosen_id", "rejected_id"]
+    if got.num_rows != want.num_rows:
+        return f"DIFFERENT: {got.num_rows} pairs, polars {want.num_rows}"
+    if got.select(ids).cast(want.select(ids).schema) != want.select(ids):
+        return "DIFFERENT chosen/rejected ids"
+    if not np.array_equal(got["votes"].to_numpy(), want["votes"].to_numpy()):
+        return "DIFFERENT votes"
+    diff = np.abs(got["strength_mean"].to_numpy() - want["strength_mean"].to_numpy()).max(
+        initial=0.0
+    )
+    if diff > 1e-9:
+        return f"DIFFERENT strength_mean (max diff {diff:.3g})"
+    if read_trl(out / "trl") != read_trl(ref / "trl"):
+        return "DIFFERENT TRL rows"
+    return f"ok (ids, votes, strength to {diff:.0e}, TRL rows)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=20_000, help="P (K = 8 candidates each)")
+    ap.add_argument("--shard-rows", type=int, default=10_000, help="prefdata's shard size")
+    ap.add_argument("--only", nargs="*", choices=IMPLS, help="run only these (polars always)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per implementation (best)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per implementation")
+    ap.add_argument("--workdir", type=Path, help="keep data and outputs here (default: temp)")
+    ap.add_argument("--run", choices=list(RUNNERS), help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run:
+        worker(args.run, args.data, args.out, args.shard_rows, args.repeat)
+        return
+
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-construct-"))
+    root.mkdir(parents=True, exist_ok=True)
+    data = root / f"pools-{args.prompts}.parquet"
+    if not data.exists():
+        sys.path.insert(0, str(ROOT))
+        from prefdata.io.parquet import write_parquet
+
+        t = time.perf_counter()
+        write_parquet(make_pools(args.prompts), data)
+        print(
+            f"data: {args.prompts:,} prompts x {K} in {time.perf_counter() - t:.1f} s, "
+            f"{data.stat().st_size / 1e6:.0f} MB",
+            flush=True,
+        )
+    impls = ["polars", *[i for i in IMPLS if i != "polars" and (not args.only or i in args.only)]]
+    results: dict[str, dict | str] = {}
+    for impl in impls:
+        out = root / impl
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        if impl == "distilabel":
+            if not DISTILABEL_PY.exists():
+                results[impl] = (
+                    f"skipped: no {DISTILABEL_PY} (python3 -m venv /tmp/distilabel-venv && "
+                    "/tmp/distilabel-venv/bin/pip install distilabel==1.5.3)"
+                )
+                print(f"{impl}: {results[impl]}", flush=True)
+                continue
+            cmd = [
+                str(DISTILABEL_PY),
+                str(ROOT / "benchmarks/distilabel_peer.py"),
+                str(data),
+                str(out),
+            ]
+        else:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--run",
+                impl,
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--shard-rows",
+                str(args.shard_rows),
+                "--repeat",
+                str(1 if impl in SLOW and args.prompts > 20_000 else args.repeat),
+            ]
+        res = spawn(cmd, args.timeout)
+        if isinstance(res, dict):
+            res["check"] = (
+                "reference" if impl == "polars" else check_same(impl, out, root / "polars")
+            )
+        results[impl] = res
+        print(f"{impl}: {res}", flush=True)
+
+    n = args.prompts
+    ref = results["polars"]["seconds"] if isinstance(results["polars"], dict) else float("nan")
+    print(
+        f"\nP = {n:,} prompts x {K} candidates ({n * K:,} candidates); "
+        f"prefdata shard_rows = {args.shard_rows:,}; load avg {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"{'implementation':<12} {'seconds':>8} {'prompts/s':>10} {'cands/s':>11} "
+        f"{'x polars':>8} {'peak RSS MB':>11}  pairs check"
+    )
+    for impl, res in results.items():
+        if not isinstance(res, dict):
+            print(f"{impl:<12} {res}")
+            continue
+        s = res["seconds"]
+        print(
+            f"{impl:<12} {s:8.2f} {n / s:10,.0f} {n * K / s:11,.0f} {s / ref:8.2f} "
+            f"{res['rss_mb']:11,.0f}  {res['check']}"
+        )
+    if args.workdir is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

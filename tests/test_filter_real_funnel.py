@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from prefdata.annotate import Normalise, Strength, attach_scores
+from prefdata.annotate import Normalise, Strength
 from prefdata.annotate.columns import flatten_candidates, rebuild_candidates, struct_with
+from prefdata.construct import Pairs
 from prefdata.filter import (
     CollapseIdenticalCandidates,
     Decontaminate,
@@ -31,35 +32,22 @@ from prefdata.filter import (
     Vote,
     length_bias_report,
 )
+from prefdata.io.readers import read_pools
 from prefdata.pipeline import Funnel, Pipeline, count_rejects_by_reason
-from prefdata.schema import PAIR_SCHEMA, pool_schema
 
 
 def alpaca_pools(path: Path) -> pa.Table:
-    """Pools from the long alpaca_eval table (reader stand-in; the judge preference is the
-    probability that the output beats gpt4_1106_preview, whose own rows are unscored)."""
-    df = pl.read_parquet(path).sort("prompt_id", "generator")
-    g = df.group_by("prompt_id", maintain_order=True).agg(
-        pl.col("instruction").first(),
-        pl.col("dataset").first(),
-        pl.struct(
-            candidate_id=pl.format("ae-{}-{}", pl.col("prompt_id"), pl.col("generator")),
-            response=pl.col("output"),
-            generator=pl.col("generator"),
-            scores=pl.struct(judge_pref=pl.col("judge_pref")),
-        ).alias("candidates"),
-    )
-    rows = [
-        {
-            "prompt_id": f"ae-{r['prompt_id']}",
-            "prompt": [{"role": "user", "content": r["instruction"]}],
-            "source": f"alpaca_eval/{r['dataset']}",
-            "metadata": None,
-            "candidates": r["candidates"],
-        }
-        for r in g.iter_rows(named=True)
-    ]
-    return pa.Table.from_pylist(rows, schema=pool_schema(["judge_pref"]))
+    """Pools from the long alpaca_eval table through the real reader (the judge preference
+    is the probability that the output beats gpt4_1106_preview, whose own rows are
+    unscored)."""
+    return read_pools(
+        path,
+        "long",
+        prompt_col="instruction",
+        response_col="output",
+        generator_col="generator",
+        score_cols=("judge_pref",),
+    ).table
 
 
 def hh_first_turns(path: Path) -> list[str]:
@@ -97,35 +85,6 @@ def add_coverage(pools: pa.Table) -> pa.Table:
     return rebuild_candidates(pools, flat, struct_with(flat.values, scores=scores))
 
 
-def best_worst_pairs(pools: pa.Table, scorer: str) -> pa.Table:
-    """Minimal best-vs-worst construction by ``scorer`` (stand-in for prefdata.construct),
-    emitting PAIR_SCHEMA plus chosen_scores/rejected_scores via attach_scores."""
-    rows = []
-    for pool in pools.to_pylist():
-        scored = [c for c in pool["candidates"] if c["scores"][scorer] is not None]
-        if len(scored) < 2:
-            continue
-        best = max(scored, key=lambda c: c["scores"][scorer])
-        worst = min(scored, key=lambda c: c["scores"][scorer])
-        if best["scores"][scorer] == worst["scores"][scorer]:
-            continue
-        rows.append(
-            {
-                "prompt_id": pool["prompt_id"],
-                "prompt": pool["prompt"],
-                "chosen": best["response"],
-                "rejected": worst["response"],
-                "chosen_id": best["candidate_id"],
-                "rejected_id": worst["candidate_id"],
-                "chosen_generator": best["generator"],
-                "rejected_generator": worst["generator"],
-                "margin": best["scores"][scorer] - worst["scores"][scorer],
-                "strategy": "best-worst",
-            }
-        )
-    return attach_scores(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), pools)
-
-
 def run_funnel(data: Path) -> dict:
     pools = alpaca_pools(data / "alpaca_eval_pool.parquet")
     flag = FlagDegenerate(language_mismatch=True)
@@ -159,7 +118,7 @@ def run_funnel(data: Path) -> dict:
     )
     kept = pool_res.table
     scored = Normalise(method="zscore")(add_coverage(kept)).table
-    pairs = best_worst_pairs(scored, "judge_pref")
+    pairs = Pairs("best-worst", score="judge_pref")(scored).table
     bias = length_bias_report(pairs)
     pair_stages = [
         Strength(scorers=("judge_pref.z", "coverage.z"), gamma=1.0),

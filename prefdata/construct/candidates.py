@@ -122,15 +122,17 @@ def pool_seed(seed: int, prompt_id: str, purpose: str) -> int:
 
 def few_usable_reasons(flat: Flat, score: str | None, minimum: int = 2) -> tuple[np.ndarray, list]:
     """Pools with fewer than ``minimum`` usable candidates, and the field to blame for each
-    (the score when nulls removed candidates, else the flags, else the candidates list)."""
+    of them (the score when nulls removed candidates, else the flags, else the candidates
+    list); None for the other pools, so no Python runs per pool that has enough."""
     usable = flat.usable_counts()
     few = usable < minimum
     nulls = np.bincount(flat.pool[flat.null_score], minlength=flat.n_pools) > 0
     flagged = np.bincount(flat.pool[flat.flagged], minlength=flat.n_pools) > 0
-    fields = [
-        (f"scores.{score}" if nulls[i] else "candidates.flags" if flagged[i] else "candidates")
-        for i in range(flat.n_pools)
-    ]
+    fields: list[str | None] = [None] * flat.n_pools
+    for i in np.flatnonzero(few).tolist():
+        fields[i] = (
+            f"scores.{score}" if nulls[i] else "candidates.flags" if flagged[i] else "candidates"
+        )
     return few, fields
 
 

@@ -8,9 +8,14 @@ so a run killed at any instant (even SIGKILL mid-write) finishes with exactly th
 an uninterrupted run. Memory holds about one shard (plus the reader's buffer), never the
 whole input.
 
-Each stage reads its input back from the Parquet file the stage before wrote (or from the
-input shard), not from memory. A resumed run and an uninterrupted run therefore give every
-stage the very same table, which is what makes their outputs byte-identical.
+Within a shard, each stage takes the table the stage before produced in memory, conformed
+and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its file gives it
+(a Parquet round trip keeps every value and type), so a stage resumed from the file and one
+fed from memory see the very same table and write byte-identical outputs (the Ray executor,
+which always reads the files, is tested against this). Files are written by one background
+thread while the next stage computes (pyarrow releases the GIL while it encodes); a shard is
+recorded in the manifest only after its files are in place, in submission order, and at
+most two writes wait at any time, so memory stays a few shards.
 
 The ``row`` of a reject counts rows of that stage's input across all shards (not within
 the shard), so rejects match an in-memory :meth:`Pipeline.run <prefdata.pipeline.Pipeline.run>`.
@@ -25,7 +30,10 @@ the shard), so rejects match an in-memory :meth:`Pipeline.run <prefdata.pipeline
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +52,8 @@ from prefdata.execute.workdir import (
     source_schema,
     workdir_lock,
 )
-from prefdata.io.parquet import read_parquet, write_parquet
-from prefdata.pipeline import Funnel, Pipeline, Stage
+from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
+from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput
 from prefdata.progress import progress_bar
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects
 
@@ -153,8 +161,10 @@ class LocalExecutor:
         return ExecutionResult.from_info(open_workdir(self.workdir))
 
     def _is_done(self, manifest: Manifest, key: str, shard: int) -> bool:
+        with self._lock:
+            recorded = manifest.done(key, shard) is not None
         return (
-            manifest.done(key, shard) is not None
+            recorded
             and manifest.output_path(key, shard).exists()
             and manifest.rejects_path(key, shard).exists()
         )
@@ -162,58 +172,98 @@ class LocalExecutor:
     def _process(
         self, stages: list[Stage], keys: list[str], manifest: Manifest, shard_counts: list[int]
     ) -> None:
+        self._lock = threading.Lock()
         shards = range(len(shard_counts))
         finished = [all(self._is_done(manifest, k, s) for k in keys) for s in shards]
         offsets = [0] * len(stages)  # rows of each stage's input in the shards before
-        with progress_bar(
-            sum(shard_counts),
-            desc="prefdata",
-            initial=sum(n for n, f in zip(shard_counts, finished, strict=True) if f),
-            enabled=self.progress,
-        ) as bar:
-            for shard in shards:
-                src_path = manifest.input_path(shard)
-                for i, (stage, key) in enumerate(zip(stages, keys, strict=True)):
-                    if self._is_done(manifest, key, shard):
-                        offsets[i] += manifest.done(key, shard)["rows_in"]
-                    else:
-                        bar.set_postfix_str(f"shard {shard} {stage.name}", refresh=False)
-                        offsets[i] += self._run_stage(
-                            stage, i, key, shard, src_path, manifest, offsets[i]
-                        )
-                    # the next stage reads this file back: the same input as on a resume
-                    src_path = manifest.output_path(key, shard)
-                if not finished[shard]:
-                    bar.update(shard_counts[shard])
+        pending: deque[Future] = deque()
+        with (
+            progress_bar(
+                sum(shard_counts),
+                desc="prefdata",
+                initial=sum(n for n, f in zip(shard_counts, finished, strict=True) if f),
+                enabled=self.progress,
+            ) as bar,
+            ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
+        ):
+            try:
+                for shard in shards:
+                    src_path = manifest.input_path(shard)
+                    table = None  # the next stage's input, when the stage before ran here
+                    for i, (stage, key) in enumerate(zip(stages, keys, strict=True)):
+                        if self._is_done(manifest, key, shard):
+                            with self._lock:
+                                offsets[i] += manifest.done(key, shard)["rows_in"]
+                            table = None
+                        else:
+                            bar.set_postfix_str(f"shard {shard} {stage.name}", refresh=False)
+                            if table is None:
+                                table = _canonical(read_parquet(src_path))
+                            out = self._run_stage(stage, i, shard, src_path, table)
+                            while len(pending) >= 2:  # bound the tables waiting to be written
+                                pending.popleft().result()
+                            pending.append(
+                                writer.submit(
+                                    self._write,
+                                    manifest,
+                                    key,
+                                    shard,
+                                    table.num_rows,
+                                    out,
+                                    offsets[i],
+                                )
+                            )
+                            offsets[i] += table.num_rows
+                            table = _canonical(out.table)
+                        src_path = manifest.output_path(key, shard)
+                    if not finished[shard]:
+                        bar.update(shard_counts[shard])
+                while pending:
+                    pending.popleft().result()
+            except BaseException:
+                # what finished before the failure is written and recorded, as if in order
+                for f in pending:
+                    f.exception()
+                raise
 
     def _run_stage(
-        self,
-        stage: Stage,
-        index: int,
-        key: str,
-        shard: int,
-        src_path: Path,
-        manifest: Manifest,
-        row_offset: int,
-    ) -> int:
-        """Run one stage on one shard, write its files, record it; return its rows in."""
+        self, stage: Stage, index: int, shard: int, src_path: Path, table: pa.Table
+    ) -> StageOutput:
+        """Run one stage on one shard's input table."""
         if not stage.resources.get("__setup_done__"):
             try:
                 stage.setup()
             except Exception as e:
                 raise StageError(stage.name, index, shard, src_path, "setup") from e
             stage.resources["__setup_done__"] = True
-        table = read_parquet(src_path)
         try:
-            out = stage(table)
+            return stage(table)
         except Exception as e:
             raise StageError(stage.name, index, shard, src_path) from e
+
+    def _write(
+        self,
+        manifest: Manifest,
+        key: str,
+        shard: int,
+        rows_in: int,
+        out: StageOutput,
+        row_offset: int,
+    ) -> None:
+        """Write a stage's shard files, then record it (the writer thread runs this)."""
         # both files in place before the record: a file without a record is redone
         write_parquet(out.table, manifest.output_path(key, shard))
         write_parquet(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
-        manifest.record(key, shard, table.num_rows, out.kept, out.rejects.num_rows)
-        manifest.save()
-        return table.num_rows
+        with self._lock:
+            manifest.record(key, shard, rows_in, out.kept, out.rejects.num_rows)
+            manifest.save()
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    """A stage's input as reading its Parquet file back gives it: conformed (pool tables
+    in the canonical layout, plain types) and in one chunk, so a stage fed from memory and
+    one resumed from the file compute on identical tables."""
+    return from_parquet_layout(table).combine_chunks()
 
 
 __all__ = ["ExecutionResult", "LocalExecutor", "StageError"]

@@ -69,9 +69,10 @@ def _vote_split(
     table = set_column(table, "agreement", float_array(agreement))
     keep = votes >= k
     if reasons is None:
-        reasons = [
-            f"vote: {v} of {n} scorers agree, need {k}" for v, n in zip(votes, m, strict=True)
-        ]
+        # a reason only for the rows that go (split reads no other): no Python per kept row
+        reasons = [None] * len(keep)
+        for i in np.flatnonzero(~keep).tolist():
+            reasons[i] = f"vote: {votes[i]} of {m[i]} scorers agree, need {k}"
     return split(table, keep, stage, reasons, field=field)
 
 
@@ -164,12 +165,13 @@ class PoolVote(Stage):
 
         table = set_column(table, "best_id", take(bi))
         table = set_column(table, "worst_id", take(wi))
-        reasons = [
-            f"vote: {a} of {b} scorers agree, need {self.k}"
-            if v
-            else "vote: fewer than 2 scored candidates"
-            for v, a, b in zip(valid, votes, m, strict=True)
-        ]
+        reasons: list[str | None] = [None] * n
+        for i in np.flatnonzero(votes < self.k).tolist():
+            reasons[i] = (
+                f"vote: {votes[i]} of {m[i]} scorers agree, need {self.k}"
+                if valid[i]
+                else "vote: fewer than 2 scored candidates"
+            )
         return _vote_split(table, votes, m, self.k, self.name, reasons, "candidates")
 
 

@@ -3,6 +3,12 @@
 Parquet cannot store a struct with no fields, so a pool table with no scorer yet is written
 with the ``scores`` field left out of the candidate struct; :func:`read_parquet` restores it.
 Writes are atomic: a temp file in the same folder, then a rename.
+
+Dictionary encoding is off: pool and pair columns are mostly unique strings (ids,
+responses), where the writer would build a dictionary, overflow it and fall back to plain
+anyway. Without it writes are 2-2.5x faster and zstd files smaller (a 10,000-pool shard of
+8 candidates: 127 -> 50 ms, 5.5 -> 4.3 MB); repeated values (roles, generators,
+provenance) still compress well under zstd.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import pyarrow.parquet as pq
 
 from prefdata.schema import conform, conform_types, pool_schema
 
-WRITE_OPTIONS = {"compression": "zstd", "row_group_size": 64 * 1024}
+WRITE_OPTIONS = {"compression": "zstd", "row_group_size": 64 * 1024, "use_dictionary": False}
 
 
 def _is_pools(schema: pa.Schema) -> bool:
