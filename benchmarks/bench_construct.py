@@ -24,7 +24,8 @@ written TRL file:
 
 Implementations:
 
-(a) ``prefdata``: ``ScoreStatsFit`` over the file's record batches, then
+(a) ``prefdata``: ``ScoreStatsFit`` over the file's record batches (only the score
+    columns are read), then
     ``LocalExecutor(shard_rows=...)`` streaming shards through ``Normalise("zscore",
     stats=...)``, ``Pairs("best-worst", score="a.z")``, ``Vote(k=2)`` and ``Strength``
     (checkpointed: every stage's shard written to the work directory, with the manifest),
@@ -177,9 +178,10 @@ def run_prefdata(data: Path, out: Path, shard_rows: int) -> pa.Table:
     from prefdata.io.export import export
     from prefdata.io.parquet import read_parquet
 
-    fit = ScoreStatsFit(SCORERS)  # pass 1: mergeable statistics, batch by batch
+    fit = ScoreStatsFit(SCORERS)  # pass 1: mergeable statistics, batch by batch,
+    # reading only the score leaves of the candidates (Parquet column projection)
     for batch in pq.ParquetFile(data).iter_batches(
-        batch_size=shard_rows, columns=["prompt_id", "candidates"]
+        batch_size=shard_rows, columns=["prompt_id", "candidates.list.element.scores"]
     ):
         fit.update(pa.Table.from_batches([batch]))
     stages = [

@@ -1,0 +1,169 @@
+"""On-policy preference data: sample candidates, score them, build pairs, export.
+
+Reads prompts (any source and layout: a JSONL of {"prompt": ...}, a Hub dataset, pools),
+samples --n candidates per prompt from each --model (several models fill one pool: an
+on-policy model beside stronger ones, or a strong and a weak model for delta learning),
+scores every candidate with each --reward-model, flags and drops degenerate candidates,
+constructs pairs and writes TRL DPO data and a Hub-ready folder. Every stage is checkpointed
+under --workdir at shard granularity: a killed run regenerates only unfinished shards.
+
+    python recipes/sample_and_score.py --prompts prompts.jsonl \\
+        --model Qwen/Qwen2.5-1.5B-Instruct --backend vllm --n 8 --temperature 0.8 \\
+        --reward-model Skywork/Skywork-Reward-V2-Llama-3.1-8B --strategy sweet-spot \\
+        --out out/onpolicy
+
+With --backend openai, --model is the served model's name at --base-url and the API key is
+read from the environment variable named by --api-key-env (never logged or written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import datasets
+
+from prefdata.annotate.strength import Strength
+from prefdata.construct import Pairs
+from prefdata.execute import LocalExecutor
+from prefdata.filter.degenerate import DEFAULT_DROP, DropFlagged, FlagDegenerate
+from prefdata.generate import Sample
+from prefdata.io.export import export, hub_table
+from prefdata.io.hub import write_hub_folder
+from prefdata.io.readers import read_pools
+from prefdata.report.card import CardInfo
+from prefdata.score import RewardModel
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--prompts", required=True, help="prompts: path or Hub id")
+    p.add_argument(
+        "--layout",
+        default="pool",
+        choices=("pool", "long", "pairs", "hh"),
+        help="layout of --prompts (pool: one row per prompt)",
+    )
+    p.add_argument("--prompt-col", help="prompt column for the long layout")
+    p.add_argument("--split", help="split of a Hugging Face dataset")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="model to sample from; repeat for several generators",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("transformers", "vllm", "openai"),
+        default="transformers",
+        help="how to run the models",
+    )
+    p.add_argument("--base-url", help="OpenAI-compatible server URL (--backend openai)")
+    p.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="environment variable holding the API key (--backend openai)",
+    )
+    p.add_argument("--n", type=int, default=4, help="candidates per prompt per model")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    p.add_argument("--max-tokens", type=int, default=512, help="tokens per candidate")
+    p.add_argument("--system-prompt", help="system turn for prompts that have none")
+    p.add_argument(
+        "--reward-model",
+        action="append",
+        required=True,
+        help="sequence-classification reward model; repeat for several scorers",
+    )
+    p.add_argument(
+        "--strategy",
+        default="best-worst",
+        choices=("best-worst", "best-random", "sweet-spot", "curriculum", "all-pairs"),
+        help="how pairs are chosen from each pool",
+    )
+    p.add_argument("--min-margin", type=float, help="drop pairs with a smaller margin")
+    p.add_argument(
+        "--drop-flag",
+        action="append",
+        default=None,
+        help=f"drop candidates with this flag; repeatable (default: {DEFAULT_DROP})",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--workdir", help="checkpoint folder (default: OUT/work)")
+    p.add_argument("--shard-rows", type=int, default=1000, help="prompts per shard")
+    p.add_argument(
+        "--seed", type=int, default=0, help="run seed (per-candidate seeds derive from it)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    datasets.disable_progress_bars()
+    out = Path(args.out)
+    prompts, read_rejects, funnel = read_pools(
+        args.prompts, args.layout, prompt_col=args.prompt_col, split=args.split
+    )
+    options = (("api_key_env", args.api_key_env),) if args.backend == "openai" else ()
+    samplers = [
+        Sample(
+            model=m,
+            backend=args.backend,
+            base_url=args.base_url,
+            n=args.n,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_tokens=args.max_tokens,
+            system_prompt=args.system_prompt,
+            seed=args.seed,
+            options=options,
+        )
+        for m in args.model
+    ]
+    names = [
+        f"rm{i}" if len(args.reward_model) > 1 else "rm" for i in range(len(args.reward_model))
+    ]
+    scorers = [RewardModel(m, name=n) for m, n in zip(args.reward_model, names, strict=True)]
+    stages = [
+        *samplers,
+        *scorers,
+        FlagDegenerate(),
+        DropFlagged(flags=tuple(args.drop_flag or DEFAULT_DROP)),
+        Pairs(args.strategy, score=names[0], min_margin=args.min_margin, seed=args.seed),
+        Strength(),  # every score field of the pairs, multi-objective heads included
+    ]
+    result = LocalExecutor(Path(args.workdir or out / "work"), shard_rows=args.shard_rows).run(
+        stages, prompts
+    )
+    funnel = funnel.then(result.funnel)
+    pairs = result.read()
+    dpo = export(pairs, "trl-dpo", out / "trl-dpo", funnel=funnel)
+    hub = write_hub_folder(
+        out / "hub",
+        {"default": {"train": hub_table(pairs).table}},
+        card=CardInfo(
+            pretty_name=Path(args.prompts).stem,
+            stages=stages,
+            funnel=funnel,
+            seed=args.seed,
+            description="On-policy preference pairs sampled and scored with prefdata.",
+        ),
+    )
+    for e in funnel.entries:
+        print(
+            f"  {e.stage:<22} {e.rows_in:>8} in  {e.rows_out:>8} out  {e.rows_rejected:>6} rejected"
+        )
+    print(
+        f"pairs: {pairs.num_rows}  (rejects: {read_rejects.num_rows} read, "
+        f"{result.rejects().num_rows} in stages, {dpo.rejects.num_rows} in export)"
+    )
+    print(f"trl-dpo: {dpo[0]}\nhub: {hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
