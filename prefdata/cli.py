@@ -120,18 +120,25 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from prefdata.validate import validate
+    from prefdata.validate import record_type, validate_records
 
-    kind, table, _ = _load_any(Path(args.path))
+    _, table, _ = _load_any(Path(args.path))
     if table is None:
         print(f"{args.path}: nothing to validate", file=sys.stderr)
         return 1
-    errors = validate(table)
+    kind = record_type(table)
+    if kind is None:
+        raise ValueError(
+            f"{args.path} is not a prefdata record table (pool, pair, list or unpaired); "
+            f"its columns are {table.column_names}. Trainer exports are checked by their "
+            "own loaders."
+        )
+    errors = validate_records(table, kind)
     for e in errors[: args.max_errors]:
         print(e)
     if len(errors) > args.max_errors:
         print(f"... and {len(errors) - args.max_errors} more")
-    print(f"{args.path}: {table.num_rows} rows, {len(errors)} errors")
+    print(f"{args.path}: {table.num_rows} {kind} rows, {len(errors)} errors")
     return 1 if errors else 0
 
 
@@ -145,7 +152,15 @@ def _sql(args: argparse.Namespace) -> int:
 
         info = open_workdir(path)
         if info.outputs:
+            from prefdata.validate import record_type
+
+            # The output is "pools", and also "pairs" (or lists, unpaired) when it is one.
             tables["pools"] = list(info.outputs)
+            kind = record_type(info.read().schema)
+            if kind in ("pair", "list", "unpaired"):
+                tables[{"pair": "pairs", "list": "lists", "unpaired": "unpaired"}[kind]] = list(
+                    info.outputs
+                )
         if info.rejects:
             tables["rejects"] = list(info.rejects)
     else:

@@ -401,3 +401,61 @@ def validate(table: pa.Table) -> list[ValidationError]:
 
 
 __all__ = ["REQUIRED_COLUMNS", "ValidationError", "validate"]
+
+
+def record_type(table: pa.Table | pa.Schema) -> str | None:
+    """Which prefdata record type a table holds, judged by its columns: ``pool``, ``pair``,
+    ``list``, ``unpaired``, or None (not a prefdata record table, e.g. a trainer export).
+
+    >>> record_type(pa.schema([("prompt_id", pa.string()), ("chosen", pa.string()),
+    ...                        ("rejected", pa.string())]))
+    'pair'
+    """
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    names = set(schema.names)
+    if "candidates" in names:
+        return "pool"
+    if {"chosen", "rejected"} <= names:
+        return "pair" if _is_string(schema.field("chosen").type) else None
+    if "responses" in names:
+        return "list"
+    if {"completion", "label"} <= names:
+        return "unpaired" if _is_string(schema.field("completion").type) else None
+    return None
+
+
+def validate_records(table: pa.Table, kind: str) -> list[ValidationError]:
+    """Row-level errors of a pair, list or unpaired table against its JSON Schema in
+    ``schemas/`` (types, required fields, ranges), plus the prompt rules of pools (a
+    non-empty conversation ending with a user or tool turn).
+
+    >>> from prefdata.schema import PAIR_SCHEMA
+    >>> t = pa.Table.from_pylist([{"prompt_id": "p", "prompt": [{"role": "user",
+    ...     "content": "Q"}], "chosen": "A", "rejected": None, "strategy": "s"}],
+    ...     schema=PAIR_SCHEMA)
+    >>> print(validate_records(t, "pair")[0])
+    row 0, field rejected: None is not of type 'string'
+    """
+    import jsonschema
+    from referencing import Registry, Resource
+
+    from prefdata.schema import RECORD_TYPES, json_schema
+
+    if kind == "pool":
+        return validate(table)
+    registry = Registry().with_resources(
+        (f"{t}.json", Resource.from_contents(json_schema(t))) for t in RECORD_TYPES
+    )
+    validator = jsonschema.Draft202012Validator(json_schema(kind), registry=registry)
+    table = conform_types(table)
+    out: list[ValidationError] = []
+    if "prompt" in table.column_names:
+        _check_prompt(table["prompt"].combine_chunks(), out)
+    prompt_rows = {e.row for e in out}
+    for i, row in enumerate(table.to_pylist()):
+        for err in validator.iter_errors(row):
+            path = ".".join(str(p) for p in err.absolute_path)
+            if path.startswith("prompt") and i in prompt_rows:
+                continue  # already reported with the pool rules
+            out.append(ValidationError(i, path or "(row)", err.message))
+    return sorted(out, key=lambda e: (e.row, e.field))

@@ -157,3 +157,39 @@ def test_sql_and_inspect_over_a_workdir(tmp_path, capsys):
     assert report["funnel"] == [{"stage": "Sql", "rows_in": 10, "rows_out": 6, "rows_rejected": 4}]
     assert main(["sql", str(tmp_path / "work"), "SELECT count(*) AS n FROM rejects"]) == 0
     assert "4" in capsys.readouterr().out
+
+
+def test_validate_pairs_and_refuse_trainer_exports(tmp_path, capsys):
+    from prefdata.schema import PAIR_SCHEMA
+
+    q = [{"role": "user", "content": "Q"}]
+    pairs = pa.Table.from_pylist(
+        [
+            {"prompt_id": "p", "prompt": q, "chosen": "A", "rejected": "B", "strategy": "s"},
+            {
+                "prompt_id": "r",
+                "prompt": [{"role": "assistant", "content": "Q"}],
+                "chosen": "A",
+                "rejected": None,
+                "strategy": "s",
+            },
+        ],
+        schema=PAIR_SCHEMA,
+    )
+    write_parquet(pairs, tmp_path / "pairs.parquet")
+    assert main(["validate", str(tmp_path / "pairs.parquet")]) == 1
+    out = capsys.readouterr().out
+    assert "row 1, field prompt" in out and "row 1, field rejected" in out
+    assert "2 pair rows, 2 errors" in out
+    write_parquet(pairs.slice(0, 1), tmp_path / "ok.parquet")
+    assert main(["validate", str(tmp_path / "ok.parquet")]) == 0
+    trl = pa.table(
+        {
+            "prompt": [q],
+            "chosen": [[{"role": "assistant", "content": "A"}]],
+            "rejected": [[{"role": "assistant", "content": "B"}]],
+        }
+    )
+    pq.write_table(trl, tmp_path / "trl.parquet")
+    assert main(["validate", str(tmp_path / "trl.parquet")]) == 2
+    assert "not a prefdata record table" in capsys.readouterr().err

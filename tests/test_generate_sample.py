@@ -289,3 +289,16 @@ def test_outage_stops_the_shard_and_a_rerun_regenerates_only_unfinished_shards(
     assert result.funnel.to_list() == [
         {"stage": "Sample", "rows_in": 6, "rows_out": 6, "rows_rejected": 0}
     ]
+
+
+def test_engine_options_are_not_mistaken_for_credentials():
+    from prefdata.generate import Sample
+
+    s = Sample(
+        model="m",
+        backend="vllm",
+        options={"max_num_batched_tokens": 8192, "tokenizer_mode": "auto"},
+    )
+    assert dict(s.options)["max_num_batched_tokens"] == 8192
+    with pytest.raises(ValueError, match="credential"):
+        Sample(model="m", backend="openai", options={"hf_token": "x"})

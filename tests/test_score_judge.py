@@ -213,3 +213,29 @@ def test_backend_errors_are_flagged_not_raised(pools):
     assert _scores(out, "judge") == [None] * 5
     assert all(f == ["judge_error"] for f in _flags(out))
     np.testing.assert_equal(len(JudgePointwise(Failing()).provenance()["backend"]) > 0, True)
+
+
+def test_backend_credentials_never_reach_config_or_provenance():
+    """A judge built from a factory with a key: the fingerprinted config (written to the
+    manifest and the dataset card) holds the key neither by name nor by value."""
+    import functools
+    import json
+
+    from prefdata.score import JudgePointwise
+
+    def make_backend(url, model, api_key=None):  # never called here
+        raise AssertionError
+
+    judge = JudgePointwise(
+        backend=functools.partial(
+            make_backend, "http://127.0.0.1:1", "judge-m", api_key="sk-LIVE-SECRET-123456"
+        ),
+        rubric="helpfulness",
+    )
+    text = json.dumps(judge.config(), default=str) + json.dumps(judge.provenance(), default=str)
+    assert "sk-LIVE-SECRET" not in text and "api_key='***'" in text
+    positional = JudgePointwise(
+        backend=functools.partial(make_backend, "http://x", "m", "hf_abcdefgh12345678"),
+        rubric="r",
+    )
+    assert "hf_abcdefgh" not in json.dumps(positional.config(), default=str)

@@ -6,6 +6,7 @@ this one protocol, so any backend can serve any of them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -60,3 +61,33 @@ class ChatBackend(Protocol):
         config: GenerationConfig,
         seeds: Sequence[Sequence[int]],
     ) -> list[ChatResult]: ...
+
+
+_SECRET_NAME = re.compile(
+    r"(^|[_\-.])(api_?key|apikey|token|access_?token|auth_?token|secret|password|passwd"
+    r"|authorization|credentials?)$",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"^(sk|hf|rk|pk|ghp|gho|xox[abp])[-_][A-Za-z0-9_\-]{8,}")
+
+
+def looks_like_secret_name(name: str) -> bool:
+    """True for option names that hold credentials (whole name segments, so engine options
+    such as ``max_num_batched_tokens`` or ``tokenizer_mode`` are not caught).
+
+    >>> [looks_like_secret_name(n) for n in ("api_key", "hf_token", "tokenizer_mode",
+    ...                                       "max_num_batched_tokens", "api_key_env")]
+    [True, True, False, False, False]
+    """
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact(name: str, value: object) -> str:
+    """``repr(value)``, or ``'***'`` when the name or the value looks like a credential.
+
+    >>> redact("api_key", "abc"), redact("url", "http://x"), redact("", "sk-abcdefgh12345")
+    ("'***'", "'http://x'", "'***'")
+    """
+    if looks_like_secret_name(name) or (isinstance(value, str) and _SECRET_VALUE.match(value)):
+        return "'***'"
+    return repr(value)

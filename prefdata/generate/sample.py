@@ -26,16 +26,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.generate.base import ChatBackend, ChatResult, GenerationConfig, Message
+from prefdata.generate.base import (
+    ChatBackend,
+    ChatResult,
+    GenerationConfig,
+    Message,
+    looks_like_secret_name,
+)
 from prefdata.ids import candidate_id, digest
 from prefdata.pipeline import Stage, StageOutput, split
 from prefdata.progress import progress_bar, progress_enabled
 from prefdata.schema import PROMPT_END_ROLES, ROLES, candidate_type
 
 BackendKind = Literal["transformers", "vllm", "openai"]
-
-# Option names that would put a credential into a fingerprinted, logged or pickled config.
-_SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "authorization")
 
 
 def candidate_seed(run_seed: int, prompt_id: str, sample_index: int) -> int:
@@ -168,7 +171,7 @@ class Sample(Stage):
         object.__setattr__(self, "chat_template_kwargs", _pairs(self.chat_template_kwargs))
         options = _pairs(self.options)
         for key, _ in options:
-            if any(w in key.lower() for w in _SECRET_WORDS) and key != "api_key_env":
+            if looks_like_secret_name(key):
                 raise ValueError(
                     f"option {key!r} looks like a credential; set it in the environment and "
                     "name the variable with api_key_env"

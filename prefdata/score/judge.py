@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from prefdata.generate.base import ChatBackend, GenerationConfig
+from prefdata.generate.base import ChatBackend, GenerationConfig, redact
 from prefdata.score.base import Scorer, candidates_view, seed_for, with_scores
 
 __all__ = [
@@ -118,8 +118,12 @@ def render_conversation(prompt: Sequence[dict]) -> str:
 def _backend_identity(backend: Any) -> str:
     if isinstance(backend, functools.partial):
         f = backend.func
+        # Credentials never reach the fingerprint, the manifest or the card.
         args = ", ".join(
-            [*map(repr, backend.args), *(f"{k}={v!r}" for k, v in backend.keywords.items())]
+            [
+                *(redact("", a) for a in backend.args),
+                *(f"{k}={redact(k, v)}" for k, v in backend.keywords.items()),
+            ]
         )
         return f"{f.__module__}.{f.__qualname__}({args})"
     if isinstance(backend, ChatBackend):

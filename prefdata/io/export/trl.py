@@ -288,7 +288,8 @@ def trl_kto_table(table: pa.Table, *, keep: Sequence[str] | str = ()) -> Convert
     """Vectorised :func:`to_trl_kto` over an unpaired table, or over a pair table (unpaired
     first; ``rows_in`` then counts the two unpaired rows of each pair, and exact duplicates of
     ``(prompt_id, completion, label)``, which unpairing creates when one response is in
-    several pairs, are rejected as such).
+    several pairs, are rejected as such). A completion labelled both True and False for the
+    same prompt is rejected in every row, with a reason.
     """
     from_pairs = "chosen" in table.column_names and "rejected" in table.column_names
     source = unpair(table) if from_pairs else table
@@ -308,6 +309,19 @@ def trl_kto_table(table: pa.Table, *, keep: Sequence[str] | str = ()) -> Convert
             .to_numpy()
         )
         reasons.add(dup, "duplicate (prompt_id, completion, label) after unpairing", "completion")
+    # A completion labelled both desirable and undesirable for one prompt (a middle response
+    # of all-pairs or curriculum pairs) is label noise for KTO: reject every such row.
+    conflict = (
+        pl.from_arrow(source.select(["prompt_id", "completion", "label"]))
+        .select(pl.col("label").n_unique().over(["prompt_id", "completion"]) > 1)
+        .to_series()
+        .to_numpy()
+    )
+    reasons.add(
+        conflict,
+        "completion labelled both desirable and undesirable for this prompt",
+        "label",
+    )
 
     def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
         out = {
