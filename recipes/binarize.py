@@ -28,6 +28,7 @@ from pathlib import Path
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prefdata.annotate.normalise import Normalise, ScoreStatsFit
 from prefdata.annotate.strength import Strength
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="minimum z-normalised margin for a scorer's vote to count",
     )
     con.add_argument(
+        "--reward-margin",
+        choices=("z", "raw", "none"),
+        default="z",
+        help="trl-reward margin: z-scored difference of --score, raw difference, or none",
+    )
+    con.add_argument(
         "--gamma",
         type=float,
         default=1.0,
@@ -248,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     pool_stages = [FlagDegenerate(repeated=repeated)]
     if not args.keep_flagged:
         pool_stages.append(DropFlagged())
-    vote_scorers: tuple[str, ...] = ()
-    if args.vote:
-        if args.vote > len(scores):
-            raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
+    # Scorers live on different scales: strength, soft labels and votes use z-scores.
+    z_scores: tuple[str, ...] = ()
+    if scores:
         stats = ScoreStatsFit(tuple(scores)).update(pools).stats()
         pool_stages.append(Normalise("zscore", scorers=tuple(scores), stats=stats))
-        vote_scorers = tuple(f"{s}.z" for s in scores)
+        z_scores = tuple(f"{s}.z" for s in scores)
+    if args.vote and args.vote > len(scores):
+        raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
     executor = LocalExecutor(workdir / "pools", shard_rows=args.shard_rows)
     filtered = executor.run(pool_stages, pools)
     funnel = funnel.then(filtered.funnel)
@@ -263,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     # 3. construct pairs, vote, annotate strength
     pair_stages = [_pairs_stage(args, score)]
     if args.vote:
-        pair_stages.append(Vote(scorers=vote_scorers, k=args.vote, min_margin=args.vote_margin))
-    if scores and args.strategy != "by-generator":
-        pair_stages.append(Strength(scorers=vote_scorers or tuple(scores), gamma=args.gamma))
+        pair_stages.append(Vote(scorers=z_scores, k=args.vote, min_margin=args.vote_margin))
+    if z_scores:
+        pair_stages.append(Strength(scorers=z_scores, gamma=args.gamma))
     built = LocalExecutor(workdir / "pairs", shard_rows=args.shard_rows).run(
         pair_stages, filtered.output_paths
     )
@@ -282,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         if fmt == "listwise":
             lists = Lists(score=score)(kept_pools)
             table, rejects = lists.table, [*rejects, lists.rejects]
-        res = export(table, fmt, out / fmt, funnel=funnel)
+        options = {}
+        if fmt == "trl-reward":
+            table, options = _reward_margin(table, args.reward_margin, score)
+        res = export(table, fmt, out / fmt, funnel=funnel, **options)
         rejects.append(res.rejects)
         written[fmt] = [str(p) for p in res]
     all_rejects = pa.concat_tables(rejects, promote_options="default")
@@ -312,6 +323,22 @@ def main(argv: list[str] | None = None) -> int:
 
     _print_summary(funnel, all_rejects, kept_pools, pairs, written, out)
     return 0
+
+
+def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Table, dict]:
+    """The pairs and export options for TRL's reward margin (loss -logsigmoid(rc - rr - m)):
+    ``z`` the margin in standard deviations of the ranking score, ``raw`` its raw difference,
+    ``none`` no margin column."""
+    if kind == "none" or score is None:
+        return pairs, {"margin": False}
+    if kind == "z":
+        field = f"{score}.z"
+        z = pc.subtract(
+            pc.struct_field(pairs["chosen_scores"], field),
+            pc.struct_field(pairs["rejected_scores"], field),
+        )
+        pairs = pairs.set_column(pairs.schema.get_field_index("margin"), "margin", z)
+    return pairs, {"margin": True}
 
 
 def _dropped_candidates(pools: pa.Table) -> dict[str, int]:
