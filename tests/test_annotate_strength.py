@@ -171,3 +171,13 @@ def test_strength_on_normalised_scores_from_pools():
     assert np.allclose(out["strength_std"].to_numpy(), 0.0)
     assert out["strength_mean"].to_pylist()[0] == 0.0
     assert out["strength_mean"].to_pylist()[2] > out["strength_mean"].to_pylist()[1] > 0
+
+
+def test_flip_swaps_every_chosen_rejected_column():
+    from prefdata.annotate.strength import swap_pairs
+
+    t = pa.table({"chosen": ["bad"], "rejected": ["good"], "chosen_score": [1.0],
+                  "rejected_score": [5.0], "margin": [-4.0]})
+    out = swap_pairs(t, np.array([True])).to_pylist()[0]
+    assert out == {"chosen": "good", "rejected": "bad", "chosen_score": 5.0,
+                   "rejected_score": 1.0, "margin": 4.0, "flipped": True}

@@ -53,6 +53,7 @@ _SWAP = [
     ("chosen", "rejected"),
     ("chosen_id", "rejected_id"),
     ("chosen_generator", "rejected_generator"),
+    ("chosen_score", "rejected_score"),
     (CHOSEN_SCORES, REJECTED_SCORES),
 ]
 
