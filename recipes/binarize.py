@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from prefdata.annotate.normalise import Normalise, ScoreStatsFit
 from prefdata.annotate.strength import Strength
 from prefdata.construct import Lists, Pairs
+from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import LocalExecutor
 from prefdata.filter.degenerate import DropFlagged, FlagDegenerate, RepeatedResponsesFit
 from prefdata.filter.voting import Vote
@@ -45,6 +46,7 @@ from prefdata.report.card import CardInfo
 from prefdata.schema import score_names
 
 STRATEGIES = (
+    "recorded",
     "best-worst",
     "best-random",
     "sweet-spot",
@@ -96,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--strategy",
         choices=STRATEGIES,
-        default="best-worst",
-        help="how pairs are chosen from each pool",
+        default=None,
+        help="how pairs are chosen from each pool (default: recorded for the pairs and hh "
+        "layouts, which keeps exactly the dataset's own preferences; best-worst otherwise)",
     )
     con.add_argument("--score", help="score that ranks candidates (default: the first --score-col)")
     con.add_argument(
@@ -193,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs:
+def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs | RecordedPairs:
+    if args.strategy == "recorded":
+        return RecordedPairs()
     cfg: dict = {
         "seed": args.seed,
         "min_margin": args.min_margin,
@@ -230,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.input:
         raise SystemExit("give --input (or --sample)")
     formats = args.format or ["trl-dpo", "hub"]
+    if args.strategy is None:
+        args.strategy = "recorded" if args.layout in ("pairs", "hh") else "best-worst"
     out = Path(args.out)
     workdir = Path(args.workdir) if args.workdir else out / "work"
 
@@ -352,10 +359,20 @@ def _dropped_candidates(pools: pa.Table) -> dict[str, int]:
 
 def _print_summary(funnel, rejects, pools, pairs, written, out) -> None:
     print("funnel (rows):")
+    prev = None
     for e in funnel.entries:
+        if prev is not None and prev.rows_out != e.rows_in:
+            # The unit changes: input rows group into pools; pools expand into pairs.
+            what = (
+                "rows with one prompt share a pool"
+                if prev.stage.startswith("layout:")
+                else "pools become pairs"
+            )
+            print(f"  {'':<22} ({prev.rows_out} -> {e.rows_in}: {what})")
         print(
             f"  {e.stage:<22} {e.rows_in:>8} in  {e.rows_out:>8} out  {e.rows_rejected:>6} rejected"
         )
+        prev = e
     for reason, n in _dropped_candidates(pools).items():
         print(f"  candidates dropped: {n} x {reason}")
     for stage, reason, n in count_rejects_by_reason(rejects)[:10]:

@@ -149,3 +149,56 @@ def test_alpaca_eval_every_strategy(binarize, shared_data, tmp_path, strategy, e
         assert summary["pairs"] == expected[strategy]
     if strategy == "by-generator":
         assert set(dpo.column_names) >= {"prompt", "chosen", "rejected"}
+
+
+def test_pairs_layout_keeps_every_recorded_pair(binarize, tmp_path):
+    """Pairs sharing a prompt merge into one pool; the recorded strategy (the default for
+    pairs and hh) still emits each recorded pair, not one per pool."""
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"prompt": "Rate it", "chosen": "Good answer", "rejected": "Bad answer"},
+        {"prompt": "Rate it", "chosen": "Great answer", "rejected": "Good answer"},
+        {"prompt": "Other", "chosen": "Answer A", "rejected": "Answer B", "margin": 2.0},
+    ]
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    binarize.main(
+        ["--input", str(src), "--layout", "pairs", "--out", str(out), "--format", "trl-dpo"]
+    )
+    got = pq.read_table(out / "trl-dpo" / "train.parquet").to_pylist()
+    pairs = sorted((r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in got)
+    assert pairs == [
+        ("Answer A", "Answer B"),
+        ("Good answer", "Bad answer"),
+        ("Great answer", "Good answer"),
+    ]
+
+
+@pytest.mark.shared_data
+def test_hh_recorded_pairs(binarize, shared_data, tmp_path):
+    out = tmp_path / "hh"
+    binarize.main(
+        [
+            "--input",
+            str(shared_data / "hh_rlhf_harmless_test.jsonl.gz"),
+            "--layout",
+            "hh",
+            "--out",
+            str(out),
+            "--format",
+            "trl-dpo",
+        ]
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    funnel = {e["stage"]: e for e in summary["funnel"]}
+    assert funnel["layout:hh"] == {
+        "stage": "layout:hh",
+        "rows_in": 2312,
+        "rows_out": 2303,
+        "rows_rejected": 9,
+    }
+    # 4 pools lose their empty chosen answer to DropFlagged; every other recorded pair stays
+    assert funnel["DropFlagged"]["rows_rejected"] == 4
+    assert summary["pairs"] == 2303 - 4
