@@ -102,7 +102,13 @@ def make_pools(p: int, seed: int = 0) -> pa.Table:
     prompt = pa.ListArray.from_arrays(
         pa.array(np.arange(p + 1, dtype=np.int32)),
         pa.StructArray.from_arrays(
-            [pa.array(["user"] * p), prompt_text], names=["role", "content"]
+            [
+                pa.array(["user"] * p),
+                prompt_text.combine_chunks()
+                if isinstance(prompt_text, pa.ChunkedArray)
+                else prompt_text,
+            ],
+            names=["role", "content"],
         ),
     )
     ci = np.arange(n)
@@ -124,19 +130,26 @@ def make_pools(p: int, seed: int = 0) -> pa.Table:
     scores = pa.StructArray.from_arrays(
         [pa.array(a), pa.array(b), pa.array(c)], names=list(SCORERS)
     )
+
+    def one(a):  # string kernels on millions of rows may hand back chunks
+        return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
     cand = pa.StructArray.from_arrays(
         [
-            cid,
-            resp,
-            pa.array(np.array(["gen-x", "gen-y"])[ci % 2]),
-            pa.array((ci % K).astype(np.int32)),
-            pa.array(np.full(n, 1234, dtype=np.int64)),
-            pa.array(["stop"] * n),
-            pa.array(rng.integers(5, 40, n).astype(np.int32)),
-            scores,
-            pa.ListArray.from_arrays(
-                pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string())
-            ),
+            one(x)
+            for x in [
+                cid,
+                resp,
+                pa.array(np.array(["gen-x", "gen-y"])[ci % 2]),
+                pa.array((ci % K).astype(np.int32)),
+                pa.array(np.full(n, 1234, dtype=np.int64)),
+                pa.array(["stop"] * n),
+                pa.array(rng.integers(5, 40, n).astype(np.int32)),
+                scores,
+                pa.ListArray.from_arrays(
+                    pa.array(np.zeros(n + 1, dtype=np.int32)), pa.array([], pa.string())
+                ),
+            ]
         ],
         fields=list(pool_schema(list(SCORERS)).field("candidates").type.value_type),
     )

@@ -33,8 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.ids import digest
-from prefdata.pipeline import MissingColumnsError, Stage, StageOutput
-from prefdata.schema import empty_rejects
+from prefdata.pipeline import Stage, StageOutput
 
 POOL_COLUMNS = ("prompt_id", "prompt", "candidates")
 
