@@ -5,9 +5,10 @@ template, and random-weight Llama models (causal LM and sequence classification)
 ``save_pretrained`` so they load through the same ``from_pretrained(path)`` path as a Hub model.
 Needs the ``models`` extra (torch, transformers).
 
->>> paths = build_tiny_models("/tmp/prefdata-tiny-doctest")  # doctest: +SKIP
->>> sorted(paths)  # doctest: +SKIP
-['causal', 'reward', 'reward_multi', 'tokenizer']
+Example (the ``tiny_models`` test fixture does this once per session)::
+
+    paths = build_tiny_models(tmp_dir)          # keys: tokenizer, causal, reward, reward_multi
+    AutoModelForCausalLM.from_pretrained(paths["causal"])
 """
 
 from __future__ import annotations
