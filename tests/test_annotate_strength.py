@@ -176,8 +176,21 @@ def test_strength_on_normalised_scores_from_pools():
 def test_flip_swaps_every_chosen_rejected_column():
     from prefdata.annotate.strength import swap_pairs
 
-    t = pa.table({"chosen": ["bad"], "rejected": ["good"], "chosen_score": [1.0],
-                  "rejected_score": [5.0], "margin": [-4.0]})
+    t = pa.table(
+        {
+            "chosen": ["bad"],
+            "rejected": ["good"],
+            "chosen_score": [1.0],
+            "rejected_score": [5.0],
+            "margin": [-4.0],
+        }
+    )
     out = swap_pairs(t, np.array([True])).to_pylist()[0]
-    assert out == {"chosen": "good", "rejected": "bad", "chosen_score": 5.0,
-                   "rejected_score": 1.0, "margin": 4.0, "flipped": True}
+    assert out == {
+        "chosen": "good",
+        "rejected": "bad",
+        "chosen_score": 5.0,
+        "rejected_score": 1.0,
+        "margin": 4.0,
+        "flipped": True,
+    }

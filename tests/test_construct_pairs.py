@@ -345,8 +345,11 @@ def test_config_errors_and_missing_columns():
 def test_empty_input():
     out = Pairs("curriculum", score="rm")(table())
     assert out.table.num_rows == 0
-    assert out.table.schema.names == [*pair_schema("curriculum").names, "chosen_scores",
-                                      "rejected_scores"]
+    assert out.table.schema.names == [
+        *pair_schema("curriculum").names,
+        "chosen_scores",
+        "rejected_scores",
+    ]
 
 
 def test_byte_identical_parquet(tmp_path):

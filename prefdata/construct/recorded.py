@@ -10,17 +10,19 @@ a dataset neither loses nor invents a preference.
 >>> from prefdata.schema import pool_schema
 >>> c = lambda i, s: {"candidate_id": i, "response": i.upper(), "scores": {"preference": s},
 ...                   "flags": []}
+>>> merged = '{"pairs": [{"chosen": "a", "rejected": "b"}, {"chosen": "c", "rejected": "a"}]}'
+>>> q = [{"role": "user", "content": "Q"}]
 >>> pools = pa.Table.from_pylist([
-...     {"prompt_id": "p", "prompt": [{"role": "user", "content": "Q"}],
-...      "metadata": '{"pairs": [{"chosen": "a", "rejected": "b"}, {"chosen": "c", "rejected": "a"}]}',
+...     {"prompt_id": "p", "prompt": q, "metadata": merged,
 ...      "candidates": [c("a", 1.0), c("b", 0.0), c("c", 1.0), c("a2", 0.0)]},
-...     {"prompt_id": "q", "prompt": [{"role": "user", "content": "R"}], "metadata": '{"margin": 2.5}',
+...     {"prompt_id": "q", "prompt": q, "metadata": '{"margin": 2.5}',
 ...      "candidates": [c("x", 0.0), c("y", 1.0)]}], schema=pool_schema(["preference"]))
 >>> out = RecordedPairs()(pools).table
->>> out.select(["prompt_id", "chosen", "rejected", "margin"]).to_pylist()  # doctest: +NORMALIZE_WHITESPACE
-[{'prompt_id': 'p', 'chosen': 'A', 'rejected': 'B', 'margin': None},
- {'prompt_id': 'p', 'chosen': 'C', 'rejected': 'A', 'margin': None},
- {'prompt_id': 'q', 'chosen': 'Y', 'rejected': 'X', 'margin': 2.5}]
+>>> for row in out.select(["prompt_id", "chosen", "rejected", "margin"]).to_pylist():
+...     print(row)
+{'prompt_id': 'p', 'chosen': 'A', 'rejected': 'B', 'margin': None}
+{'prompt_id': 'p', 'chosen': 'C', 'rejected': 'A', 'margin': None}
+{'prompt_id': 'q', 'chosen': 'Y', 'rejected': 'X', 'margin': 2.5}
 """
 
 from __future__ import annotations
@@ -76,20 +78,24 @@ class RecordedPairs(ConstructStage):
             where = {ids[k]: k for k in range(lo, hi)}
             meta = json.loads(meta_text) if meta_text else {}
             if isinstance(meta, dict) and isinstance(meta.get("pairs"), list):
-                recorded = [(p.get("chosen"), p.get("rejected"), p.get("margin"))
-                            for p in meta["pairs"]]
+                recorded = [
+                    (p.get("chosen"), p.get("rejected"), p.get("margin")) for p in meta["pairs"]
+                ]
             else:
                 ones = [ids[k] for k in range(lo, hi) if pref[k] == 1.0]
                 zeros = [ids[k] for k in range(lo, hi) if pref[k] == 0.0]
-                recorded = [(ones[0], zeros[0], (meta or {}).get("margin"))] if (
-                    len(ones) == 1 and len(zeros) == 1
-                ) else []
+                recorded = (
+                    [(ones[0], zeros[0], (meta or {}).get("margin"))]
+                    if (len(ones) == 1 and len(zeros) == 1)
+                    else []
+                )
             missing = [x for p in recorded for x in p[:2] if x not in where]
             if not recorded or missing:
                 bad_rows.append(row)
                 bad_reasons.append(
-                    f"recorded pair ids {missing} not among the candidates" if missing else
-                    f"no recorded pair: needs metadata.pairs or one candidate scored 1.0 and "
+                    f"recorded pair ids {missing} not among the candidates"
+                    if missing
+                    else f"no recorded pair: needs metadata.pairs or one candidate scored 1.0 and "
                     f"one 0.0 under {self.preference!r}"
                 )
                 continue
@@ -99,11 +105,13 @@ class RecordedPairs(ConstructStage):
                 src.append(row)
                 margins.append(margin)
         src_arr = np.asarray(src, dtype=np.int64)
-        out = self._assemble(table, flat, np.asarray(c_idx, np.int64),
-                             np.asarray(r_idx, np.int64), src_arr, margins)
+        out = self._assemble(
+            table, flat, np.asarray(c_idx, np.int64), np.asarray(r_idx, np.int64), src_arr, margins
+        )
         rejects = (
-            rejects_from(table.take(bad_rows), self.name, bad_reasons, field="metadata",
-                         rows=bad_rows)
+            rejects_from(
+                table.take(bad_rows), self.name, bad_reasons, field="metadata", rows=bad_rows
+            )
             if bad_rows
             else empty_rejects()
         )
@@ -139,8 +147,10 @@ class RecordedPairs(ConstructStage):
         }
         schema = pair_schema()
         out = pa.table(
-            [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
-             for c in (cols[f.name] for f in schema)],
+            [
+                c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+                for c in (cols[f.name] for f in schema)
+            ],
             schema=schema,
         )
         if scores.type.num_fields:
