@@ -329,3 +329,18 @@ def test_push_to_hub_token_argument_public_and_refusal(tmp_path, fake_hub, monke
     assert fake_hub == []
     with pytest.raises(FileNotFoundError):
         push_to_hub(tmp_path / "nowhere", "me/prefs", token=SECRET)
+
+
+def test_scorer_agreement_skips_a_scorer_against_its_own_normalised_copy():
+    from prefdata.report.stats import scorer_agreement
+
+    t = pa.table(
+        {
+            "chosen_scores": [{"a": 2.0, "a.z": 1.0, "b": 1.0}, {"a": 1.0, "a.z": 0.0, "b": 0.0}],
+            "rejected_scores": [
+                {"a": 1.0, "a.z": 0.0, "b": 0.0},
+                {"a": 2.0, "a.z": 1.0, "b": -1.0},
+            ],
+        }
+    )
+    assert scorer_agreement(t) == {"a vs b": {"pairs": 2, "agreement": 0.5}}

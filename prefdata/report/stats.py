@@ -119,7 +119,17 @@ def table_stats(table: pa.Table) -> dict[str, Any]:
     return out
 
 
+_DERIVED = (".z", ".pz", ".rank")
+
+
+def _base_scorer(name: str) -> str:
+    """``rm`` for ``rm.z``, ``rm.pz`` and ``rm.rank`` (normalised copies of one scorer)."""
+    return next((name.removesuffix(s) for s in _DERIVED if name.endswith(s)), name)
+
+
 def _agreement(diffs: pl.DataFrame, names: list[str]) -> dict[str, dict[str, Any]]:
+    # A scorer and its own normalised copy always agree: compare raw scorers only.
+    names = [n for n in names if _base_scorer(n) == n] or names
     out = {}
     for a, b in combinations(names, 2):
         both = diffs.select(pl.col(a), pl.col(b)).drop_nulls()
