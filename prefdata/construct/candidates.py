@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.ids import digest
-from prefdata.pipeline import Stage, StageOutput
+from prefdata.pipeline import Stage, StageOutput, rejects_from
+from prefdata.schema import empty_rejects
 
 POOL_COLUMNS = ("prompt_id", "prompt", "candidates")
 
@@ -133,6 +135,25 @@ def few_usable_reasons(flat: Flat, score: str | None, minimum: int = 2) -> tuple
             f"scores.{score}" if nulls[i] else "candidates.flags" if flagged[i] else "candidates"
         )
     return few, fields
+
+
+def pool_rejects(
+    table: pa.Table,
+    stage: str,
+    reasons: Mapping[int, str] | Sequence[str | None],
+    fields: Mapping[int, str | None] | Sequence[str | None],
+    rejected: np.ndarray,
+) -> pa.Table:
+    """Rejects for the pools at ``rejected``, with their reasons and fields (indexed by row)."""
+    if not rejected.size:
+        return empty_rejects()
+    return rejects_from(
+        table.take(rejected),
+        stage,
+        [reasons[i] for i in rejected],
+        field=[fields[i] for i in rejected],
+        rows=rejected,
+    )
 
 
 def provenance_prefix(stage: Stage, **extra: Any) -> dict[str, Any]:

@@ -31,11 +31,11 @@ from prefdata.construct.candidates import (
     dumps,
     few_usable_reasons,
     flatten,
+    pool_rejects,
     provenance_prefix,
 )
 from prefdata.construct.pairs import _as_tuple, _rank_within, invalid_pools
-from prefdata.pipeline import rejects_from
-from prefdata.schema import LIST_SCHEMA, empty_rejects
+from prefdata.schema import LIST_SCHEMA
 
 RESPONSE_TYPE: pa.StructType = LIST_SCHEMA.field("responses").type.value_type
 
@@ -89,17 +89,7 @@ class Lists(ConstructStage):
             elif reasons[i] is None and all_tied[i] and not self.allow_ties:
                 reasons[i], fields[i] = "all usable candidates tie", f"scores.{self.score}"
         rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
-        rejects = (
-            rejects_from(
-                table.take(rejected),
-                self.name,
-                [reasons[i] for i in rejected],
-                field=[fields[i] for i in rejected],
-                rows=rejected,
-            )
-            if rejected.size
-            else empty_rejects()
-        )
+        rejects = pool_rejects(table, self.name, reasons, fields, rejected)
         return self._assemble(table, flat, order, src, rank), src, rejects
 
     def _assemble(self, table, flat, order, src, rank) -> pa.Table:

@@ -70,11 +70,11 @@ from prefdata.construct.candidates import (
     dumps,
     few_usable_reasons,
     flatten,
+    pool_rejects,
     pool_seed,
     provenance_prefix,
 )
-from prefdata.pipeline import rejects_from
-from prefdata.schema import PAIR_SCHEMA, empty_rejects
+from prefdata.schema import PAIR_SCHEMA
 
 STRATEGIES = (
     "best-worst",
@@ -419,17 +419,7 @@ class Pairs(ConstructStage):
                 reasons[i], fields[i] = none_reason[i] or ("no candidate pair", "candidates")
             else:
                 reasons[i], fields[i] = next((w, f) for cnt, w, f in steps[1:] if cnt[i] == 0)
-        rejects = (
-            rejects_from(
-                table.take(rejected),
-                self.name,
-                [reasons[i] for i in rejected],
-                field=[fields[i] for i in rejected],
-                rows=rejected,
-            )
-            if rejected.size
-            else empty_rejects()
-        )
+        rejects = pool_rejects(table, self.name, reasons, fields, rejected)
         return self._assemble(table, flat, c, r, margin, src, rank, seeds), src, rejects
 
     def _assemble(self, table, flat, c, r, margin, src, rank, seeds) -> pa.Table:

@@ -37,11 +37,11 @@ from prefdata.construct.candidates import (
     dumps,
     few_usable_reasons,
     flatten,
+    pool_rejects,
     provenance_prefix,
 )
 from prefdata.construct.pairs import _as_tuple, invalid_pools
-from prefdata.pipeline import rejects_from
-from prefdata.schema import UNPAIRED_SCHEMA, conform_types, empty_rejects
+from prefdata.schema import UNPAIRED_SCHEMA, conform_types
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,7 @@ class Unpaired(ConstructStage):
             if reasons[i] is None and few[i]:
                 reasons[i], fields[i] = what, few_fields[i]
         rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
-        rejects = (
-            rejects_from(
-                table.take(rejected),
-                self.name,
-                [reasons[i] for i in rejected],
-                field=[fields[i] for i in rejected],
-                rows=rejected,
-            )
-            if rejected.size
-            else empty_rejects()
-        )
+        rejects = pool_rejects(table, self.name, reasons, fields, rejected)
         ii, src = pa.array(idx, pa.int64()), pa.array(flat.pool[idx], pa.int64())
         score = flat.score[idx]
         prov = dumps(

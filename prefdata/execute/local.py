@@ -44,13 +44,8 @@ from prefdata.execute.workdir import (
     Manifest,
     Source,
     WorkdirInfo,
-    check_workdir,
-    clean_temp_files,
+    begin_run,
     open_workdir,
-    prepare_input,
-    resolve_source,
-    source_schema,
-    workdir_lock,
 )
 from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
 from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput
@@ -144,19 +139,11 @@ class LocalExecutor:
         lacks a column, and :class:`StageError` (with the cause chained) when a stage fails.
         """
         pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
-        src = resolve_source(source)
-        pipeline.check(source_schema(src))
-        check_workdir(self.workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with workdir_lock(self.workdir):
-            clean_temp_files(self.workdir)
-            manifest = Manifest.load(self.workdir)
-            shard_counts = prepare_input(manifest, src, self.shard_rows)
-            keys = pipeline.keys()
-            for i, (stage, key) in enumerate(zip(pipeline.stages, keys, strict=True)):
-                manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())
-            manifest.data["pipeline"] = keys
-            manifest.save()
+        with begin_run(self.workdir, pipeline, source, self.shard_rows) as (
+            manifest,
+            keys,
+            shard_counts,
+        ):
             self._process(pipeline.stages, keys, manifest, shard_counts)
         return ExecutionResult.from_info(open_workdir(self.workdir))
 

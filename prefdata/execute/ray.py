@@ -58,13 +58,8 @@ from prefdata.execute.local import ExecutionResult, StageError, _shift_rows
 from prefdata.execute.workdir import (
     Manifest,
     Source,
-    check_workdir,
-    clean_temp_files,
+    begin_run,
     open_workdir,
-    prepare_input,
-    resolve_source,
-    source_schema,
-    workdir_lock,
 )
 from prefdata.io.parquet import read_parquet, write_parquet
 from prefdata.pipeline import Pipeline, Stage
@@ -288,19 +283,11 @@ class RayExecutor:
         :class:`~prefdata.execute.StageError` (cause chained) when a stage fails.
         """
         pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
-        src = resolve_source(source)
-        pipeline.check(source_schema(src))
-        check_workdir(self.workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with workdir_lock(self.workdir):
-            clean_temp_files(self.workdir)
-            manifest = Manifest.load(self.workdir)
-            shard_counts = prepare_input(manifest, src, self.shard_rows)
-            keys = pipeline.keys()
-            for i, (stage, key) in enumerate(zip(pipeline.stages, keys, strict=True)):
-                manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())
-            manifest.data["pipeline"] = keys
-            manifest.save()
+        with begin_run(self.workdir, pipeline, source, self.shard_rows) as (
+            manifest,
+            keys,
+            shard_counts,
+        ):
             shards = range(len(shard_counts))
             if any(not self._is_done(manifest, k, s) for k in keys for s in shards):
                 with _ray_session(self.num_cpus):

@@ -512,3 +512,29 @@ __all__ = [
     "stage_dir_name",
     "workdir_lock",
 ]
+
+
+@contextlib.contextmanager
+def begin_run(
+    workdir: Path, stages: Sequence[Any], source: Any, shard_rows: int
+) -> Iterator[tuple[Manifest, list[str], list[int]]]:
+    """What every executor does before the work: check the stages' columns against the
+    source, lock the work directory, clear stray temp files, shard the input (once) and
+    record the pipeline in the manifest. Yields (manifest, stage keys, rows per shard)."""
+    from prefdata.pipeline import Pipeline
+
+    pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
+    src = resolve_source(source)
+    pipeline.check(source_schema(src))
+    check_workdir(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir):
+        clean_temp_files(workdir)
+        manifest = Manifest.load(workdir)
+        shard_counts = prepare_input(manifest, src, shard_rows)
+        keys = pipeline.keys()
+        for i, (stage, key) in enumerate(zip(pipeline.stages, keys, strict=True)):
+            manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())
+        manifest.data["pipeline"] = keys
+        manifest.save()
+        yield manifest, keys, shard_counts
