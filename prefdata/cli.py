@@ -39,6 +39,9 @@ def _convert(args: argparse.Namespace) -> int:
         chosen_col=args.chosen_col,
         rejected_col=args.rejected_col,
         margin_col=args.margin_col,
+        chosen_score_col=args.chosen_score_col,
+        rejected_score_col=args.rejected_score_col,
+        score_name=args.score_name,
         source_name=args.source,
         split=args.split,
     )
@@ -189,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--chosen-col", default="chosen")
     c.add_argument("--rejected-col", default="rejected")
     c.add_argument("--margin-col")
+    c.add_argument(
+        "--chosen-score-col",
+        help="pairs/hh: column with the chosen response's score (e.g. score_chosen); "
+        "needs --rejected-score-col",
+    )
+    c.add_argument(
+        "--rejected-score-col",
+        help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
+    )
+    c.add_argument(
+        "--score-name",
+        default="score",
+        help="score name the per-side scores get on each candidate (default: score)",
+    )
     c.add_argument("--source", help="source name recorded in each pool (default: the input)")
     c.add_argument("--split", help="split to read from a Hugging Face dataset")
     c.add_argument("--out", required=True, help="output Parquet file of pools")

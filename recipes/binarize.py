@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="score column; repeat it for several scorers",
     )
+    src.add_argument(
+        "--chosen-score-col",
+        help="pairs/hh: column with the chosen response's score (e.g. score_chosen); needs "
+        "--rejected-score-col. It ranks pairs only when named by --score; the recorded "
+        "preference stays the default",
+    )
+    src.add_argument(
+        "--rejected-score-col",
+        help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
+    )
+    src.add_argument(
+        "--score-name",
+        default="score",
+        help="score name the per-side scores get on each candidate",
+    )
 
     con = p.add_argument_group("construction")
     con.add_argument(
@@ -248,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         response_col=args.response_col,
         generator_col=args.generator_col,
         score_cols=tuple(args.score_col or ()),
+        chosen_score_col=args.chosen_score_col,
+        rejected_score_col=args.rejected_score_col,
+        score_name=args.score_name,
         split=args.split,
     )
     scores = score_names(pools)

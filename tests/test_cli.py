@@ -62,6 +62,51 @@ def test_convert_writes_pools_rejects_and_a_funnel_line(long_jsonl, tmp_path):
     assert any("line 5" in r["reason"] and "invalid JSON" in r["reason"] for r in rejects)
 
 
+def test_convert_pairs_with_per_side_scores(tmp_path, capsys):
+    """ultrafeedback_binarized's shape: score_chosen / score_rejected land on their side."""
+    rows = []
+    for prompt, chosen, rejected, sc, sr in [
+        ("Q1", "good", "bad", 8.0, 3.5),
+        ("Q2", "fine", "poor", None, 1.0),
+        ("Q3", "ok", "meh", float("nan"), 2.0),
+    ]:
+        u = {"role": "user", "content": prompt}
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [u, {"role": "assistant", "content": chosen}],
+                "rejected": [u, {"role": "assistant", "content": rejected}],
+                "score_chosen": sc,
+                "score_rejected": sr,
+            }
+        )
+    src = tmp_path / "ufb.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "pools.parquet"
+    args = ["convert", str(src), "--layout", "pairs", "--out", str(out)]
+    side = ["--chosen-score-col", "score_chosen", "--rejected-score-col", "score_rejected"]
+    assert main([*args, *side, "--score-name", "rating"]) == 0
+    assert "2 pools, 4 candidates" in capsys.readouterr().out
+    scores = [
+        [(c["response"], c["scores"]) for c in cs]
+        for cs in read_parquet(out)["candidates"].to_pylist()
+    ]
+    assert scores == [
+        [("good", {"preference": 1.0, "rating": 8.0}), ("bad", {"preference": 0.0, "rating": 3.5})],
+        [
+            ("fine", {"preference": 1.0, "rating": None}),
+            ("poor", {"preference": 0.0, "rating": 1.0}),
+        ],
+    ]
+    rejects = pq.read_table(rejects_path(out)).to_pylist()
+    assert [(r["row"], r["field"]) for r in rejects] == [(2, "score_chosen")]
+    # one side alone is refused with a clear message, before anything is written
+    out2 = tmp_path / "one_side.parquet"
+    assert main(["convert", str(src), "--layout", "pairs", "--out", str(out2), *side[:2]]) == 2
+    assert "chosen_score_col needs rejected_score_col" in capsys.readouterr().err
+    assert not out2.exists()
+
+
 def test_inspect_reports_scores_and_json(long_jsonl, tmp_path, capsys):
     out = tmp_path / "pools.parquet"
     assert (

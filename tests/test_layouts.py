@@ -314,6 +314,161 @@ def test_pairs_bad_prompt_and_nan_margin():
     assert r[2][0] == "margin" and "nan" in r[2][1].lower()
 
 
+# --------------------------------------------------------------------------- per-side scores
+
+
+def _ufb_row(prompt, chosen, rejected, score_chosen, score_rejected):
+    """A row shaped like HuggingFaceH4/ultrafeedback_binarized: a prompt string, chosen and
+    rejected as full [user, assistant] conversations, and a score per side."""
+    u = {"role": "user", "content": prompt}
+    return {
+        "prompt": prompt,
+        "prompt_id": "0" * 64,  # the dataset's own sha256 column: not used as id here
+        "chosen": [u, {"role": "assistant", "content": chosen}],
+        "rejected": [u, {"role": "assistant", "content": rejected}],
+        "score_chosen": score_chosen,
+        "score_rejected": score_rejected,
+    }
+
+
+UFB_OPTIONS = dict(chosen_score_col="score_chosen", rejected_score_col="score_rejected")
+
+
+def test_pairs_ultrafeedback_binarized_scores_land_on_their_side(tmp_path):
+    from prefdata.construct.recorded import RecordedPairs
+    from prefdata.io.readers import read_pools
+
+    rows = [
+        _ufb_row("What is 2+2?", "4", "5", 9.0, 2.0),
+        _ufb_row("What is 2+2?", "four", "4", 7.5, 6.0),  # same prompt: merged pool
+        _ufb_row("Name a colour.", "Blue.", "Seven.", 8.0, None),  # null stays null
+        _ufb_row("Say hi.", "Hi!", "Bye.", float("nan"), 1.0),  # NaN: rejected
+        _ufb_row("Say no.", "No.", "Yes.", 3.0, float("inf")),  # infinity: rejected
+        _ufb_row("Say yes.", "Yes.", "No.", 5.0, "high"),  # a string: rejected at read
+    ]
+    src = tmp_path / "ufb.jsonl"
+    # json.dumps writes NaN / Infinity literals, which Python's json (and the reader) accept
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = read_pools(src, "pairs", **UFB_OPTIONS)
+    pools, rejects = result.table, result.rejects
+    assert score_names(pools) == ["preference", "score"]  # preference stays first
+    assert validate(pools) == []
+    got = {
+        p[0]["content"]: [(c["response"], c["scores"]) for c in cs]
+        for p, cs in zip(pools["prompt"].to_pylist(), pools["candidates"].to_pylist(), strict=True)
+    }
+    assert got == {
+        "What is 2+2?": [
+            ("4", {"preference": 1.0, "score": 9.0}),
+            ("5", {"preference": 0.0, "score": 2.0}),
+            ("four", {"preference": 1.0, "score": 7.5}),
+            ("4", {"preference": 0.0, "score": 6.0}),
+        ],
+        "Name a colour.": [
+            ("Blue.", {"preference": 1.0, "score": 8.0}),
+            ("Seven.", {"preference": 0.0, "score": None}),
+        ],
+    }
+    by_row = {(r["stage"], r["row"]): (r["field"], r["reason"]) for r in rejects.to_pylist()}
+    assert set(by_row) == {("layout:pairs", 3), ("layout:pairs", 4), ("read", 5)}
+    field, reason = by_row[("layout:pairs", 3)]
+    assert field == "score_chosen" and "score_chosen" in reason and "nan" in reason
+    field, reason = by_row[("layout:pairs", 4)]
+    assert field == "score_rejected" and "score_rejected" in reason and "inf" in reason
+    assert by_row[("read", 5)][0] == "score_rejected"
+    # funnel: every input row is in a pool or rejected, stage by stage
+    (read, layout) = result.funnel.entries
+    assert (read.rows_in, read.rows_out, read.rows_rejected) == (6, 5, 1)
+    assert (layout.rows_in, layout.rows_out, layout.rows_rejected) == (5, 3, 2)
+    assert layout.rows_out + layout.rows_rejected == read.rows_out
+    assert rejects.num_rows == read.rows_rejected + layout.rows_rejected
+
+    # every recorded pair is recovered, each with its own side's score
+    pairs = RecordedPairs()(pools).table
+    recovered = sorted(
+        (r["chosen"], r["rejected"], r["chosen_scores"]["score"], r["rejected_scores"]["score"])
+        for r in pairs.to_pylist()
+    )
+    assert recovered == [
+        ("4", "5", 9.0, 2.0),
+        ("Blue.", "Seven.", 8.0, None),
+        ("four", "4", 7.5, 6.0),
+    ]
+
+
+def test_pairs_side_scores_types_names_and_determinism():
+    raw = pa.table(
+        {
+            "prompt": ["Q1", "Q2", "Q3"],
+            "chosen": ["a", "b", "c"],
+            "rejected": ["x", "y", "z"],
+            "sc": pa.array([1, 2, None], pa.int32()),  # integers widen to float64
+            "sr": pa.array([True, None, False]),  # as any numeric score column
+            "txt": ["4.5", "5", "6"],  # text is not a number: every row rejected
+        }
+    )
+    out = run(raw, "pairs", chosen_score_col="sc", rejected_score_col="sr", score_name="rm")
+    assert out.rejects.num_rows == 0
+    assert [[c["scores"]["rm"] for c in cs] for cs in out.table["candidates"].to_pylist()] == [
+        [1.0, 1.0],
+        [2.0, None],
+        [None, 0.0],
+    ]
+    again = to_pools(raw, "pairs", chosen_score_col="sc", rejected_score_col="sr", score_name="rm")
+    assert out.table.equals(again.table)
+    bad = run(raw, "pairs", chosen_score_col="txt", rejected_score_col="sr")
+    assert bad.table.num_rows == 0
+    assert {r: f for r, (f, _) in reasons(bad).items()} == {0: "txt", 1: "txt", 2: "txt"}
+    assert "not a number" in reasons(bad)[0][1]
+    with pytest.raises(KeyError, match="score_chosen"):
+        to_pools(raw, "pairs", **UFB_OPTIONS)
+    # empty input keeps the score field in the schema
+    empty = run(raw.slice(0, 0), "pairs", chosen_score_col="sc", rejected_score_col="sr")
+    assert score_names(empty.table) == ["preference", "score"]
+
+
+def test_hh_side_scores():
+    raw = pa.table(
+        {
+            "chosen": ["\n\nHuman: Hi\n\nAssistant: Hello", "\n\nHuman: A\n\nAssistant: B"],
+            "rejected": ["\n\nHuman: Hi\n\nAssistant: Go away", "\n\nHuman: A\n\nAssistant: C"],
+            "score_chosen": [0.9, -math.inf],
+            "score_rejected": [0.1, 0.0],
+        }
+    )
+    out = run(raw, "hh", **UFB_OPTIONS)
+    assert [(c["response"], c["scores"]) for c in cands(out)] == [
+        ("Hello", {"preference": 1.0, "score": 0.9}),
+        ("Go away", {"preference": 0.0, "score": 0.1}),
+    ]
+    assert reasons(out)[1][0] == "score_chosen" and "-inf" in reasons(out)[1][1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"chosen_score_col": "score_chosen"}, "chosen_score_col needs rejected_score_col"),
+        ({"rejected_score_col": "score_rejected"}, "rejected_score_col needs chosen_score_col"),
+        ({**UFB_OPTIONS, "score_name": "preference"}, "recorded preference"),
+        ({**UFB_OPTIONS, "score_name": ""}, "non-empty"),
+    ],
+)
+def test_side_score_options_are_checked(tmp_path, options, message):
+    from prefdata.io.readers import read_pools
+
+    raw = pa.table({"prompt": ["Q"], "chosen": ["a"], "rejected": ["b"], "score_chosen": [1.0]})
+    with pytest.raises(ValueError, match=message):
+        to_pools(raw, "pairs", **options)
+    with pytest.raises(ValueError, match=message):
+        read_pools(tmp_path / "never-read.jsonl", "hh", **options)  # checked before reading
+
+
+def test_side_score_options_only_for_pairwise_layouts():
+    raw = pa.table({"prompt": ["Q"], "response": ["a"], "s": [1.0]})
+    with pytest.raises(ValueError, match="pairs and hh layouts"):
+        to_pools(raw, "long", chosen_score_col="s", rejected_score_col="s")
+
+
 # --------------------------------------------------------------------------- hh
 
 

@@ -23,7 +23,9 @@ the pool's candidates from the same generator; ``candidate_id`` is
 rejects the row.
 
 Pairs and HH keep the recorded preference as the score ``preference`` (chosen 1.0, rejected
-0.0). A pool built from one pair records its margin (``margin_col``) as metadata
+0.0); a score recorded per side (``chosen_score_col`` / ``rejected_score_col``, e.g.
+``score_chosen`` / ``score_rejected``) goes to each candidate as ``scores[score_name]``.
+A pool built from one pair records its margin (``margin_col``) as metadata
 ``{"margin": m}``. When several pairs share a prompt they are merged into one pool (a pool
 holds one prompt), and the metadata lists the recorded pairs by candidate id:
 ``{"pairs": [{"chosen": id, "rejected": id, "margin": m}, ...]}``.
@@ -501,8 +503,10 @@ def _pair_entries(
     rejected: list[str],
     margins: list[float | None] | None,
     given: list[str] | None,
+    side: _SideScores | None = None,
 ) -> _Entries:
-    """Two entries per pair (chosen then rejected), preference 1.0 / 0.0."""
+    """Two entries per pair (chosen then rejected), preference 1.0 / 0.0, and the per-side
+    score ``side.name`` when the dataset records one."""
     k = len(rows)
     twice = lambda xs: [x for x in xs for _ in (0, 1)]  # noqa: E731
     responses = [x for pair in zip(chosen, rejected, strict=True) for x in pair]
@@ -511,15 +515,53 @@ def _pair_entries(
         meta = pa.array(
             twice([None if m is None else json.dumps({"margin": m}) for m in margins]), pa.string()
         )
+    # preference first: it stays the first score name (what ranks pairs unless asked otherwise)
+    scores = {PREFERENCE: pa.array([1.0, 0.0] * k, pa.float64())}
+    if side is not None:
+        scores[side.name] = side.interleave(np.asarray(rows, dtype=np.int64))
     return _Entries(
         np.repeat(np.asarray(rows, dtype=np.int64), 2),
         pa.array(twice(prompts), MESSAGES_TYPE),
         pa.array(responses, pa.string()),
         pa.nulls(2 * k, pa.string()),
-        {PREFERENCE: pa.array([1.0, 0.0] * k, pa.float64())},
+        scores,
         np.ones(2 * k, bool),
         None if given is None else pa.array(twice(given), pa.string()),
         meta,
+    )
+
+
+@dataclass
+class _SideScores:
+    """A score recorded per side of each pair (``score_chosen`` / ``score_rejected``)."""
+
+    name: str  # the score name both candidates get
+    chosen: pa.Array  # float64, one per input row
+    rejected: pa.Array  # float64, one per input row
+
+    def interleave(self, rows: np.ndarray) -> pa.Array:
+        """(chosen, rejected) of each kept row, in the order of the pair entries."""
+        idx = pa.array(rows, pa.int64())
+        both = pa.concat_arrays([self.chosen.take(idx), self.rejected.take(idx)])
+        k = len(rows)
+        order = np.empty(2 * k, dtype=np.int64)
+        order[0::2] = np.arange(k)
+        order[1::2] = np.arange(k) + k
+        return both.take(pa.array(order))
+
+
+def _side_scores(
+    raw: pa.Table, o: dict[str, Any], rej: _Rejects, layout: str
+) -> _SideScores | None:
+    """The per-side score columns as float64 (null stays null; NaN, infinity or a
+    non-number rejects the row, naming the column)."""
+    ccol, rcol = o["chosen_score_col"], o["rejected_score_col"]
+    if ccol is None:
+        return None
+    return _SideScores(
+        o["score_name"],
+        _scores(_column(raw, ccol, "chosen score", layout), ccol, rej),
+        _scores(_column(raw, rcol, "rejected score", layout), rcol, rej),
     )
 
 
@@ -562,6 +604,7 @@ def _pairs(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
     rejected = _column(raw, rcol, "rejected", "pairs").to_pylist()
     prompts_in = _column(raw, pcol, "prompt", "pairs").to_pylist() if pcol else None
     margins = _margins(raw, o, rej)
+    side = _side_scores(raw, o, rej, "pairs")
     given = (
         _given_ids(_column(raw, o["id_col"], "id", "pairs"), o["id_col"], rej).to_pylist()
         if o["id_col"]
@@ -641,6 +684,7 @@ def _pairs(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
         rs,
         None if margins is None else [margins[i] for i in keep],
         None if given is None else [given[i] for i in keep],
+        side,
     )
 
 
@@ -649,6 +693,7 @@ def _hh(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
     chosen = _column(raw, ccol, "chosen", "hh").to_pylist()
     rejected = _column(raw, rcol, "rejected", "hh").to_pylist()
     margins = _margins(raw, o, rej)
+    side = _side_scores(raw, o, rej, "hh")
     given = (
         _given_ids(_column(raw, o["id_col"], "id", "hh"), o["id_col"], rej).to_pylist()
         if o["id_col"]
@@ -676,6 +721,7 @@ def _hh(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
         rs,
         None if margins is None else [margins[i] for i in keep],
         None if given is None else [given[i] for i in keep],
+        side,
     )
 
 
@@ -959,6 +1005,9 @@ def to_pools(
     chosen_col: str = "chosen",
     rejected_col: str = "rejected",
     margin_col: str | None = None,
+    chosen_score_col: str | None = None,
+    rejected_score_col: str | None = None,
+    score_name: str = "score",
     source_name: str | None = None,
 ) -> StageOutput:
     """Pools from a raw table in ``layout`` (one of :data:`LAYOUTS`); see the module doc.
@@ -966,20 +1015,33 @@ def to_pools(
     Options by layout: ``long`` uses prompt_col (default ``prompt``, then ``instruction``),
     response_col (``response``, ``output``, ``completion``), generator_col, score_cols and
     id_col; ``pairs`` uses chosen_col, rejected_col, prompt_col (default ``prompt`` if
-    present), margin_col, id_col; ``hh`` uses chosen_col, rejected_col, margin_col, id_col;
+    present), margin_col, id_col, chosen_score_col / rejected_score_col / score_name;
+    ``hh`` uses chosen_col, rejected_col, margin_col, id_col and the per-side scores;
     ``ultrafeedback`` uses prompt_col (``instruction``, ``prompt``), response_col and
     generator_col for completion fields (``response``, ``model``), and score_cols to pick
     scores (default: overall_score, fine_grained_score and the four aspect ratings present;
     another name reads that numeric field of each completion); ``pool`` uses id_col.
     Missing columns named by an option raise :class:`KeyError`; bad rows are rejected.
 
+    Per-side scores (``pairs`` and ``hh``; e.g. ultrafeedback_binarized's ``score_chosen``
+    and ``score_rejected``): with ``chosen_score_col`` and ``rejected_score_col`` (both or
+    neither) the chosen candidate gets ``scores[score_name]`` from the first column and the
+    rejected one from the second, beside ``preference`` (which stays the first score).
+
     >>> import pyarrow as pa
     >>> out = to_pools(pa.table({"prompt": ["Q"], "chosen": ["A"], "rejected": ["B"]}), "pairs")
     >>> [(c["response"], c["scores"]["preference"]) for c in out.table["candidates"][0].as_py()]
     [('A', 1.0), ('B', 0.0)]
+    >>> raw = pa.table({"prompt": ["Q"], "chosen": ["A"], "rejected": ["B"],
+    ...                 "score_chosen": [8.5], "score_rejected": [None]})
+    >>> out = to_pools(raw, "pairs", chosen_score_col="score_chosen",
+    ...                rejected_score_col="score_rejected")
+    >>> [c["scores"] for c in out.table["candidates"][0].as_py()]
+    [{'preference': 1.0, 'score': 8.5}, {'preference': 0.0, 'score': None}]
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    _check_side_scores(layout, chosen_score_col, rejected_score_col, score_name)
     stage = f"layout:{layout}"
     raw = conform_types(raw)
     o = dict(
@@ -991,6 +1053,9 @@ def to_pools(
         chosen_col=chosen_col,
         rejected_col=rejected_col,
         margin_col=margin_col,
+        chosen_score_col=chosen_score_col,
+        rejected_score_col=rejected_score_col,
+        score_name=score_name,
     )
     rej = _Rejects()
     if layout == "pool":
@@ -1000,7 +1065,7 @@ def to_pools(
         entries = (
             build(raw, rej, o)
             if raw.num_rows
-            else _empty_entries((PREFERENCE,) if layout in ("pairs", "hh") else tuple(score_cols))
+            else _empty_entries(_pair_score_names(o) if layout in ("pairs", "hh") else score_cols)
         )
         table, info = _assemble(entries, rej, source=source_name, id_field=id_col)
         if layout in ("pairs", "hh"):
@@ -1012,6 +1077,40 @@ def to_pools(
                 f"{stage}: {raw.num_rows} rows in, {accepted} accepted, {len(rej.items)} rejected"
             )
     return StageOutput(table, rej.table(raw, stage))
+
+
+def _check_side_scores(
+    layout: str, chosen_score_col: str | None, rejected_score_col: str | None, score_name: str
+) -> None:
+    """Options of the per-side scores: both columns or neither, pairwise layouts, a name
+    that is not ``preference``."""
+    if chosen_score_col is None and rejected_score_col is None:
+        return
+    if chosen_score_col is None or rejected_score_col is None:
+        given, missing = (
+            ("chosen_score_col", "rejected_score_col")
+            if chosen_score_col is not None
+            else ("rejected_score_col", "chosen_score_col")
+        )
+        raise ValueError(
+            f"{given} needs {missing}: the per-side scores come in pairs (pass both or neither)"
+        )
+    if layout not in ("pairs", "hh"):
+        raise ValueError(
+            f"chosen_score_col / rejected_score_col apply to the pairs and hh layouts, "
+            f"not {layout!r}; use score_cols for per-response scores"
+        )
+    if not isinstance(score_name, str) or not score_name.strip():
+        raise ValueError(f"score_name must be a non-empty string, got {score_name!r}")
+    if score_name == PREFERENCE:
+        raise ValueError(
+            f"score_name {PREFERENCE!r} is the recorded preference (1.0 chosen, 0.0 rejected); "
+            "name the per-side score something else"
+        )
+
+
+def _pair_score_names(o: dict[str, Any]) -> tuple[str, ...]:
+    return (PREFERENCE, o["score_name"]) if o["chosen_score_col"] else (PREFERENCE,)
 
 
 def _pair_metadata(table: pa.Table, info: _Assembly) -> pa.Table:

@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.io.layouts import to_pools
+from prefdata.io.layouts import LAYOUTS, _check_side_scores, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
 from prefdata.schema import REJECTS_SCHEMA, conform_types
 
@@ -428,6 +428,9 @@ def read_pools(
     chosen_col: str = "chosen",
     rejected_col: str = "rejected",
     margin_col: str | None = None,
+    chosen_score_col: str | None = None,
+    rejected_score_col: str | None = None,
+    score_name: str = "score",
     source_name: str | None = None,
     split: str | None = None,
 ) -> PipelineResult:
@@ -437,6 +440,10 @@ def read_pools(
     rows rejected) and ``layout:<name>`` (rows read, rows that became part of a pool, rows
     rejected). The number of pools is ``result.table.num_rows``. ``source`` of each pool is
     ``source_name``, else the file or Hub name (with ``:split`` when a split is given).
+    ``chosen_score_col`` / ``rejected_score_col`` (pairs and hh, both or neither) put a score
+    recorded per side, such as ultrafeedback_binarized's ``score_chosen`` /
+    ``score_rejected``, on each candidate as ``scores[score_name]``; the options are checked
+    before anything is read.
 
     >>> import pyarrow as pa
     >>> r = read_pools(pa.table({"prompt": ["Q", "Q"], "chosen": ["A", "C"],
@@ -444,6 +451,10 @@ def read_pools(
     >>> r.table.num_rows, r.funnel.entries[1].rows_out
     (1, 2)
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    # Bad options fail before a possibly long read.
+    _check_side_scores(layout, chosen_score_col, rejected_score_col, score_name)
     (raw, read_rejects), n = _read_counted(source, split)
     out = to_pools(
         raw,
@@ -456,6 +467,9 @@ def read_pools(
         chosen_col=chosen_col,
         rejected_col=rejected_col,
         margin_col=margin_col,
+        chosen_score_col=chosen_score_col,
+        rejected_score_col=rejected_score_col,
+        score_name=score_name,
         source_name=source_name if source_name is not None else _source_name(source, split),
     )
     funnel = Funnel()
