@@ -317,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             table, rejects = lists.table, [*rejects, lists.rejects]
         options = {}
         if fmt == "trl-reward":
-            table, options = _reward_margin(table, args.reward_margin, score)
+            table, options = _reward_margin(
+                table, args.reward_margin, getattr(pair_stages[0], "score", None)
+            )
         res = export(table, fmt, out / fmt, funnel=funnel, **options)
         rejects.append(res.rejects)
         written[fmt] = [str(p) for p in res]
@@ -353,9 +355,13 @@ def main(argv: list[str] | None = None) -> int:
 def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Table, dict]:
     """The pairs and export options for TRL's reward margin (loss -logsigmoid(rc - rr - m)):
     ``z`` the margin in standard deviations of the ranking score, ``raw`` its raw difference,
-    ``none`` no margin column."""
-    if kind == "none" or score is None:
+    ``none`` no margin column. Pairs built without a score (by-generator, recorded without
+    margins) get no margin column rather than a column of nulls."""
+    recorded = pairs["margin"].null_count < pairs.num_rows
+    if kind == "none" or (score is None and not recorded):
         return pairs, {"margin": False}
+    if score is None:  # recorded pairs that carry the dataset's own margins
+        return pairs, {"margin": True}
     if kind == "z":
         field = f"{score}.z"
         z = pc.subtract(
@@ -363,7 +369,7 @@ def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Ta
             pc.struct_field(pairs["rejected_scores"], field),
         )
         pairs = pairs.set_column(pairs.schema.get_field_index("margin"), "margin", z)
-    return pairs, {"margin": True}
+    return pairs, {"margin": pairs["margin"].null_count < pairs.num_rows}
 
 
 def _dropped_candidates(pools: pa.Table) -> dict[str, int]:

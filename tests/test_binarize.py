@@ -112,7 +112,9 @@ def test_alpaca_eval_every_strategy(binarize, shared_data, tmp_path, strategy, e
     import pyarrow.parquet as pq
 
     out = tmp_path / strategy
-    formats = ALL_FORMATS if strategy == "best-worst" else ["trl-dpo"]
+    formats = {"best-worst": ALL_FORMATS, "by-generator": ["trl-dpo", "trl-reward"]}.get(
+        strategy, ["trl-dpo"]
+    )
     binarize.main(
         [
             "--input",
@@ -148,7 +150,9 @@ def test_alpaca_eval_every_strategy(binarize, shared_data, tmp_path, strategy, e
     if strategy in expected:
         assert summary["pairs"] == expected[strategy]
     if strategy == "by-generator":
-        assert set(dpo.column_names) >= {"prompt", "chosen", "rejected"}
+        # no ranking score: the reward export has no margin column, and loses no row
+        reward = pq.read_table(out / "trl-reward" / "train.parquet")
+        assert reward.num_rows == dpo.num_rows and "margin" not in reward.column_names
 
 
 def test_pairs_layout_keeps_every_recorded_pair(binarize, tmp_path):
