@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 LAYOUTS = ("pool", "long", "pairs", "hh", "ultrafeedback")
 
@@ -48,7 +49,7 @@ def _convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_parquet(table, out)
     write_parquet(rejects, rejects_path(out))
-    n_cands = sum(len(c) for c in table["candidates"].to_pylist()) if table.num_rows else 0
+    n_cands = pc.sum(pc.list_value_length(table["candidates"])).as_py() or 0
     print(
         f"{args.input} [{args.layout}]: {funnel.summary()} | {table.num_rows} pools, "
         f"{n_cands} candidates -> {out}; {rejects.num_rows} rejects -> {rejects_path(out)}"
