@@ -69,6 +69,23 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _records_json(table: pa.Table) -> list[str]:
+    """Each row as compact JSON, columnar through polars; per-row ``json.dumps`` for the
+    types polars cannot encode (the result is JSON-equal either way)."""
+    if table.num_rows == 0:
+        return []
+    try:
+        import polars as pl
+
+        encoded = pl.from_arrow(table).select(pl.struct(pl.all()).struct.json_encode())
+        return encoded.to_series().to_list()
+    except Exception:  # noqa: BLE001 - any type polars rejects takes the slow, exact path
+        return [
+            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+            for r in table.to_pylist()
+        ]
+
+
 def rejects_from(
     table: pa.Table,
     stage: str,
@@ -81,13 +98,13 @@ def rejects_from(
 
     >>> r = rejects_from(pa.table({"prompt_id": ["p"]}), "demo", "bad", field="prompt")
     >>> r.to_pylist()[0]["record"]
-    '{"prompt_id": "p"}'
+    '{"prompt_id":"p"}'
     """
     n = table.num_rows
     reasons = [reason] * n if isinstance(reason, str) else list(reason)
     fields = [field] * n if field is None or isinstance(field, str) else list(field)
     ids = table["prompt_id"].to_pylist() if "prompt_id" in table.column_names else [None] * n
-    records = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in table.to_pylist()]
+    records = _records_json(table)
     return pa.table(
         {
             "stage": [stage] * n,
