@@ -53,6 +53,27 @@ class Pools:
 
         return self.pipe(Sql(query))
 
+    def pairs(self, strategy: str = "best-worst", score: str | None = None, **config: Any) -> Pools:
+        """Construct pairs (see :class:`prefdata.construct.Pairs`); ``strategy="recorded"``
+        keeps the preferences an imported pairwise dataset holds. The result holds pairs.
+        """
+        from prefdata.construct import Pairs
+        from prefdata.construct.recorded import RecordedPairs
+
+        stage = (
+            RecordedPairs(**config)
+            if strategy == "recorded"
+            else Pairs(strategy, score=score, **config)
+        )
+        return self.pipe(stage)
+
+    def export(self, format: str, out_dir: str | Path, **options: Any):
+        """Write the pairs (lists, unpaired) in a trainer's format; see
+        :func:`prefdata.io.export.export`. Returns the paths, with ``.rejects``."""
+        from prefdata.io.export import export
+
+        return export(self.table, format, out_dir, funnel=self.funnel, **options)
+
     def run(self, stages: Sequence[Stage], workdir: str | Path, **options: Any) -> Pools:
         """Run stages through the checkpointed local executor under ``workdir``."""
         from prefdata.execute import LocalExecutor
