@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,18 +21,45 @@ import pyarrow.compute as pc
 LAYOUTS = ("pool", "long", "pairs", "hh", "ultrafeedback")
 
 
-def rejects_path(out: Path) -> Path:
-    """Where ``convert`` writes rejects: beside the output, ``<stem>.rejects.parquet``."""
-    return out.with_name(out.name.removesuffix(".parquet") + ".rejects.parquet")
+def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
+    """The flags that say how an input is laid out (shared by ``prefdata convert`` and the
+    recipes); :func:`read_args` turns them into :func:`prefdata.io.readers.read_pools`'s
+    keyword arguments."""
+    a = parser.add_argument
+    a("--layout", choices=LAYOUTS, default=default_layout, help="how the input is laid out")
+    a("--split", help="split to read from a Hugging Face dataset")
+    a("--prompt-col", help="prompt column (a string or a message list)")
+    a("--response-col", help="response column (long layout)")
+    a("--generator-col", help="column naming the model that wrote a response")
+    a(
+        "--score-col",
+        action="append",
+        default=None,
+        help="score column; repeat it for several scorers",
+    )
+    a("--id-col", help="column holding a given prompt_id")
+    a("--chosen-col", default="chosen", help="chosen column (pairs, hh)")
+    a("--rejected-col", default="rejected", help="rejected column (pairs, hh)")
+    a("--margin-col", help="recorded margin column (pairs, hh)")
+    a(
+        "--chosen-score-col",
+        help="pairs/hh: column with the chosen response's score (e.g. score_chosen); needs "
+        "--rejected-score-col",
+    )
+    a(
+        "--rejected-score-col",
+        help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
+    )
+    a("--score-name", default="score", help="name the per-side scores get on each candidate")
+    a("--source", help="source name recorded in each pool (default: the input)")
 
 
-def _convert(args: argparse.Namespace) -> int:
-    from prefdata.io.parquet import write_parquet
-    from prefdata.io.readers import read_pools
-
-    table, rejects, funnel = read_pools(
-        args.input,
-        args.layout,
+def read_args(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`prefdata.io.readers.read_pools` keyword arguments from
+    :func:`add_layout_arguments`' flags."""
+    return dict(
+        split=args.split,
+        source_name=args.source,
         prompt_col=args.prompt_col,
         response_col=args.response_col,
         generator_col=args.generator_col,
@@ -43,9 +71,19 @@ def _convert(args: argparse.Namespace) -> int:
         chosen_score_col=args.chosen_score_col,
         rejected_score_col=args.rejected_score_col,
         score_name=args.score_name,
-        source_name=args.source,
-        split=args.split,
     )
+
+
+def rejects_path(out: Path) -> Path:
+    """Where ``convert`` writes rejects: beside the output, ``<stem>.rejects.parquet``."""
+    return out.with_name(out.name.removesuffix(".parquet") + ".rejects.parquet")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from prefdata.io.parquet import write_parquet
+    from prefdata.io.readers import read_pools
+
+    table, rejects, funnel = read_pools(args.input, args.layout, **read_args(args))
     out = Path(args.out)
     write_parquet(table, out)
     write_parquet(rejects, rejects_path(out))
@@ -184,31 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="read a dataset in any layout and write pools")
     c.add_argument("input", help="Parquet, JSONL(.gz), a datasets folder or a Hub name")
-    c.add_argument("--layout", choices=LAYOUTS, default="pool")
-    c.add_argument("--prompt-col")
-    c.add_argument("--response-col")
-    c.add_argument("--generator-col")
-    c.add_argument("--score-col", action="append", help="repeatable: one scorer per column")
-    c.add_argument("--id-col", help="column holding a given prompt_id")
-    c.add_argument("--chosen-col", default="chosen")
-    c.add_argument("--rejected-col", default="rejected")
-    c.add_argument("--margin-col")
-    c.add_argument(
-        "--chosen-score-col",
-        help="pairs/hh: column with the chosen response's score (e.g. score_chosen); "
-        "needs --rejected-score-col",
-    )
-    c.add_argument(
-        "--rejected-score-col",
-        help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
-    )
-    c.add_argument(
-        "--score-name",
-        default="score",
-        help="score name the per-side scores get on each candidate (default: score)",
-    )
-    c.add_argument("--source", help="source name recorded in each pool (default: the input)")
-    c.add_argument("--split", help="split to read from a Hugging Face dataset")
+    add_layout_arguments(c, default_layout="pool")
     c.add_argument("--out", required=True, help="output Parquet file of pools")
     c.set_defaults(func=_convert)
 

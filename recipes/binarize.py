@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.normalise import Normalise, ScoreStatsFit
 from prefdata.annotate.strength import Strength
+from prefdata.cli import add_layout_arguments, read_args
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import LocalExecutor
@@ -77,37 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the small scored sample bundled with prefdata (offline)",
     )
-    src.add_argument(
-        "--layout",
-        choices=("pool", "long", "pairs", "hh", "ultrafeedback"),
-        default="long",
-        help="how the input is laid out",
-    )
-    src.add_argument("--split", help="split to read from a Hugging Face dataset")
-    src.add_argument("--prompt-col", help="prompt column (string or message list)")
-    src.add_argument("--response-col", help="response column (long layout)")
-    src.add_argument("--generator-col", help="column naming the model that wrote a response")
-    src.add_argument(
-        "--score-col",
-        action="append",
-        default=None,
-        help="score column; repeat it for several scorers",
-    )
-    src.add_argument(
-        "--chosen-score-col",
-        help="pairs/hh: column with the chosen response's score (e.g. score_chosen); needs "
-        "--rejected-score-col. It ranks pairs only when named by --score; the recorded "
-        "preference stays the default",
-    )
-    src.add_argument(
-        "--rejected-score-col",
-        help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
-    )
-    src.add_argument(
-        "--score-name",
-        default="score",
-        help="score name the per-side scores get on each candidate",
-    )
+    add_layout_arguments(src, default_layout="long")
 
     con = p.add_argument_group("construction")
     con.add_argument(
@@ -256,18 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir) if args.workdir else out / "work"
 
     # 1. read into pools
-    pools, read_rejects, funnel = read_pools(
-        args.input,
-        args.layout,
-        prompt_col=args.prompt_col,
-        response_col=args.response_col,
-        generator_col=args.generator_col,
-        score_cols=tuple(args.score_col or ()),
-        chosen_score_col=args.chosen_score_col,
-        rejected_score_col=args.rejected_score_col,
-        score_name=args.score_name,
-        split=args.split,
-    )
+    pools, read_rejects, funnel = read_pools(args.input, args.layout, **read_args(args))
     scores = score_names(pools)
     score = args.score or (scores[0] if scores else None)
     if score is None and args.strategy != "by-generator":

@@ -25,6 +25,7 @@ from pathlib import Path
 import datasets
 
 from prefdata.annotate.strength import Strength
+from prefdata.cli import add_layout_arguments, read_args
 from prefdata.construct import Pairs
 from prefdata.execute import LocalExecutor
 from prefdata.filter.degenerate import DEFAULT_DROP, DropFlagged, FlagDegenerate
@@ -42,14 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--prompts", required=True, help="prompts: path or Hub id")
-    p.add_argument(
-        "--layout",
-        default="pool",
-        choices=("pool", "long", "pairs", "hh"),
-        help="layout of --prompts (pool: one row per prompt)",
-    )
-    p.add_argument("--prompt-col", help="prompt column for the long layout")
-    p.add_argument("--split", help="split of a Hugging Face dataset")
+    add_layout_arguments(p, default_layout="pool")  # how --prompts is laid out
     p.add_argument(
         "--model",
         action="append",
@@ -105,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     datasets.disable_progress_bars()
     out = Path(args.out)
-    prompts, read_rejects, funnel = read_pools(
-        args.prompts, args.layout, prompt_col=args.prompt_col, split=args.split
-    )
+    prompts, read_rejects, funnel = read_pools(args.prompts, args.layout, **read_args(args))
     options = (("api_key_env", args.api_key_env),) if args.backend == "openai" else ()
     samplers = [
         Sample(

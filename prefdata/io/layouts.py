@@ -42,6 +42,7 @@ holds one prompt), and the metadata lists the recorded pairs by candidate id:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -993,22 +994,41 @@ def _pool(raw: pa.Table, rej: _Rejects, o: dict[str, Any], source: str | None) -
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass(frozen=True)
+class LayoutOptions:
+    """Which input columns a layout reads (see :func:`to_pools` for which layout uses
+    which). One definition for :func:`to_pools`, :func:`prefdata.io.readers.read_pools`,
+    the CLI and the recipes; an unknown option is a ``TypeError`` naming it.
+
+    >>> LayoutOptions(score_cols=["rm"]).score_cols
+    ('rm',)
+    """
+
+    prompt_col: str | None = None
+    response_col: str | None = None
+    generator_col: str | None = None
+    score_cols: Sequence[str] = ()
+    id_col: str | None = None
+    chosen_col: str = "chosen"
+    rejected_col: str = "rejected"
+    margin_col: str | None = None
+    chosen_score_col: str | None = None
+    rejected_score_col: str | None = None
+    score_name: str = "score"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "score_cols", tuple(self.score_cols))
+
+    def check(self, layout: str) -> LayoutOptions:
+        """Raise ``ValueError`` for an unknown layout or inconsistent options."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+        _check_side_scores(layout, self.chosen_score_col, self.rejected_score_col, self.score_name)
+        return self
+
+
 def to_pools(
-    raw: pa.Table,
-    layout: str,
-    *,
-    prompt_col: str | None = None,
-    response_col: str | None = None,
-    generator_col: str | None = None,
-    score_cols: Sequence[str] = (),
-    id_col: str | None = None,
-    chosen_col: str = "chosen",
-    rejected_col: str = "rejected",
-    margin_col: str | None = None,
-    chosen_score_col: str | None = None,
-    rejected_score_col: str | None = None,
-    score_name: str = "score",
-    source_name: str | None = None,
+    raw: pa.Table, layout: str, *, source_name: str | None = None, **options: Any
 ) -> StageOutput:
     """Pools from a raw table in ``layout`` (one of :data:`LAYOUTS`); see the module doc.
 
@@ -1039,24 +1059,9 @@ def to_pools(
     >>> [c["scores"] for c in out.table["candidates"][0].as_py()]
     [{'preference': 1.0, 'score': 8.5}, {'preference': 0.0, 'score': None}]
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    _check_side_scores(layout, chosen_score_col, rejected_score_col, score_name)
+    o = dataclasses.asdict(LayoutOptions(**options).check(layout))
     stage = f"layout:{layout}"
     raw = conform_types(raw)
-    o = dict(
-        prompt_col=prompt_col,
-        response_col=response_col,
-        generator_col=generator_col,
-        score_cols=tuple(score_cols),
-        id_col=id_col,
-        chosen_col=chosen_col,
-        rejected_col=rejected_col,
-        margin_col=margin_col,
-        chosen_score_col=chosen_score_col,
-        rejected_score_col=rejected_score_col,
-        score_name=score_name,
-    )
     rej = _Rejects()
     if layout == "pool":
         table = _pool(raw, rej, o, source_name)
@@ -1065,9 +1070,11 @@ def to_pools(
         entries = (
             build(raw, rej, o)
             if raw.num_rows
-            else _empty_entries(_pair_score_names(o) if layout in ("pairs", "hh") else score_cols)
+            else _empty_entries(
+                _pair_score_names(o) if layout in ("pairs", "hh") else o["score_cols"]
+            )
         )
-        table, info = _assemble(entries, rej, source=source_name, id_field=id_col)
+        table, info = _assemble(entries, rej, source=source_name, id_field=o["id_col"])
         if layout in ("pairs", "hh"):
             table = _pair_metadata(table, info)
         table = conform(table)
@@ -1137,4 +1144,4 @@ def _pair_metadata(table: pa.Table, info: _Assembly) -> pa.Table:
     )
 
 
-__all__ = ["LAYOUTS", "PREFERENCE", "ULTRAFEEDBACK_SCORES", "to_pools"]
+__all__ = ["LAYOUTS", "LayoutOptions", "PREFERENCE", "ULTRAFEEDBACK_SCORES", "to_pools"]

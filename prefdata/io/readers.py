@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.io.layouts import LAYOUTS, _check_side_scores, to_pools
+from prefdata.io.layouts import LayoutOptions, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
 from prefdata.schema import REJECTS_SCHEMA, conform_types
 
@@ -420,21 +420,14 @@ def read_pools(
     source: Any,
     layout: str = "pool",
     *,
-    prompt_col: str | None = None,
-    response_col: str | None = None,
-    generator_col: str | None = None,
-    score_cols: Sequence[str] = (),
-    id_col: str | None = None,
-    chosen_col: str = "chosen",
-    rejected_col: str = "rejected",
-    margin_col: str | None = None,
-    chosen_score_col: str | None = None,
-    rejected_score_col: str | None = None,
-    score_name: str = "score",
-    source_name: str | None = None,
     split: str | None = None,
+    source_name: str | None = None,
+    **options: Any,
 ) -> PipelineResult:
-    """Read ``source`` and build pools in ``layout``; see :func:`prefdata.io.layouts.to_pools`.
+    """Read ``source`` and build pools in ``layout``. ``options`` are the columns the layout
+    reads (:class:`prefdata.io.layouts.LayoutOptions`: prompt_col, response_col,
+    generator_col, score_cols, id_col, chosen_col, rejected_col, margin_col,
+    chosen_score_col, rejected_score_col, score_name); see :func:`prefdata.io.layouts.to_pools`.
 
     The funnel has two entries, counted in input rows: ``read`` (records in, rows read,
     rows rejected) and ``layout:<name>`` (rows read, rows that became part of a pool, rows
@@ -451,27 +444,11 @@ def read_pools(
     >>> r.table.num_rows, r.funnel.entries[1].rows_out
     (1, 2)
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     # Bad options fail before a possibly long read.
-    _check_side_scores(layout, chosen_score_col, rejected_score_col, score_name)
+    LayoutOptions(**options).check(layout)
     (raw, read_rejects), n = _read_counted(source, split)
-    out = to_pools(
-        raw,
-        layout,
-        prompt_col=prompt_col,
-        response_col=response_col,
-        generator_col=generator_col,
-        score_cols=score_cols,
-        id_col=id_col,
-        chosen_col=chosen_col,
-        rejected_col=rejected_col,
-        margin_col=margin_col,
-        chosen_score_col=chosen_score_col,
-        rejected_score_col=rejected_score_col,
-        score_name=score_name,
-        source_name=source_name if source_name is not None else _source_name(source, split),
-    )
+    name = source_name if source_name is not None else _source_name(source, split)
+    out = to_pools(raw, layout, source_name=name, **options)
     funnel = Funnel()
     funnel.add(STAGE, n, raw.num_rows, read_rejects.num_rows)
     stage = f"layout:{layout}"
