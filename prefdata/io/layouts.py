@@ -45,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -596,21 +596,36 @@ def _response_of(
     return msgs[0]["content"], None
 
 
+def _pair_inputs(
+    raw: pa.Table, rej: _Rejects, o: dict[str, Any], layout: str
+) -> tuple[list, list, Callable[[list, list, list, list], _Entries]]:
+    """The chosen and rejected values of a pairwise layout, and ``finish(keep, prompts,
+    chosen_texts, rejected_texts)`` that adds the rows' margins, given ids and per-side
+    scores (checked column-wise here; bad ones are already in ``rej``)."""
+    chosen = _column(raw, o["chosen_col"], "chosen", layout).to_pylist()
+    rejected = _column(raw, o["rejected_col"], "rejected", layout).to_pylist()
+    margins = _margins(raw, o, rej)
+    side = _side_scores(raw, o, rej, layout)
+    given = (
+        _given_ids(_column(raw, o["id_col"], "id", layout), o["id_col"], rej).to_pylist()
+        if o["id_col"]
+        else None
+    )
+
+    def finish(keep: list, prompts: list, cs: list, rs: list) -> _Entries:
+        pick = lambda values: None if values is None else [values[i] for i in keep]  # noqa: E731
+        return _pair_entries(keep, prompts, cs, rs, pick(margins), pick(given), side)
+
+    return chosen, rejected, finish
+
+
 def _pairs(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
     ccol, rcol = o["chosen_col"], o["rejected_col"]
     pcol = (
         o["prompt_col"] if o["prompt_col"] else ("prompt" if "prompt" in raw.column_names else None)
     )
-    chosen = _column(raw, ccol, "chosen", "pairs").to_pylist()
-    rejected = _column(raw, rcol, "rejected", "pairs").to_pylist()
+    chosen, rejected, finish = _pair_inputs(raw, rej, o, "pairs")
     prompts_in = _column(raw, pcol, "prompt", "pairs").to_pylist() if pcol else None
-    margins = _margins(raw, o, rej)
-    side = _side_scores(raw, o, rej, "pairs")
-    given = (
-        _given_ids(_column(raw, o["id_col"], "id", "pairs"), o["id_col"], rej).to_pylist()
-        if o["id_col"]
-        else None
-    )
     keep, prompts, cs, rs = [], [], [], []
     for i in range(raw.num_rows):
         c, r = chosen[i], rejected[i]
@@ -678,28 +693,12 @@ def _pairs(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
         prompts.append(p)
         cs.append(c_text)
         rs.append(r_text)
-    return _pair_entries(
-        keep,
-        prompts,
-        cs,
-        rs,
-        None if margins is None else [margins[i] for i in keep],
-        None if given is None else [given[i] for i in keep],
-        side,
-    )
+    return finish(keep, prompts, cs, rs)
 
 
 def _hh(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
     ccol, rcol = o["chosen_col"], o["rejected_col"]
-    chosen = _column(raw, ccol, "chosen", "hh").to_pylist()
-    rejected = _column(raw, rcol, "rejected", "hh").to_pylist()
-    margins = _margins(raw, o, rej)
-    side = _side_scores(raw, o, rej, "hh")
-    given = (
-        _given_ids(_column(raw, o["id_col"], "id", "hh"), o["id_col"], rej).to_pylist()
-        if o["id_col"]
-        else None
-    )
+    chosen, rejected, finish = _pair_inputs(raw, rej, o, "hh")
     keep, prompts, cs, rs = [], [], [], []
     for i in range(raw.num_rows):
         try:
@@ -715,15 +714,7 @@ def _hh(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
         prompts.append(p)
         cs.append(c)
         rs.append(r)
-    return _pair_entries(
-        keep,
-        prompts,
-        cs,
-        rs,
-        None if margins is None else [margins[i] for i in keep],
-        None if given is None else [given[i] for i in keep],
-        side,
-    )
+    return finish(keep, prompts, cs, rs)
 
 
 def _rating(
