@@ -193,6 +193,15 @@ class ConstructStage(Stage):
     requires: ClassVar[tuple[str, ...]] = POOL_COLUMNS
     exclude_flags: tuple[str, ...] = field(default=("empty",), kw_only=True)
 
+    def __post_init__(self) -> None:
+        flags = self.exclude_flags
+        flags = () if flags is None else (flags,) if isinstance(flags, str) else tuple(flags)
+        object.__setattr__(self, "exclude_flags", flags)
+
+    def required_columns(self) -> tuple[str, ...]:
+        score = getattr(self, "score", None)
+        return POOL_COLUMNS + ((f"scores.{score}",) if score else ())
+
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         raise NotImplementedError
 

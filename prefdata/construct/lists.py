@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 
 from prefdata.construct.candidates import (
-    POOL_COLUMNS,
     ConstructStage,
     changed_config,
     dumps,
@@ -34,7 +33,7 @@ from prefdata.construct.candidates import (
     pool_rejects,
     provenance_prefix,
 )
-from prefdata.construct.pairs import _as_tuple, _rank_within, invalid_pools
+from prefdata.construct.pairs import _rank_within, invalid_pools
 from prefdata.schema import LIST_SCHEMA
 
 RESPONSE_TYPE: pa.StructType = LIST_SCHEMA.field("responses").type.value_type
@@ -51,14 +50,11 @@ class Lists(ConstructStage):
     provides: ClassVar[tuple[str, ...]] = tuple(LIST_SCHEMA.names)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exclude_flags", _as_tuple(self.exclude_flags))
+        super().__post_init__()
         if not self.score:
             raise ValueError("Lists needs score='<scorer name>'")
         if self.top_k is not None and self.top_k < 2:
             raise ValueError("top_k must be at least 2 (a list has two or more responses)")
-
-    def required_columns(self) -> tuple[str, ...]:
-        return POOL_COLUMNS + (f"scores.{self.score}",)
 
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         n = table.num_rows

@@ -63,7 +63,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.construct.candidates import (
-    POOL_COLUMNS,
     ConstructStage,
     Flat,
     changed_config,
@@ -199,7 +198,7 @@ class Pairs(ConstructStage):
     def __post_init__(self) -> None:
         object.__setattr__(self, "chosen_generators", _as_tuple(self.chosen_generators))
         object.__setattr__(self, "rejected_generators", _as_tuple(self.rejected_generators))
-        object.__setattr__(self, "exclude_flags", _as_tuple(self.exclude_flags))
+        super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if self.score is None and self.strategy not in SCORELESS:
@@ -222,9 +221,6 @@ class Pairs(ConstructStage):
             raise ValueError("max_pairs_per_prompt must be at least 1")
         if self.k < 0:
             raise ValueError("k must be non-negative")
-
-    def required_columns(self) -> tuple[str, ...]:
-        return POOL_COLUMNS + ((f"scores.{self.score}",) if self.score else ())
 
     def provided_columns(self) -> tuple[str, ...]:
         return (*pair_schema(self.strategy).names, "chosen_scores", "rejected_scores")

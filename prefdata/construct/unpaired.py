@@ -31,7 +31,6 @@ import polars as pl
 import pyarrow as pa
 
 from prefdata.construct.candidates import (
-    POOL_COLUMNS,
     ConstructStage,
     changed_config,
     dumps,
@@ -40,7 +39,7 @@ from prefdata.construct.candidates import (
     pool_rejects,
     provenance_prefix,
 )
-from prefdata.construct.pairs import _as_tuple, invalid_pools
+from prefdata.construct.pairs import invalid_pools
 from prefdata.schema import UNPAIRED_SCHEMA, conform_types
 
 
@@ -55,14 +54,11 @@ class Unpaired(ConstructStage):
     provides: ClassVar[tuple[str, ...]] = tuple(UNPAIRED_SCHEMA.names)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "exclude_flags", _as_tuple(self.exclude_flags))
+        super().__post_init__()
         if not self.score:
             raise ValueError("Unpaired needs score='<scorer name>'")
         if self.min_candidates < 1:
             raise ValueError("min_candidates must be at least 1")
-
-    def required_columns(self) -> tuple[str, ...]:
-        return POOL_COLUMNS + (f"scores.{self.score}",)
 
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         n = table.num_rows
