@@ -13,6 +13,9 @@ import pytest
 from prefdata.score import CodeTests, SandboxLimits, pools_from_texts, run_sandboxed
 from prefdata.score.sandbox import extract_code, sandbox_capabilities
 
+# The tests the candidate is run against pass for any code that keeps running: so a result
+# other than a pass shows the sandbox stopped the candidate, not the test.
+ALWAYS_PASSES = "assert True"
 FAST = SandboxLimits(cpu_s=1, wall_s=4, memory_mb=512, max_procs=16)
 
 
@@ -30,9 +33,9 @@ def test_passing_and_failing_tests():
     r = run_sandboxed("def f(x):\n    return 2 * x", ["assert f(2) == 4", "assert f(3) == 7"], FAST)
     assert (r.status, r.passed, r.total) == ("ok", 1, 2)
     assert "AssertionError" in r.stderr
-    r = run_sandboxed("raise SystemExit(0)", "assert True", FAST)
+    r = run_sandboxed("raise SystemExit(0)", ALWAYS_PASSES, FAST)
     assert r.passed == 0  # exiting early is no pass
-    r = run_sandboxed("import os\nos._exit(0)", "assert True", FAST)
+    r = run_sandboxed("import os\nos._exit(0)", ALWAYS_PASSES, FAST)
     assert r.passed == 0 and r.status == "error"
     r = run_sandboxed(
         "open('scratch.txt', 'w').write('ok')", "assert open('scratch.txt').read() == 'ok'", FAST
@@ -41,14 +44,14 @@ def test_passing_and_failing_tests():
 
 
 def test_infinite_loop_is_stopped():
-    r = run_sandboxed("while True:\n    pass", "assert True", FAST)
+    r = run_sandboxed("while True:\n    pass", ALWAYS_PASSES, FAST)
     assert r.status in ("killed", "timeout") and r.passed == 0
     assert _gone(r.pgid)
 
 
 def test_sleeping_code_hits_the_wall_clock():
     r = run_sandboxed(
-        "import time\ntime.sleep(60)", "assert True", SandboxLimits(cpu_s=5, wall_s=1.5)
+        "import time\ntime.sleep(60)", ALWAYS_PASSES, SandboxLimits(cpu_s=5, wall_s=1.5)
     )
     assert r.status == "timeout" and r.passed == 0 and _gone(r.pgid)
 
@@ -56,7 +59,7 @@ def test_sleeping_code_hits_the_wall_clock():
 def test_fork_bomb_is_contained():
     if sandbox_capabilities(FAST)["nproc"] == "none":
         pytest.skip("running as root without a sandbox user: RLIMIT_NPROC is not enforced")
-    r = run_sandboxed("import os\nwhile True:\n    os.fork()", "assert True", FAST)
+    r = run_sandboxed("import os\nwhile True:\n    os.fork()", ALWAYS_PASSES, FAST)
     assert r.passed == 0
     assert "BlockingIOError" in r.stderr or r.status in ("killed", "timeout")
     assert _gone(r.pgid)  # the whole process group is gone
@@ -72,15 +75,15 @@ def test_write_outside_the_folder_is_blocked(tmp_path):
     os.chmod(tmp_path, 0o777)  # writable by anyone: only the sandbox can stop the write
     target = tmp_path / f"escape-{uuid.uuid4().hex}"
     code = f"open({str(target)!r}, 'w').write('pwned')"
-    r = run_sandboxed(code, "assert True", FAST)
+    r = run_sandboxed(code, ALWAYS_PASSES, FAST)
     assert r.passed == 0 and "PermissionError" in r.stderr
     assert not target.exists()
     lowlevel = f"import os\nfd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)"
-    r = run_sandboxed(lowlevel, "assert True", FAST)
+    r = run_sandboxed(lowlevel, ALWAYS_PASSES, FAST)
     assert r.passed == 0 and not target.exists()
-    r = run_sandboxed(f"import os\nos.remove({__file__!r})", "assert True", FAST)
+    r = run_sandboxed(f"import os\nos.remove({__file__!r})", ALWAYS_PASSES, FAST)
     assert r.passed == 0 and os.path.exists(__file__)
-    r = run_sandboxed("import subprocess\nsubprocess.run(['touch', '/tmp/x'])", "assert True", FAST)
+    r = run_sandboxed("import subprocess\nsubprocess.run(['touch', '/tmp/x'])", ALWAYS_PASSES, FAST)
     assert r.passed == 0 and "PermissionError" in r.stderr
 
 
@@ -94,7 +97,7 @@ def test_no_network():
         code = (
             f"import socket\ns = socket.socket()\ns.settimeout(2)\ns.connect(('127.0.0.1', {port}))"
         )
-        r = run_sandboxed(code, "assert True", FAST)
+        r = run_sandboxed(code, ALWAYS_PASSES, FAST)
         assert r.passed == 0
         with pytest.raises(BlockingIOError):
             server.accept()  # nothing ever connected

@@ -44,6 +44,17 @@ class ChatResult:
     error: str | None = None
 
 
+def check_seeds(conversations: Sequence[Sequence[Message]], seeds: Sequence[Sequence[int]]) -> None:
+    """Every backend's first check: one list of seeds per conversation.
+
+    >>> check_seeds([[{"role": "user", "content": "Hi"}]], [[1], [2]])
+    Traceback (most recent call last):
+    ValueError: 1 conversations but 2 seed lists
+    """
+    if len(seeds) != len(conversations):
+        raise ValueError(f"{len(conversations)} conversations but {len(seeds)} seed lists")
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """Generates ``config.n`` completions per conversation.

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message
+from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message, check_seeds
 from prefdata.ids import digest
 
 logger = logging.getLogger(__name__)
@@ -389,8 +389,7 @@ class OpenAIBackend:
         config: GenerationConfig,
         seeds: Sequence[Sequence[int]],
     ) -> list[ChatResult]:
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(conversations)} conversations but {len(seeds)} seed lists")
+        check_seeds(conversations, seeds)
         jobs: list[tuple[int, dict[str, Any]]] = []
         for i, (conv, conv_seeds) in enumerate(zip(conversations, seeds, strict=True)):
             if len(conv_seeds) != config.n:

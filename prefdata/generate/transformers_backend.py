@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message
+from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message, check_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +253,7 @@ class TransformersBackend:
         config: GenerationConfig,
         seeds: Sequence[Sequence[int]],
     ) -> list[ChatResult]:
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(conversations)} conversations but {len(seeds)} seed lists")
+        check_seeds(conversations, seeds)
         kwargs = dict(config.chat_template_kwargs)
         results = [ChatResult() for _ in conversations]
         rows: list[tuple[int, int, list[int]]] = []  # (conversation, candidate, prompt ids)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message
+from prefdata.generate.base import ChatResult, Completion, GenerationConfig, Message, check_seeds
 
 
 @dataclass(frozen=True)
@@ -173,8 +173,7 @@ class VLLMBackend:
     ) -> list[ChatResult]:
         from vllm import SamplingParams
 
-        if len(seeds) != len(conversations):
-            raise ValueError(f"{len(conversations)} conversations but {len(seeds)} seed lists")
+        check_seeds(conversations, seeds)
         kwargs = dict(config.chat_template_kwargs)
         lengths: list[int | None] = []
         errors: list[str | None] = []

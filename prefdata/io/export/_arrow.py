@@ -348,13 +348,12 @@ def message_type(keys: tuple[str, str] = ("role", "content")) -> pa.StructType:
 
 def table_kind(table: pa.Table) -> str:
     """``pair``, ``list`` or ``unpaired``, from the columns present."""
+    from prefdata.validate import record_type
+
+    kind = record_type(table)
+    if kind in ("pair", "list", "unpaired"):
+        return kind
     names = set(table.column_names)
-    if {"chosen", "rejected"} <= names:
-        return "pair"
-    if "responses" in names:
-        return "list"
-    if {"completion", "label"} <= names:
-        return "unpaired"
     raise ValueError(
         f"cannot tell the record type of a table with columns {sorted(names)}; expected a "
         "pair (chosen, rejected), list (responses) or unpaired (completion, label) table"
