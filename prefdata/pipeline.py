@@ -161,6 +161,10 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ("prompt_id",)
     provides: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str] = "1"
+    # Whether an executor with checkpoint="auto" keeps this stage's output shards: True for
+    # costly stages (a rerun never repeats them), False for cheap ones (recomputed from the
+    # last kept output instead); None: True when the class overrides setup() (models).
+    checkpoint: ClassVar[bool | None] = None
 
     @property
     def name(self) -> str:
@@ -204,6 +208,17 @@ class Stage:
 
     def setup(self) -> None:
         """Load heavy resources (models, connections). Called once per worker."""
+
+    @property
+    def costly(self) -> bool:
+        """Whether this stage's output is worth keeping on disk (see ``checkpoint``).
+
+        >>> Stage().costly
+        False
+        """
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return type(self).setup is not Stage.setup
 
     def process(self, table: pa.Table) -> StageOutput | pa.Table:
         raise NotImplementedError

@@ -186,6 +186,8 @@ class Sql(Stage):
     (['b'], 'filtered by sql: SELECT *, n > 4 AS big FROM pools WHERE n <> 5')
     """
 
+    checkpoint = False  # DuckDB per batch is cheap; its setup() only opens a connection
+
     query: str
     table_name: str = "pools"
     adds: tuple[str, ...] = ()

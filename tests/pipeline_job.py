@@ -53,6 +53,13 @@ class CountCandidates(Stage):
 
 
 @dataclass(frozen=True)
+class CostlyCount(CountCandidates):
+    """CountCandidates marked costly: checkpoint="auto" keeps its output shards."""
+
+    checkpoint = True
+
+
+@dataclass(frozen=True)
 class Slow(Stage):
     """Appends ``suffix`` to ``source``; sleeps per call, can block or fail on purpose."""
 
@@ -152,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--hold-from-row", type=int)
     p.add_argument("--log")
+    p.add_argument("--checkpoint", default="auto")
     args = p.parse_args(argv)
     job = stages(sleep_s=args.sleep, hold_from_row=args.hold_from_row, log=args.log)
-    result = LocalExecutor(args.workdir, shard_rows=args.shard_rows).run(job, args.input)
+    executor = LocalExecutor(args.workdir, shard_rows=args.shard_rows, checkpoint=args.checkpoint)
+    result = executor.run(job, args.input)
     print(result.funnel.summary())
     return 0
 

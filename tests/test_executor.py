@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pipeline_job import CountCandidates, DropEvery, Slow, make_pools, stages
+from pipeline_job import CostlyCount, CountCandidates, DropEvery, Slow, make_pools, stages
 
 from prefdata.execute import LocalExecutor, StageError, open_workdir
 from prefdata.execute.workdir import MANIFEST, iter_shards, workdir_lock
@@ -47,13 +47,17 @@ def files(workdir: Path) -> dict[str, bytes]:
 
 
 def manifest_files(workdir: Path) -> set[str]:
-    """The files the manifest accounts for: input shards, and outputs and rejects of every
-    recorded (stage, shard)."""
+    """The files the manifest accounts for: input shards (unless the input is read in
+    place), and the rejects of every recorded (stage, shard) and its output when stored."""
     m = json.loads((workdir / MANIFEST).read_text())
-    names = {f"input/shard-{i:05d}.parquet" for i in range(len(m["input"]["shards"]))}
+    names = set()
+    if "pieces" not in m["input"]:
+        names = {f"input/shard-{i:05d}.parquet" for i in range(len(m["input"]["shards"]))}
     for rec in m["stages"].values():
-        for s in rec["shards"]:
-            names |= {f"{rec['dir']}/shard-{s}.parquet", f"{rec['dir']}/rejects/shard-{s}.parquet"}
+        for s, counts in rec["shards"].items():
+            names.add(f"{rec['dir']}/rejects/shard-{s}.parquet")
+            if counts.get("stored", True):
+                names.add(f"{rec['dir']}/shard-{s}.parquet")
     return names
 
 
@@ -87,6 +91,66 @@ def test_parquet_folder_input_is_sharded_across_files(tmp_path):
     assert result.read().equals(in_memory(table, stages())[0])
 
 
+def test_parquet_input_is_read_in_place_and_guarded_by_its_digest(tmp_path):
+    """A Parquet source is not copied: shards are pieces of its row groups. The same bytes
+    at another path resume as done; changed bytes recompute everything."""
+    table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src, row_group_size=4)
+    result = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    info = open_workdir(work)
+    assert not (work / "input").exists()
+    assert info.input["pieces"][1] == [[0, 1, 3, 1], [0, 2, 0, 4], [0, 3, 0, 2]]
+    assert sum(n for shard in info.input["pieces"] for *_, n in shard) == 53
+    assert result.read().equals(in_memory(table, stages())[0])
+
+    moved = tmp_path / "elsewhere.parquet"
+    src.rename(moved)
+    before = calls(log)
+    again = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), moved)
+    assert calls(log) == before and again.read().equals(result.read())
+    assert open_workdir(work).input["sources"] == [str(moved)]
+
+    pq.write_table(table.slice(0, 50), moved, row_group_size=4)
+    changed = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), moved)
+    assert sum((calls(log) - before).values()) == 3 * 8  # every stage on every shard
+    assert changed.read().equals(in_memory(table.slice(0, 50), stages())[0])
+    assert set(files(work)) == manifest_files(work)
+
+
+def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):
+    """Under checkpoint="auto" only costly stages and the last stage keep their output;
+    a changed cheap stage reruns from the last kept output, never repeating a costly one."""
+    table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    job = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
+    LocalExecutor(work, shard_rows=5).run(job, table)
+    stored = {p.parent.name for p in (work / "stages").glob("*/shard-*.parquet")}
+    assert sorted(d.split("-")[1] for d in stored) == ["CostlyCount", "DropEvery"]
+    assert len(list((work / "stages").glob("*/rejects/shard-*.parquet"))) == 33
+    manifest = json.loads((work / MANIFEST).read_text())
+    slow = manifest["stages"][manifest["pipeline"][1]]["shards"]
+    assert all(rec["stored"] is False for rec in slow.values()) and len(slow) == 11
+
+    before = calls(log)
+    changed = [job[0], Slow(suffix="?", log=str(log)), job[2]]
+    result = LocalExecutor(work, shard_rows=5).run(changed, table)
+    redone = calls(log) - before
+    assert {stage for stage, _ in redone} == {"Slow", "DropEvery"} and sum(redone.values()) == 22
+    assert result.read().equals(in_memory(table, changed)[0])
+
+    # a cheap stage changed after another cheap one: both rerun, from the costly output
+    before = calls(log)
+    LocalExecutor(work, shard_rows=5).run([*changed[:2], DropEvery(every=2, log=str(log))], table)
+    redone = calls(log) - before
+    assert {stage for stage, _ in redone} == {"Slow", "DropEvery"} and sum(redone.values()) == 22
+    assert set(files(work)) >= manifest_files(work)
+
+
+def test_checkpoint_mode_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        LocalExecutor(tmp_path / "w", checkpoint="some")
+
+
 def test_iter_shards_is_exact_and_keeps_order():
     table = make_pools(23)
     shards = list(iter_shards(table, 5))
@@ -94,23 +158,29 @@ def test_iter_shards_is_exact_and_keeps_order():
     assert pa.concat_tables(shards).equals(from_parquet_layout(table))
 
 
-def test_resume_after_stage_error(tmp_path):
+@pytest.mark.parametrize("checkpoint", ["all", "auto"])
+def test_resume_after_stage_error(tmp_path, checkpoint):
+    """ "all" keeps every stage's shards, so the rerun starts each shard at its first
+    unfinished stage; "auto" keeps only the last stage's (these stages are cheap), so a
+    shard is recorded whole or not at all and reruns from its input."""
     table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    executor = LocalExecutor(work, shard_rows=5, checkpoint=checkpoint)
     with pytest.raises(StageError, match=r"stage 1 Slow failed in shard 3") as err:
-        LocalExecutor(work, shard_rows=5).run(stages(fail_on="p00017", log=str(log)), table)
+        executor.run(stages(fail_on="p00017", log=str(log)), table)
     assert err.value.shard == 3 and isinstance(err.value.__cause__, RuntimeError)
     info = open_workdir(work)
     assert not info.complete
-    assert [s["shards_done"] for s in info.stages] == [4, 3, 3]
+    first_count = 4 if checkpoint == "all" else 3
+    assert [s["shards_done"] for s in info.stages] == [first_count, 3, 3]
     # a file without a manifest record (as a kill between rename and record leaves) is redone
     stray = work / info.stages[1]["dir"] / "shard-00003.parquet"
     stray.write_bytes(b"not parquet")
 
     first = calls(log)
-    result = LocalExecutor(work, shard_rows=5).run(stages(log=str(log)), table)
+    result = executor.run(stages(log=str(log)), table)
     rerun = calls(log) - first
     assert set(rerun) == (
-        {("CountCandidates", s) for s in range(4, 11)}
+        {("CountCandidates", s) for s in range(first_count, 11)}
         | {("Slow", s) for s in range(3, 11)}
         | {("DropEvery", s) for s in range(3, 11)}
     )
@@ -122,7 +192,9 @@ def test_resume_after_stage_error(tmp_path):
 
 def test_config_change_recomputes_that_stage_and_later_only(tmp_path):
     table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
-    first = LocalExecutor(work, shard_rows=5).run(stages(suffix="!", log=str(log)), table)
+    first = LocalExecutor(work, shard_rows=5, checkpoint="all").run(
+        stages(suffix="!", log=str(log)), table
+    )
     stage0 = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("00-*/**/*.parquet")}
     assert len(stage0) == 22  # 11 outputs and 11 rejects
     before = calls(log)
@@ -235,7 +307,8 @@ def _done(workdir: Path, stage_index: int) -> set[int]:
     return {int(s) for s in m["stages"][m["pipeline"][stage_index]]["shards"]}
 
 
-def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path):
+@pytest.mark.parametrize("checkpoint", ["all", "auto"])
+def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path, checkpoint):
     """A real subprocess is killed with SIGKILL mid-run; the rerun must finish with the same
     files, rows and funnel as an uninterrupted run, recomputing only unrecorded shards."""
     table = make_pools(200)  # 40 shards of 5
@@ -243,6 +316,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path):
     pq.write_table(table, src, row_group_size=16)
     killed, ref = tmp_path / "killed", tmp_path / "ref"
     job = [sys.executable, str(JOB), "--input", str(src), "--shard-rows", "5"]
+    job += ["--checkpoint", checkpoint]
 
     # hold_from_row blocks the stage at shard 30, so the run cannot finish before the kill
     proc = subprocess.Popen(
@@ -294,7 +368,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path):
         assert {s for st, s in rerun if st == name} == set(range(40)) - at_kill[i], name
     assert max(rerun.values()) == 1
 
-    uninterrupted = LocalExecutor(ref, shard_rows=5).run(stages(), src)
+    uninterrupted = LocalExecutor(ref, shard_rows=5, checkpoint=checkpoint).run(stages(), src)
     resumed = open_workdir(killed)
     assert resumed.complete and list(killed.rglob("*.tmp")) == []
     assert set(files(killed)) == manifest_files(killed)  # every file on disk is recorded

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pipeline_job import make_pools, stages
 
@@ -76,11 +77,21 @@ def sql_filter() -> Sql:
     )
 
 
-def test_same_files_rows_rejects_and_funnel_as_local(tmp_path):
+@pytest.mark.parametrize("source", ["table", "parquet"])
+def test_same_files_rows_rejects_and_funnel_as_local(tmp_path, source):
+    """Ray keeps every stage's shards, as the local executor does with checkpoint="all".
+    A Parquet file is read in place (its row groups, 4 rows each, span the shards)."""
     table = make_pools(53)
+    src = table
+    if source == "parquet":
+        src = tmp_path / "pools.parquet"
+        pq.write_table(table, src, row_group_size=4)
     job = [*stages(), sql_filter()]
-    local = LocalExecutor(tmp_path / "local", shard_rows=7).run(job, table)
-    result = RayExecutor(tmp_path / "ray", shard_rows=7).run(job, table)
+    local = LocalExecutor(tmp_path / "local", shard_rows=7, checkpoint="all").run(job, src)
+    result = RayExecutor(tmp_path / "ray", shard_rows=7).run(job, src)
+    auto = LocalExecutor(tmp_path / "auto", shard_rows=7).run(job, src)
+    assert auto.read().equals(local.read()) and auto.rejects().equals(local.rejects())
+    assert auto.funnel.to_list() == local.funnel.to_list()
 
     assert len(result.output_paths) == 8 and result.info.complete
     assert result.read().equals(local.read())
@@ -125,7 +136,7 @@ def test_resume_after_failure_in_one_shard(tmp_path, capsys):
     assert set(rerun) == {("Slow", 3)} | {("DropEvery", s) for s in range(11)}
     assert max(rerun.values()) == 1
 
-    ref = LocalExecutor(tmp_path / "ref", shard_rows=5).run(stages(), table)
+    ref = LocalExecutor(tmp_path / "ref", shard_rows=5, checkpoint="all").run(stages(), table)
     assert files(work) == files(tmp_path / "ref")
     assert result.read().equals(ref.read()) and result.rejects().equals(ref.rejects())
     assert result.funnel.to_list() == ref.funnel.to_list()
@@ -207,7 +218,7 @@ def test_gpu_stages_are_declared_or_inferred_and_checked(tmp_path):
 def test_empty_input_and_no_stages(tmp_path):
     empty = pa.Table.from_pylist([], schema=make_pools(1).schema)
     result = RayExecutor(tmp_path / "e").run(stages(), empty)
-    ref = LocalExecutor(tmp_path / "ref").run(stages(), empty)
+    ref = LocalExecutor(tmp_path / "ref", checkpoint="all").run(stages(), empty)
     assert result.read().num_rows == 0 and result.read().schema == ref.read().schema
     assert result.funnel.to_list() == ref.funnel.to_list()
     assert files(tmp_path / "e") == files(tmp_path / "ref")

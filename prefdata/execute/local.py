@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.execute.workdir import (
+    InputReader,
     Manifest,
     Source,
     WorkdirInfo,
@@ -53,13 +54,18 @@ from prefdata.progress import progress_bar
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects
 
 
+CHECKPOINT_MODES = ("auto", "all")
+
+
 class StageError(RuntimeError):
     """A stage failed on a shard; finished shards stay recorded, so a rerun resumes.
 
     ``stage`` (name), ``index`` (position), ``shard`` and ``path`` (its input file) say where.
     """
 
-    def __init__(self, stage: str, index: int, shard: int, path: Path, phase: str = "process"):
+    def __init__(
+        self, stage: str, index: int, shard: int, path: Path | str, phase: str = "process"
+    ):
         self.stage, self.index, self.shard, self.path = stage, index, shard, path
         where = "setup" if phase == "setup" else f"shard {shard} (input {path})"
         super().__init__(f"stage {index} {stage} failed in {where}")
@@ -123,12 +129,16 @@ class LocalExecutor:
         workdir: str | os.PathLike,
         *,
         shard_rows: int = 10_000,
+        checkpoint: str = "auto",
         progress: bool | None = None,
     ) -> None:
         if shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        if checkpoint not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINT_MODES}, got {checkpoint!r}")
         self.workdir = Path(workdir)
         self.shard_rows = shard_rows
+        self.checkpoint = checkpoint
         self.progress = progress
 
     def run(self, stages: Pipeline | Sequence[Stage], source: Source) -> ExecutionResult:
@@ -147,64 +157,61 @@ class LocalExecutor:
             self._process(pipeline.stages, keys, manifest, shard_counts)
         return ExecutionResult.from_info(open_workdir(self.workdir))
 
-    def _is_done(self, manifest: Manifest, key: str, shard: int) -> bool:
-        with self._lock:
-            recorded = manifest.done(key, shard) is not None
-        return (
-            recorded
-            and manifest.output_path(key, shard).exists()
-            and manifest.rejects_path(key, shard).exists()
-        )
-
     def _process(
         self, stages: list[Stage], keys: list[str], manifest: Manifest, shard_counts: list[int]
     ) -> None:
         self._lock = threading.Lock()
+        self._unrecorded: dict[int, list[tuple]] = {}
+        reader = InputReader(manifest)
+        last = len(stages) - 1
+        keep = [self.checkpoint == "all" or i == last or s.costly for i, s in enumerate(stages)]
         shards = range(len(shard_counts))
-        finished = [all(self._is_done(manifest, k, s) for k in keys) for s in shards]
+        starts = [manifest.resume_point(keys, s) for s in shards]
         offsets = [0] * len(stages)  # rows of each stage's input in the shards before
         pending: deque[Future] = deque()
         with (
             progress_bar(
                 sum(shard_counts),
                 desc="prefdata",
-                initial=sum(n for n, f in zip(shard_counts, finished, strict=True) if f),
+                initial=sum(n for n, i in zip(shard_counts, starts, strict=True) if i == len(keys)),
                 enabled=self.progress,
             ) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
         ):
             try:
-                for shard in shards:
-                    src_path = manifest.input_path(shard)
-                    table = None  # the next stage's input, when the stage before ran here
-                    for i, (stage, key) in enumerate(zip(stages, keys, strict=True)):
-                        if self._is_done(manifest, key, shard):
-                            with self._lock:
-                                offsets[i] += manifest.done(key, shard)["rows_in"]
-                            table = None
-                        else:
-                            bar.set_postfix_str(f"shard {shard} {stage.name}", refresh=False)
-                            if table is None:
-                                table = _canonical(read_parquet(src_path))
-                            out = self._run_stage(stage, i, shard, src_path, table)
-                            while len(pending) >= 2:  # bound the tables waiting to be written
-                                pending.popleft().result()
-                            pending.append(
-                                writer.submit(
-                                    self._write,
-                                    manifest,
-                                    key,
-                                    shard,
-                                    table.num_rows,
-                                    out,
-                                    offsets[i],
-                                )
+                for shard, start in zip(shards, starts, strict=True):
+                    with self._lock:
+                        for i in range(start):
+                            offsets[i] += manifest.done(keys[i], shard)["rows_in"]
+                    if start == len(stages):
+                        continue
+                    if start == 0:
+                        where, table = reader.describe(shard), reader.read(shard)
+                    else:
+                        where = manifest.output_path(keys[start - 1], shard)
+                        table = read_parquet(where)
+                    table = _canonical(table)
+                    for i in range(start, len(stages)):
+                        bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
+                        out = self._run_stage(stages[i], i, shard, where, table)
+                        while len(pending) >= 2:  # bound the tables waiting to be written
+                            pending.popleft().result()
+                        pending.append(
+                            writer.submit(
+                                self._write,
+                                manifest,
+                                keys[i],
+                                shard,
+                                table.num_rows,
+                                out,
+                                offsets[i],
+                                keep[i],
                             )
-                            offsets[i] += table.num_rows
-                            table = _canonical(out.table)
-                        src_path = manifest.output_path(key, shard)
-                    if not finished[shard]:
-                        bar.update(shard_counts[shard])
+                        )
+                        offsets[i] += table.num_rows
+                        where = f"the output of stage {i} {stages[i].name}"
+                        table = _canonical(out.table) if i < last else None
+                    bar.update(shard_counts[shard])
                 while pending:
                     pending.popleft().result()
             except BaseException:
@@ -214,7 +221,7 @@ class LocalExecutor:
                 raise
 
     def _run_stage(
-        self, stage: Stage, index: int, shard: int, src_path: Path, table: pa.Table
+        self, stage: Stage, index: int, shard: int, src_path: Path | str, table: pa.Table
     ) -> StageOutput:
         """Run one stage on one shard's input table."""
         if not stage.resources.get("__setup_done__"):
@@ -236,14 +243,24 @@ class LocalExecutor:
         rows_in: int,
         out: StageOutput,
         row_offset: int,
+        store: bool,
     ) -> None:
-        """Write a stage's shard files, then record it (the writer thread runs this)."""
-        # both files in place before the record: a file without a record is redone
-        write_parquet(out.table, manifest.output_path(key, shard))
+        """Write a stage's shard files, then record it (the writer thread runs this).
+
+        A stage whose output is not stored is recorded together with the next stored
+        output of its shard, in one manifest write: until that output exists, resuming
+        would recompute the stage anyway."""
+        # the files in place before the record: a file without a record is redone
+        if store:
+            write_parquet(out.table, manifest.output_path(key, shard))
         write_parquet(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
         with self._lock:
-            manifest.record(key, shard, rows_in, out.kept, out.rejects.num_rows)
-            manifest.save()
+            waiting = self._unrecorded.setdefault(shard, [])
+            waiting.append((key, shard, rows_in, out.kept, out.rejects.num_rows, store))
+            if store:
+                for record in self._unrecorded.pop(shard):
+                    manifest.record(*record)
+                manifest.save()
 
 
 def _canonical(table: pa.Table) -> pa.Table:

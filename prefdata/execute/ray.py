@@ -43,6 +43,7 @@ lowest failing shard, with the worker's exception chained and its traceback as a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import traceback
@@ -54,12 +55,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.execute.local import ExecutionResult, StageError, _shift_rows
+from prefdata.execute.local import ExecutionResult, StageError, _canonical, _shift_rows
 from prefdata.execute.workdir import (
+    InputReader,
     Manifest,
     Source,
     begin_run,
     open_workdir,
+    read_pieces,
 )
 from prefdata.io.parquet import read_parquet, write_parquet
 from prefdata.pipeline import Pipeline, Stage
@@ -70,6 +73,7 @@ TASK_SCHEMA = pa.schema(
     [
         ("shard", pa.int64()),
         ("src", pa.string()),
+        ("pieces", pa.string()),  # JSON {"sources", "pieces"} when src is the source itself
         ("out", pa.string()),
         ("rejects", pa.string()),
         ("offset", pa.int64()),
@@ -130,7 +134,11 @@ def stage_has_setup(stage: Stage) -> bool:
 
 def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
     """Run ``stage`` on one shard and write both files; the counts for the manifest."""
-    table = read_parquet(task["src"])
+    if task["pieces"] is not None:
+        spec = json.loads(task["pieces"])
+        table = _canonical(read_pieces(spec["sources"], spec["pieces"]))
+    else:
+        table = read_parquet(task["src"])
     out = stage(table)
     rows_out = getattr(out, "kept", out.table.num_rows)  # kept: pools-in, pairs-out stages
     write_parquet(out.table, task["out"])
@@ -220,7 +228,7 @@ class _Wave:
     index: int
     key: str
     tasks: list[dict[str, Any]]
-    src: dict[int, Path]  # every shard's input file
+    src: dict[int, Path | str]  # every shard's input (a file, or the source's row groups)
     rows: dict[int, int]  # every shard's input rows
 
 
@@ -288,41 +296,45 @@ class RayExecutor:
             keys,
             shard_counts,
         ):
-            shards = range(len(shard_counts))
-            if any(not self._is_done(manifest, k, s) for k in keys for s in shards):
+            starts = [manifest.resume_point(keys, s) for s in range(len(shard_counts))]
+            if any(start < len(keys) for start in starts):
                 with _ray_session(self.num_cpus):
                     self._check_gpus(pipeline.stages)
-                    self._process(pipeline.stages, keys, manifest, len(shard_counts))
+                    self._process(pipeline.stages, keys, manifest, starts)
         return ExecutionResult.from_info(open_workdir(self.workdir))
 
     # ----------------------------------------------------------------- the plan
 
-    @staticmethod
-    def _is_done(manifest: Manifest, key: str, shard: int) -> bool:
-        return (
-            manifest.done(key, shard) is not None
-            and manifest.output_path(key, shard).exists()
-            and manifest.rejects_path(key, shard).exists()
-        )
-
     def _wave(
-        self, stages: list[Stage], keys: list[str], i: int, manifest: Manifest, num_shards: int
+        self, stages: list[Stage], keys: list[str], i: int, manifest: Manifest, starts: list[int]
     ) -> _Wave:
-        """The unfinished shards of stage ``i``, with the reject row offsets: the rows of the
-        stage's input in the shards before (from the manifest, or the input file's footer)."""
+        """The shards stage ``i`` runs on (those whose resume point is at or before it),
+        with the reject row offsets: the rows of the stage's input in the shards before
+        (from the manifest, the input plan, or the input file's footer)."""
         key, tasks, src, rows, offset = keys[i], [], {}, {}, 0
-        for s in range(num_shards):
-            path = manifest.input_path(s) if i == 0 else manifest.output_path(keys[i - 1], s)
+        reader = InputReader(manifest)
+        for s, start in enumerate(starts):
+            if i == 0:
+                pieces, path = reader.pieces(s), reader.describe(s)
+            else:
+                pieces, path = None, manifest.output_path(keys[i - 1], s)
             src[s] = path
-            if self._is_done(manifest, key, s):
+            if start > i:
                 rows[s] = manifest.done(key, s)["rows_in"]
                 offset += rows[s]
                 continue
-            rows[s] = pq.ParquetFile(path).metadata.num_rows
+            if i == 0:
+                rows[s] = manifest.input["shards"][s]
+            else:
+                rows[s] = pq.ParquetFile(path).metadata.num_rows
+            spec = {"sources": manifest.input["sources"], "pieces": pieces}
             tasks.append(
                 {
                     "shard": s,
-                    "src": os.path.abspath(path),  # workers may run elsewhere
+                    "src": os.path.abspath(path)
+                    if pieces is None
+                    else None,  # workers may run elsewhere
+                    "pieces": None if pieces is None else json.dumps(spec),
                     "out": os.path.abspath(manifest.output_path(key, s)),
                     "rejects": os.path.abspath(manifest.rejects_path(key, s)),
                     "offset": offset,
@@ -380,12 +392,12 @@ class RayExecutor:
     # ----------------------------------------------------------------- running
 
     def _process(
-        self, stages: list[Stage], keys: list[str], manifest: Manifest, num_shards: int
+        self, stages: list[Stage], keys: list[str], manifest: Manifest, starts: list[int]
     ) -> None:
         from ray import cloudpickle
 
         for i in range(len(stages)):
-            wave = self._wave(stages, keys, i, manifest, num_shards)
+            wave = self._wave(stages, keys, i, manifest, starts)
             if not wave.tasks:
                 continue
             total = sum(wave.rows.values())

@@ -179,12 +179,56 @@ class Manifest:
         """The counts recorded for ``shard`` of stage ``key``, or None when not done."""
         return self.data["stages"][key]["shards"].get(f"{shard:05d}")
 
-    def record(self, key: str, shard: int, rows_in: int, rows_out: int, rows_rejected: int) -> None:
-        self.data["stages"][key]["shards"][f"{shard:05d}"] = {
-            "rows_in": rows_in,
-            "rows_out": rows_out,
-            "rows_rejected": rows_rejected,
-        }
+    def record(
+        self,
+        key: str,
+        shard: int,
+        rows_in: int,
+        rows_out: int,
+        rows_rejected: int,
+        stored: bool = True,
+    ) -> None:
+        """Record a (stage, shard) as done; ``stored=False``: only its rejects were kept."""
+        rec = {"rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected}
+        if not stored:
+            rec["stored"] = False
+        self.data["stages"][key]["shards"][f"{shard:05d}"] = rec
+
+    def is_done(self, key: str, shard: int) -> bool:
+        """Recorded, with its rejects file, and its output file unless it was not stored."""
+        rec = self.done(key, shard)
+        return (
+            rec is not None
+            and self.rejects_path(key, shard).exists()
+            and (not rec.get("stored", True) or self.output_path(key, shard).exists())
+        )
+
+    def has_output(self, key: str, shard: int) -> bool:
+        """Done, with its output file in place (so the next stage can start from it)."""
+        rec = self.done(key, shard)
+        return rec is not None and rec.get("stored", True) and self.is_done(key, shard)
+
+    def resume_point(self, keys: Sequence[str], shard: int) -> int:
+        """The first stage to run on ``shard``: every stage before it is done and its input
+        is at hand (the input shard, or the stored output of the stage before). Stages
+        between a stored output and the first unfinished stage run again (stages are
+        deterministic, so their rejects and counts come out the same). ``len(keys)`` when
+        the shard is finished (its last stage done with its output stored).
+
+        >>> m = Manifest(Path("/nonexistent"))
+        >>> m.data["stages"] = {k: {"dir": k, "shards": {}} for k in "abc"}
+        >>> m.resume_point(["a", "b", "c"], 0)
+        0
+        """
+        done = [self.is_done(k, shard) for k in keys]
+        if keys:
+            done[-1] = self.has_output(keys[-1], shard)
+        i = done.index(False) if False in done else len(keys)
+        if i == len(keys):
+            return i
+        while i > 0 and not self.has_output(keys[i - 1], shard):
+            i -= 1
+        return i
 
     def stage_dir(self, key: str) -> Path:
         return self.workdir / self.data["stages"][key]["dir"]
@@ -327,9 +371,55 @@ def iter_shards(source: pa.Table | list[Path], shard_rows: int) -> Iterator[pa.T
         yield pa.concat_tables(pending) if pending else source_schema(source).empty_table()
 
 
-def prepare_input(manifest: Manifest, source: pa.Table | list[Path], shard_rows: int) -> list[int]:
-    """Shard the input into ``workdir/input`` unless the manifest already holds this very
-    input (same digest, every shard file present). Returns the rows per shard.
+def plan_pieces(paths: list[Path], shard_rows: int) -> list[list[list[int]]] | None:
+    """Shards as pieces of the source files' row groups, from the footers alone:
+    ``[[file, row_group, start, length], ...]`` per shard, cut exactly as
+    :func:`iter_shards` cuts them. None when a row group is too big to hold in memory
+    (those inputs are copied into shards, streamed batch by batch).
+
+    Raises ValueError when a file's schema differs from the first file's.
+    """
+    schema = source_schema(paths)
+    files = [pq.ParquetFile(p) for p in paths]
+    for path, file in zip(paths, files, strict=True):
+        got = _conformed(file.schema_arrow.empty_table()).schema
+        if not got.equals(schema):
+            raise ValueError(
+                f"{path}: schema differs from the first input file's; expected {schema}, got {got}"
+            )
+    shards: list[list[list[int]]] = [[]]
+    room = shard_rows
+    for f, file in enumerate(files):
+        for g in range(file.num_row_groups):
+            meta = file.metadata.row_group(g)
+            if meta.total_byte_size > BIG_ROW_GROUP:
+                return None
+            start = 0
+            while start < meta.num_rows:
+                if room == 0:
+                    shards.append([])
+                    room = shard_rows
+                take = min(room, meta.num_rows - start)
+                shards[-1].append([f, g, start, take])
+                start += take
+                room -= take
+    return shards
+
+
+def prepare_input(
+    manifest: Manifest,
+    source: pa.Table | list[Path],
+    shard_rows: int,
+    *,
+    copy: bool = False,
+) -> list[int]:
+    """Plan the input's shards unless the manifest already holds this very input (same
+    digest, every shard readable). Returns the rows per shard.
+
+    Parquet files are read in place: the manifest records each shard as pieces of the
+    files' row groups (``input.pieces``), nothing is copied, and the digest, checked at
+    every start, guards against a changed file. A table, row groups too big to hold, or
+    ``copy=True`` are cut into ``workdir/input/shard-*.parquet`` instead.
 
     A changed input resets the manifest and removes all shards first, so nothing computed
     from the old input can be mistaken for done.
@@ -339,17 +429,26 @@ def prepare_input(manifest: Manifest, source: pa.Table | list[Path], shard_rows:
     if (
         done is not None
         and done["digest"] == digest
-        and all(manifest.input_path(i).exists() for i in range(len(done["shards"])))
+        and (
+            ("pieces" in done and not copy)
+            or all(manifest.input_path(i).exists() for i in range(len(done["shards"])))
+        )
     ):
+        if "pieces" in done:  # the same bytes, possibly at another path now
+            done["sources"] = [os.path.abspath(p) for p in source]
         return list(done["shards"])
     manifest.data = Manifest.empty()
     manifest.save()  # first forget, then delete: a crash in between leaves no false record
     for sub in (INPUT_DIR, STAGES_DIR):
         shutil.rmtree(manifest.workdir / sub, ignore_errors=True)
-    rows = []
-    for i, shard in enumerate(iter_shards(source, shard_rows)):
-        write_parquet(shard, manifest.input_path(i))
-        rows.append(shard.num_rows)
+    pieces = None if copy or isinstance(source, pa.Table) else plan_pieces(source, shard_rows)
+    if pieces is not None:
+        rows = [sum(p[3] for p in shard) for shard in pieces]
+    else:
+        rows = []
+        for i, shard in enumerate(iter_shards(source, shard_rows)):
+            write_parquet(shard, manifest.input_path(i))
+            rows.append(shard.num_rows)
     manifest.data["input"] = {
         "digest": digest,
         "shard_rows": shard_rows,
@@ -357,10 +456,71 @@ def prepare_input(manifest: Manifest, source: pa.Table | list[Path], shard_rows:
         "shards": rows,
         "sources": ["<pyarrow.Table>"]
         if isinstance(source, pa.Table)
-        else [str(p) for p in source],
+        else [os.path.abspath(p) for p in source],
     }
+    if pieces is not None:
+        manifest.data["input"]["pieces"] = pieces
     manifest.save()
     return rows
+
+
+class RowGroupCache:
+    """The last row group decoded, so shards read in order decode each row group once."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, int] | None = None
+        self.table: pa.Table | None = None
+
+    def get(self, path: str, group: int) -> pa.Table:
+        if self.key != (path, group):
+            self.key, self.table = None, None  # free the old group before reading the next
+            self.table = _conformed(pq.ParquetFile(path).read_row_group(group))
+            self.key = (path, group)
+        return self.table
+
+
+def read_pieces(
+    sources: Sequence[str], pieces: Sequence[Sequence[int]], cache: RowGroupCache | None = None
+) -> pa.Table:
+    """One shard from ``[[file, row_group, start, length], ...]`` pieces of ``sources``,
+    conformed, exactly the rows :func:`iter_shards` would cut."""
+    if not pieces:  # the one empty shard of an empty input
+        return source_schema([Path(sources[0])]).empty_table()
+    cache = cache or RowGroupCache()
+    return pa.concat_tables(cache.get(sources[f], g).slice(start, n) for f, g, start, n in pieces)
+
+
+class InputReader:
+    """Reads a run's input shards: the shard files, or pieces of the source's row groups.
+
+    >>> reader = InputReader(Manifest.load("runs/demo"))  # doctest: +SKIP
+    >>> reader.read(0).num_rows  # doctest: +SKIP
+    10000
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.cache = RowGroupCache()
+
+    def pieces(self, shard: int) -> list[list[int]] | None:
+        """The shard's pieces, or None when the input was copied into shard files."""
+        inp = self.manifest.input
+        return inp["pieces"][shard] if "pieces" in inp else None
+
+    def describe(self, shard: int) -> str:
+        """Where the shard comes from, for error messages."""
+        pieces = self.pieces(shard)
+        if pieces is None:
+            return str(self.manifest.input_path(shard))
+        sources = self.manifest.input["sources"]
+        files = sorted({sources[f] for f, *_ in pieces})
+        return f"row groups {[g for _, g, *_ in pieces]} of {', '.join(files)}"
+
+    def read(self, shard: int) -> pa.Table:
+        pieces = self.pieces(shard)
+        if pieces is None:
+            return read_parquet(self.manifest.input_path(shard))
+        return read_pieces(self.manifest.input["sources"], pieces, self.cache)
 
 
 # --------------------------------------------------------------------------- housekeeping
@@ -501,9 +661,13 @@ __all__ = [
     "WorkdirInfo",
     "check_workdir",
     "clean_temp_files",
+    "InputReader",
+    "RowGroupCache",
     "iter_shards",
     "open_workdir",
+    "plan_pieces",
     "prepare_input",
+    "read_pieces",
     "resolve_source",
     "shard_name",
     "source_digest",
@@ -531,7 +695,8 @@ def begin_run(
     with workdir_lock(workdir):
         clean_temp_files(workdir)
         manifest = Manifest.load(workdir)
-        shard_counts = prepare_input(manifest, src, shard_rows)
+        # with no stage the output is the input shards, so they must be files
+        shard_counts = prepare_input(manifest, src, shard_rows, copy=not pipeline.stages)
         keys = pipeline.keys()
         for i, (stage, key) in enumerate(zip(pipeline.stages, keys, strict=True)):
             manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())

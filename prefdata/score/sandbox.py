@@ -414,6 +414,8 @@ class CodeTests(Scorer):
     ('prompt_id', 'prompt', 'candidates', 'tests')
     """
 
+    checkpoint = True  # running code is costly though nothing is set up
+
     tests_col: str
     name: str = "code"
     language: str = "python"

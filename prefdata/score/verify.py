@@ -44,6 +44,8 @@ class MathVerify(Scorer):
     ('prompt_id', 'prompt', 'candidates', 'answer')
     """
 
+    checkpoint = True  # symbolic parsing is costly though nothing is set up
+
     gold_col: str
     name: str = "math"
     timeout_s: int = 5
