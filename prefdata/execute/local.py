@@ -53,7 +53,6 @@ from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput
 from prefdata.progress import progress_bar
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects
 
-
 CHECKPOINT_MODES = ("auto", "all")
 
 
