@@ -189,8 +189,7 @@ def run_prefdata(data: Path, out: Path, shard_rows: int):
     from prefdata.construct import Pairs
     from prefdata.execute import LocalExecutor
     from prefdata.filter.voting import Vote
-    from prefdata.io.export import export
-    from prefdata.io.parquet import read_parquet
+    from prefdata.io.export import ShardedExport
 
     # pass 1: mergeable statistics, one row group at a time (iter_batches reads ahead and
     # held the whole projection), reading only the score leaves of the candidates
@@ -203,9 +202,11 @@ def run_prefdata(data: Path, out: Path, shard_rows: int):
         Vote(scorers=Z, k=2),
         Strength(scorers=Z),
     ]
-    result = LocalExecutor(out / "work", shard_rows=shard_rows, progress=False).run(stages, data)
-    for i, path in enumerate(result.output_paths):  # one shard in memory at a time
-        export(read_parquet(path), "trl-dpo", out / "trl", split=f"train-{i:05d}")
+    # each output shard goes to the exporter as it is computed (train-00000.parquet, ...)
+    sink = ShardedExport("trl-dpo", out / "trl")
+    executor = LocalExecutor(out / "work", shard_rows=shard_rows, progress=False)
+    result = executor.run(stages, data, sink=sink)
+    sink.result()
     cols = ["prompt_id", "chosen_id", "rejected_id", "votes", "strength_mean"]
     # the pairs to check are read back after the clock stops
     return lambda: pa.concat_tables(pq.read_table(p, columns=cols) for p in result.output_paths)

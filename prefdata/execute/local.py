@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,9 +140,20 @@ class LocalExecutor:
         self.checkpoint = checkpoint
         self.progress = progress
 
-    def run(self, stages: Pipeline | Sequence[Stage], source: Source) -> ExecutionResult:
+    def run(
+        self,
+        stages: Pipeline | Sequence[Stage],
+        source: Source,
+        *,
+        sink: Callable[[int, pa.Table], object] | None = None,
+    ) -> ExecutionResult:
         """Run ``stages`` over ``source`` (a Parquet file, a folder of them, a list of
         paths, or a table of pools); resume whatever an earlier run left unfinished.
+
+        ``sink(shard, table)`` is called with every output shard, in shard order, as it is
+        computed (shards an earlier run finished are read back), so an exporter such as
+        :class:`~prefdata.io.export.ShardedExport` streams the output without a second
+        pass. A shard computed again after a crash is handed over again, identical.
 
         Raises :class:`~prefdata.pipeline.MissingColumnsError` before any work when a stage
         lacks a column, and :class:`StageError` (with the cause chained) when a stage fails.
@@ -153,11 +164,16 @@ class LocalExecutor:
             keys,
             shard_counts,
         ):
-            self._process(pipeline.stages, keys, manifest, shard_counts)
+            self._process(pipeline.stages, keys, manifest, shard_counts, sink)
         return ExecutionResult.from_info(open_workdir(self.workdir))
 
     def _process(
-        self, stages: list[Stage], keys: list[str], manifest: Manifest, shard_counts: list[int]
+        self,
+        stages: list[Stage],
+        keys: list[str],
+        manifest: Manifest,
+        shard_counts: list[int],
+        sink: Callable[[int, pa.Table], object] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._unrecorded: dict[int, list[tuple]] = {}
@@ -183,6 +199,13 @@ class LocalExecutor:
                         for i in range(start):
                             offsets[i] += manifest.done(keys[i], shard)["rows_in"]
                     if start == len(stages):
+                        if sink is not None:
+                            done = (
+                                read_parquet(manifest.output_path(keys[-1], shard))
+                                if keys
+                                else reader.read(shard)
+                            )
+                            sink(shard, _canonical(done))
                         continue
                     if start == 0:
                         where, table = reader.describe(shard), reader.read(shard)
@@ -209,7 +232,9 @@ class LocalExecutor:
                         )
                         offsets[i] += table.num_rows
                         where = f"the output of stage {i} {stages[i].name}"
-                        table = _canonical(out.table) if i < last else None
+                        table = _canonical(out.table) if i < last or sink else None
+                    if sink is not None:  # the table its file reads back as
+                        sink(shard, table)
                     bar.update(shard_counts[shard])
                 while pending:
                     pending.popleft().result()
@@ -251,8 +276,12 @@ class LocalExecutor:
         would recompute the stage anyway."""
         # the files in place before the record: a file without a record is redone
         if store:
-            write_parquet(out.table, manifest.output_path(key, shard))
-        write_parquet(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
+            write_parquet(out.table, manifest.output_path(key, shard), statistics=False)
+        write_parquet(
+            _shift_rows(out.rejects, row_offset),
+            manifest.rejects_path(key, shard),
+            statistics=False,
+        )
         with self._lock:
             waiting = self._unrecorded.setdefault(shard, [])
             waiting.append((key, shard, rows_in, out.kept, out.rejects.num_rows, store))

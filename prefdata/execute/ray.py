@@ -141,8 +141,8 @@ def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
         table = read_parquet(task["src"])
     out = stage(table)
     rows_out = getattr(out, "kept", out.table.num_rows)  # kept: pools-in, pairs-out stages
-    write_parquet(out.table, task["out"])
-    write_parquet(_shift_rows(out.rejects, task["offset"]), task["rejects"])
+    write_parquet(out.table, task["out"], statistics=False)
+    write_parquet(_shift_rows(out.rejects, task["offset"]), task["rejects"], statistics=False)
     return {
         "shard": task["shard"],
         "rows_in": table.num_rows,

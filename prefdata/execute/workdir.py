@@ -447,7 +447,7 @@ def prepare_input(
     else:
         rows = []
         for i, shard in enumerate(iter_shards(source, shard_rows)):
-            write_parquet(shard, manifest.input_path(i))
+            write_parquet(shard, manifest.input_path(i), statistics=False)
             rows.append(shard.num_rows)
     manifest.data["input"] = {
         "digest": digest,

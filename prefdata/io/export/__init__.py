@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prefdata.io.export._arrow import (
     Converted,
@@ -237,6 +238,81 @@ def export(
     return result
 
 
+class ShardedExport:
+    """Export shard by shard: ``{split}-00000.{ext}``, ``{split}-00001.{ext}``, ... one
+    file per call, so a run's output is written as it streams and never held whole. Pass
+    it as the executor's ``sink``; :meth:`result` gives the paths and every reject, with
+    ``row`` counted over all shards. ``load_dataset("parquet", data_files="out/train-*")``
+    (or ``"json"``) reads the files back as one split.
+
+    Formats with a side file naming one data file (``llamafactory``, ``axolotl``) need
+    the whole table: use :func:`export`.
+
+    >>> import tempfile
+    >>> from prefdata.schema import PAIR_SCHEMA
+    >>> pairs = pa.Table.from_pylist([{"prompt_id": "p", "strategy": "best-worst",
+    ...     "prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"}],
+    ...     schema=PAIR_SCHEMA)
+    >>> sink = ShardedExport("trl-dpo", tempfile.mkdtemp())
+    >>> sink(0, pairs); sink(1, pairs)
+    >>> [p.name for p in sink.result()], sink.result().rows_written
+    (['train-00000.parquet', 'train-00001.parquet'], 2)
+    """
+
+    def __init__(
+        self,
+        format: str,
+        out_dir: str | os.PathLike,
+        *,
+        split: str = "train",
+        file_format: FileFormat | None = None,
+        **options: Any,
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; expected one of {sorted(FORMATS)}")
+        if FORMATS[format].side_files is not None:
+            raise ValueError(
+                f"format {format!r} writes a side file naming one data file; "
+                "export the whole table with export() instead"
+            )
+        self.format, self.out_dir, self.split = format, Path(out_dir), split
+        self.file_format, self.options = file_format, options
+        self._shards: dict[int, ExportResult] = {}
+        self._rows: dict[int, int] = {}
+
+    def __call__(self, shard: int, table: pa.Table) -> None:
+        split = f"{self.split}-{shard:05d}"
+        self._shards[shard] = export(
+            table,
+            self.format,
+            self.out_dir,
+            split=split,
+            file_format=self.file_format,
+            **self.options,
+        )
+        self._rows[shard] = table.num_rows
+
+    def result(self, funnel: Funnel | None = None) -> ExportResult:
+        """Every file written (shard order) and all rejects; ``funnel`` gets an
+        ``export:<format>`` entry."""
+        paths, rejects, offset = [], [], 0
+        for shard in sorted(self._shards):
+            part = self._shards[shard]
+            paths += part.paths
+            if part.rejects.num_rows:
+                rows = pc.add(part.rejects["row"], pa.scalar(offset, pa.int64()))
+                i = part.rejects.schema.get_field_index("row")
+                rejects.append(part.rejects.set_column(i, "row", rows))
+            offset += self._rows[shard]
+        rejected = pa.concat_tables(rejects) if rejects else empty_rejects()
+        result = ExportResult(paths, rejected, offset, offset - rejected.num_rows)
+        if funnel is not None:
+            funnel.add(
+                f"export:{self.format}", result.rows_in, result.rows_written, rejected.num_rows
+            )
+        return result
+
+
 def convert(table: pa.Table, format: str, **options: Any) -> Converted:
     """Convert without writing: the target-format table and the rejects."""
     if format not in FORMATS:
@@ -261,6 +337,7 @@ __all__: Sequence[str] = [
     "Converted",
     "ExportFormat",
     "ExportResult",
+    "ShardedExport",
     "convert",
     "export",
     "hub_table",
