@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def column(table: pa.Table, name: str) -> pa.Array:
 
 def _as_array(values: pa.Array | pa.ChunkedArray | str, n: int) -> pa.Array:
     if isinstance(values, str):
-        return pa.array(np.full(n, values, dtype=object), pa.string())
+        return _repeat(values, n)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return values.cast(pa.string())
@@ -45,14 +46,27 @@ def _as_array(values: pa.Array | pa.ChunkedArray | str, n: int) -> pa.Array:
 
 @dataclass(frozen=True)
 class Messages:
-    """A column of message lists held flat: ``roles``/``contents`` and per-row ``lengths``.
+    """A column of message lists held flat: ``role_array``/``contents`` and per-row
+    ``lengths``. Roles stay an Arrow array (a numpy object view, ``roles``, is made only
+    for the writers that index them in numpy): building and converting object arrays was
+    half the cost of a TRL export.
 
     Null lists count as empty (validation rejects them before anything is written).
     """
 
-    roles: np.ndarray  # object array of str (or None)
+    role_array: pa.Array  # string (numpy or lists are converted)
     contents: pa.Array  # string
     lengths: np.ndarray  # int64, one per row
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role_array, pa.Array):
+            roles = pa.array(np.asarray(self.role_array, dtype=object), pa.string())
+            object.__setattr__(self, "role_array", roles)
+
+    @cached_property
+    def roles(self) -> np.ndarray:
+        """The roles as a numpy object array of str (or None)."""
+        return self.role_array.to_numpy(zero_copy_only=False)
 
     @classmethod
     def of(cls, lists: pa.Array | pa.ChunkedArray) -> Messages:
@@ -60,15 +74,16 @@ class Messages:
             lists = lists.combine_chunks()
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
         flat = lists.flatten()
-        roles = flat.field("role").to_numpy(zero_copy_only=False).astype(object)
-        return cls(roles, flat.field("content").cast(pa.string()), lengths)
+        return cls(
+            flat.field("role").cast(pa.string()), flat.field("content").cast(pa.string()), lengths
+        )
 
     @classmethod
     def single(cls, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:
         """One message per row."""
         contents = _as_array(contents, 0)
         n = len(contents)
-        return cls(np.full(n, role, dtype=object), contents, np.ones(n, dtype=np.int64))
+        return cls(_repeat(role, n), contents, np.ones(n, dtype=np.int64))
 
     @property
     def num_rows(self) -> int:
@@ -89,15 +104,18 @@ class Messages:
         return np.arange(len(self.roles)) - np.repeat(self.starts, self.lengths)
 
     def first_roles(self) -> np.ndarray:
-        out = np.full(self.num_rows, None, dtype=object)
-        has = self.lengths > 0
-        out[has] = self.roles[self.starts[has]]
-        return out
+        return self._roles_at(self.starts)
 
     def last_roles(self) -> np.ndarray:
+        return self._roles_at(self.starts + self.lengths - 1)
+
+    def _roles_at(self, flat_index: np.ndarray) -> np.ndarray:
+        """Per row, the role at ``flat_index`` (None for empty rows), as numpy objects."""
         out = np.full(self.num_rows, None, dtype=object)
         has = self.lengths > 0
-        out[has] = self.roles[(self.starts + self.lengths - 1)[has]]
+        if has.any():
+            picked = self.role_array.take(pa.array(flat_index[has]))
+            out[has] = picked.to_numpy(zero_copy_only=False)
         return out
 
     def any_per_row(self, flat_mask: np.ndarray) -> np.ndarray:
@@ -106,15 +124,15 @@ class Messages:
     def take_flat(self, keep: np.ndarray) -> Messages:
         """Keep the flat messages where ``keep`` is true (rows keep their order)."""
         lengths = np.bincount(self.row_ids[keep], minlength=self.num_rows).astype(np.int64)
-        idx = np.flatnonzero(keep)
-        return Messages(self.roles[idx], self.contents.take(pa.array(idx)), lengths)
+        idx = pa.array(np.flatnonzero(keep))
+        return Messages(self.role_array.take(idx), self.contents.take(idx), lengths)
 
     def take_rows(self, rows: np.ndarray) -> Messages:
         rows = np.asarray(rows, dtype=np.int64)
         starts, lengths = self.starts[rows], self.lengths[rows]
         idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        idx = idx + np.arange(lengths.sum())
-        return Messages(self.roles[idx], self.contents.take(pa.array(idx)), lengths)
+        idx = pa.array(idx + np.arange(lengths.sum()))
+        return Messages(self.role_array.take(idx), self.contents.take(idx), lengths)
 
     def append(self, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:
         """Append one message with ``role`` to every row."""
@@ -129,19 +147,20 @@ class Messages:
         # Destination of each source element: own offset within the row + row start.
         dest_self = np.repeat(starts, self.lengths) + self.positions
         dest_other = np.repeat(starts + self.lengths, other.lengths) + other.positions
+        mine, theirs = len(self.role_array), len(other.role_array)
         order = np.empty(total, dtype=np.int64)
-        order[dest_self] = np.arange(len(self.roles))
-        order[dest_other] = len(self.roles) + np.arange(len(other.roles))
-        roles = np.concatenate([self.roles, other.roles])[order]
-        contents = pa.concat_arrays([self.contents, other.contents]).take(pa.array(order))
+        order[dest_self] = np.arange(mine)
+        order[dest_other] = mine + np.arange(theirs)
+        order = pa.array(order)
+        roles = pa.concat_arrays([self.role_array, other.role_array]).take(order)
+        contents = pa.concat_arrays([self.contents, other.contents]).take(order)
         assert len(lengths) == n
         return Messages(roles, contents, lengths)
 
     def struct_values(
         self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
     ) -> pa.StructArray:
-        roles = _apply_map(self.roles, role_map) if role_map else self.roles
-        role_arr = pa.array(roles, pa.string())
+        role_arr = _apply_map(self.role_array, role_map) if role_map else self.role_array
         fields = [pa.field(keys[0], pa.string()), pa.field(keys[1], pa.string())]
         return pa.StructArray.from_arrays([role_arr, self.contents], fields=fields)
 
@@ -161,12 +180,22 @@ class Messages:
         return self.struct_values(keys, role_map)
 
 
-def _apply_map(values: np.ndarray, mapping: dict[str, str]) -> np.ndarray:
-    """Map role names through ``mapping`` (vectorised over the few distinct values)."""
-    out = values.copy()
+def _apply_map(values: pa.Array, mapping: dict[str, str]) -> pa.Array:
+    """Map role names through ``mapping`` (one vectorised pass per mapped name).
+
+    >>> _apply_map(pa.array(["user", "assistant", None]), {"user": "human"}).to_pylist()
+    ['human', 'assistant', None]
+    """
+    out = values
     for src, dst in mapping.items():
-        out[values == src] = dst
+        hit = pc.fill_null(pc.equal(values, src), False)
+        out = pc.if_else(hit, pa.scalar(dst, pa.string()), out)
     return out
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    """``value`` n times as a plain string array."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)
 
 
 # ---------------------------------------------------------------- validation
@@ -209,7 +238,8 @@ def check_prompt(reasons: Reasons, table: pa.Table, msgs: Messages, name: str = 
     arr = column(table, name)
     reasons.add(arr.is_null().to_numpy(zero_copy_only=False), f"{name} is null", name)
     reasons.add(msgs.lengths == 0, f"{name} is an empty message list", name)
-    bad_role = ~np.isin(msgs.roles.astype(str), ROLES) | (msgs.roles == None)  # noqa: E711
+    known = pc.fill_null(pc.is_in(msgs.role_array, pa.array(ROLES, pa.string())), False)
+    bad_role = ~known.to_numpy(zero_copy_only=False)
     reasons.add(msgs.any_per_row(bad_role), f"{name} has a role outside {ROLES}", name)
     null_content = msgs.contents.is_null().to_numpy(zero_copy_only=False)
     reasons.add(msgs.any_per_row(null_content), f"{name} has a message with null content", name)
@@ -332,7 +362,32 @@ def write_parquet_hf(table: pa.Table, path: Path) -> Path:
     features = Features.from_arrow_schema(table.schema)
     meta = {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-    return atomic_path(path, lambda p: pq.write_table(table, str(p), row_group_size=100_000))
+    options = {
+        "row_group_size": 100_000,
+        # texts and ids are mostly unique: a dictionary would be built, overflow and be
+        # dropped; roles repeat. No min/max statistics: nothing filters on message text.
+        # Together 2.3x faster writes (and smaller files) than pyarrow's defaults.
+        "use_dictionary": [p for p in _leaf_paths(table.schema) if p.rsplit(".", 1)[-1] == "role"],
+        "write_statistics": False,
+    }
+    return atomic_path(path, lambda p: pq.write_table(table, str(p), **options))
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet column paths of every leaf (``prompt.list.element.role``, ...).
+
+    >>> _leaf_paths(pa.schema([("prompt", pa.list_(MESSAGE_TYPE)), ("label", pa.bool_())]))
+    ['prompt.list.element.role', 'prompt.list.element.content', 'label']
+    """
+
+    def walk(t: pa.DataType, path: str) -> list[str]:
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return walk(t.value_type, f"{path}.list.element")
+        if pa.types.is_struct(t):
+            return [leaf for f in t for leaf in walk(f.type, f"{path}.{f.name}")]
+        return [path]
+
+    return [leaf for f in schema for leaf in walk(f.type, f.name)]
 
 
 def write_json(obj: object, path: Path) -> Path:

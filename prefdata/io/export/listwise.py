@@ -135,7 +135,7 @@ def listwise_table(
         sub_msgs = msgs.take_rows(idx)
         tags = np.array([TAGS.get(r, "") for r in sub_msgs.roles], dtype=object)
         texts = pc.binary_join_element_wise(pa.array(tags, pa.string()), sub_msgs.contents, "")
-        prefix_one = Messages(sub_msgs.roles, texts, sub_msgs.lengths).append(
+        prefix_one = Messages(sub_msgs.role_array, texts, sub_msgs.lengths).append(
             "assistant", pa.array(np.full(len(idx), TAGS["assistant"], dtype=object), pa.string())
         )
         one = pa.ListArray.from_arrays(
