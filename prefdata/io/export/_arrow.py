@@ -202,25 +202,36 @@ def _repeat(value: str, n: int) -> pa.Array:
 
 
 class Reasons:
-    """One rejection reason (and field) per row; the first reason set wins."""
+    """One rejection reason (and field) per row; the first reason set wins.
+
+    >>> r = Reasons(3)
+    >>> r.add(np.array([True, False, True]), "a", "x")
+    >>> r.add(np.array([True, True, False]), "b", "y")
+    >>> r.reason.tolist(), r.ok.tolist()
+    (['a', 'b', 'a'], [False, False, False])
+    """
 
     def __init__(self, n: int) -> None:
         self.reason = np.full(n, None, dtype=object)
         self.field = np.full(n, None, dtype=object)
+        self._open = np.ones(n, dtype=bool)  # no reason yet (cheaper than reason == None)
 
     def add(self, mask: np.ndarray, reason: str, field: str) -> None:
-        mask = np.asarray(mask, dtype=bool) & (self.reason == None)  # noqa: E711
-        self.reason[mask] = reason
-        self.field[mask] = field
+        mask = np.asarray(mask, dtype=bool) & self._open
+        if mask.any():
+            self.reason[mask] = reason
+            self.field[mask] = field
+            self._open &= ~mask
 
     def add_per_row(self, reasons: Sequence[str | None], field: str) -> None:
         for i, r in enumerate(reasons):
-            if r is not None and self.reason[i] is None:
+            if r is not None and self._open[i]:
                 self.reason[i], self.field[i] = r, field
+                self._open[i] = False
 
     @property
     def ok(self) -> np.ndarray:
-        return self.reason == None  # noqa: E711
+        return self._open.copy()
 
 
 def check_text(reasons: Reasons, table: pa.Table, name: str, *, nonblank: bool = False) -> None:
@@ -243,9 +254,14 @@ def check_prompt(reasons: Reasons, table: pa.Table, msgs: Messages, name: str = 
     reasons.add(msgs.any_per_row(bad_role), f"{name} has a role outside {ROLES}", name)
     null_content = msgs.contents.is_null().to_numpy(zero_copy_only=False)
     reasons.add(msgs.any_per_row(null_content), f"{name} has a message with null content", name)
-    last = msgs.last_roles()
+    has = msgs.lengths > 0
+    ends = np.zeros(msgs.num_rows, dtype=bool)
+    if has.any():
+        last = msgs.role_array.take(pa.array((msgs.starts + msgs.lengths - 1)[has]))
+        ends_ok = pc.fill_null(pc.is_in(last, pa.array(PROMPT_END_ROLES, pa.string())), False)
+        ends[has] = ~ends_ok.to_numpy(zero_copy_only=False)
     reasons.add(
-        (msgs.lengths > 0) & ~np.isin(last.astype(str), PROMPT_END_ROLES),
+        ends,
         f"{name} does not end with a user or tool turn",
         name,
     )
@@ -312,7 +328,8 @@ def finish(
         if len(bad_idx)
         else empty_rejects()
     )
-    kept = source.take(pa.array(keep_idx, pa.int64()))
+    # every row kept (the usual case): no copy of the whole table
+    kept = source if not len(bad_idx) else source.take(pa.array(keep_idx, pa.int64()))
     return Converted(build(kept, keep_idx), rejects, source.num_rows)
 
 
