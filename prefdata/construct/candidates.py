@@ -211,9 +211,11 @@ class ConstructStage(Stage):
 
     def process(self, table: pa.Table) -> StageOutput:
         out, source_rows, rejects = self.construct(table)
-        yielded = np.unique(source_rows)
+        hit = np.zeros(table.num_rows, dtype=bool)
+        hit[source_rows] = True  # pools that yielded output (a mask: no sort)
+        yielded = np.flatnonzero(hit)
         rejected = rejects["row"].to_numpy(zero_copy_only=False) if rejects.num_rows else []
-        if np.intersect1d(yielded, rejected).size or yielded.size + len(rejected) != table.num_rows:
+        if hit[rejected].any() or yielded.size + len(rejected) != table.num_rows:
             raise AssertionError(
                 f"stage {self.name} broke the pool funnel: {table.num_rows} pools in, "
                 f"{yielded.size} yielded output, {len(rejected)} rejected"
