@@ -1,21 +1,33 @@
 """The local executor: pools streamed shard by shard through the stages, checkpointed.
 
-The input is cut once into shards of ``shard_rows`` rows (see :mod:`prefdata.execute.workdir`
-for the layout and the manifest). Each shard then runs through every stage in order; after
-each stage its kept rows and its rejects are written atomically and the shard is recorded
-in the manifest. A rerun skips every (shard, stage) already recorded and resumes the rest,
-so a run killed at any instant (even SIGKILL mid-write) finishes with exactly the rows of
-an uninterrupted run. Memory holds about one shard (plus the reader's buffer), never the
-whole input.
+The input is planned once as shards of ``shard_rows`` rows (see
+:mod:`prefdata.execute.workdir` for the layout and the manifest): a Parquet source is read
+in place, row group by row group, and only a table is copied into shard files. Each shard
+then runs through every stage in order. Every stage's rejects are written for every shard;
+its kept rows are written when the stage is worth keeping:
+
+- ``checkpoint="auto"`` (the default) keeps the output of costly stages (samplers, reward
+  models, judges, verifiers: :attr:`Stage.costly <prefdata.pipeline.Stage.costly>`) and of
+  the last stage. The cheap row-local stages between them are recomputed from the last
+  kept output when a rerun needs them, which costs less than writing and reading them.
+- ``checkpoint="all"`` keeps every stage's output (to inspect each step, or to change a
+  cheap stage's config often on a large input).
+
+A shard is recorded in the manifest only after its files are in place; a cheap stage's
+record is written together with the next kept output of its shard (one manifest write per
+shard). A rerun starts each shard at its first stage not recorded, from the last kept
+output before it, so a run killed at any instant (even SIGKILL mid-write) finishes with
+exactly the rows of an uninterrupted run. Memory holds about one shard (plus the reader's
+row group), never the whole input.
 
 Within a shard, each stage takes the table the stage before produced in memory, conformed
 and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its file gives it
 (a Parquet round trip keeps every value and type), so a stage resumed from the file and one
 fed from memory see the very same table and write byte-identical outputs (the Ray executor,
 which always reads the files, is tested against this). Files are written by one background
-thread while the next stage computes (pyarrow releases the GIL while it encodes); a shard is
-recorded in the manifest only after its files are in place, in submission order, and at
-most two writes wait at any time, so memory stays a few shards.
+thread while the next stage computes (pyarrow releases the GIL while it encodes), in
+submission order, and at most two writes wait at any time, so memory stays a few shards.
+``run(..., sink=...)`` hands every output shard to an exporter as it is computed.
 
 The ``row`` of a reject counts rows of that stage's input across all shards (not within
 the shard), so rejects match an in-memory :meth:`Pipeline.run <prefdata.pipeline.Pipeline.run>`.
@@ -114,6 +126,8 @@ class LocalExecutor:
     """Run a pipeline over Parquet shards under ``workdir``, resumably.
 
     ``shard_rows``: rows per shard (the checkpoint unit and the memory bound).
+    ``checkpoint``: ``"auto"`` keeps the outputs of costly stages and the last stage,
+    ``"all"`` of every stage (module docstring). Rejects are always kept.
     ``progress``: a tqdm bar on stderr (rows/s, ETA); None shows it only on a terminal.
 
     >>> from prefdata.execute import LocalExecutor

@@ -1,13 +1,16 @@
 """The Ray executor: the local executor's stages, work directory and output, on Ray Data.
 
-The input is cut into shards exactly as the local executor cuts it (the same
-``workdir/input`` files, the same manifest). Then the stages run one after the other, each
-as a Ray Data ``map_batches(batch_format="pyarrow", batch_size=1)`` over a dataset with one
-row (one block) per unfinished shard: the row names the shard's input file and where to
-write its output. A worker reads the input with :func:`~prefdata.io.parquet.read_parquet`,
-runs the stage, and writes the kept rows and the rejects atomically with
-:func:`~prefdata.io.parquet.write_parquet`; only counts come back to the driver, which alone
-writes the manifest (one writer, under the work directory lock) as results stream in.
+The input is planned into shards exactly as the local executor plans it (the same
+manifest: row-group pieces of Parquet sources, shard files for tables). Then the stages run
+one after the other, each as a Ray Data ``map_batches(batch_format="pyarrow",
+batch_size=1)`` over a dataset with one row (one block) per shard to do: the row names the
+shard's input (a file, or the source's row-group pieces) and where to write its output. A
+worker reads the input, runs the stage, and writes the kept rows and the rejects
+atomically with :func:`~prefdata.io.parquet.write_parquet`; only counts come back to the
+driver, which alone writes the manifest (one writer, under the work directory lock) as
+results stream in. Every stage's output is kept (the local executor's
+``checkpoint="all"``): the next wave reads it. A work directory a local
+``checkpoint="auto"`` run left resumes here from each shard's last kept output.
 
 Why whole shards, stage by stage:
 

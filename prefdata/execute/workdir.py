@@ -1,12 +1,12 @@
-"""The work directory of a checkpointed run: its layout, the manifest, the sharded input.
+"""The work directory of a checkpointed run: its layout, the manifest, the input plan.
 
 Layout (the local executor writes it; the Ray executor writes the same)::
 
     workdir/
       manifest.json                          what is done (the only source of truth)
       .lock                                  held (flock) by the one process running
-      input/shard-00000.parquet ...          the input cut into shards of shard_rows rows
-      stages/<ii>-<Stage>-<key>/shard-00000.parquet            rows a stage kept
+      input/shard-00000.parquet ...          only when the input had to be copied (below)
+      stages/<ii>-<Stage>-<key>/shard-00000.parquet            rows a stage kept (if stored)
       stages/<ii>-<Stage>-<key>/rejects/shard-00000.parquet    rows it rejected (REJECTS_SCHEMA)
 
 ``<ii>`` is the stage's position, ``<key>`` its chained fingerprint
@@ -15,14 +15,24 @@ of every stage after it, so those write into new folders and recompute, while th
 stages' folders are reused as they are. Folders of keys no longer in the pipeline stay (a
 config switched back is free) until the input changes or the folder is deleted by hand.
 
+The input: Parquet files are read where they are. The manifest records each shard as
+pieces of the files' row groups (``input.pieces``: ``[file, row_group, start, rows]``),
+computed from the footers, so nothing is copied and a shard is read by decoding its row
+groups (shards read in order decode each row group once). A table, a pipeline with no
+stage (its output is the input shards) and row groups too big to hold are cut into
+``input/shard-*.parquet`` instead.
+
 The manifest (``manifest.json``)::
 
     {"format": 1,
      "input": {"digest": ..., "shard_rows": 10000, "num_rows": ..., "shards": [rows, ...],
-               "sources": [...]},
+               "sources": [...], "pieces": [[[file, group, start, rows], ...], ...]},
      "pipeline": [key, ...],                        the stages of the latest run, in order
      "stages": {key: {"index", "name", "fingerprint", "config", "dir",
                       "shards": {"00000": {"rows_in", "rows_out", "rows_rejected"}}}}}
+
+A shard record with ``"stored": false`` is done but kept only its rejects (a cheap stage
+under ``checkpoint="auto"``).
 
 Why JSON and not DuckDB: one process writes it (the lock), and a whole-file rewrite to a
 temp file then ``os.replace`` is atomic, so after a crash at any instant the manifest is
@@ -31,11 +41,16 @@ person can read it. It stays small (one entry per shard and stage).
 
 The rules that make a killed run resumable with every row exactly once:
 
-- a shard is done for a stage only when its output and rejects files were renamed into
-  place *and* the manifest records it; a file without a record is recomputed and overwritten
-  (stages are deterministic, so this is idempotent), a record without its file too;
-- the input is sharded once, keyed by a content digest of the source and ``shard_rows``; a
-  different digest resets the manifest and removes every shard, so everything recomputes;
+- a shard is done for a stage only when its rejects file (and its output file, when
+  stored) were renamed into place *and* the manifest records it; a file without a record
+  is recomputed and overwritten (stages are deterministic, so this is idempotent), a
+  record without its file too;
+- a rerun starts each shard at :meth:`Manifest.resume_point`: the first stage not done,
+  moved back to just after the last stored output (or the input) before it;
+- the input is planned once, keyed by a content digest of the source and ``shard_rows``,
+  and the digest is checked at every start: a different digest (a file rewritten in
+  place, a different table) resets the manifest and removes every shard, so everything
+  recomputes; the same bytes at another path resume as they are;
 - temp files left by a killed write (``.*.tmp``) are removed at the start of the next run.
 
 >>> info = open_workdir("/path/to/workdir")  # doctest: +SKIP
