@@ -24,13 +24,13 @@ written TRL file:
 
 Implementations:
 
-(a) ``prefdata``: ``ScoreStatsFit`` over the file's record batches (only the score
-    columns are read), then
-    ``LocalExecutor(shard_rows=...)`` streaming shards through ``Normalise("zscore",
-    stats=...)``, ``Pairs("best-worst", score="a.z")``, ``Vote(k=2)`` and ``Strength``
-    (checkpointed: every stage's shard written to the work directory, with the manifest),
-    then ``export(pairs, "trl-dpo", ...)`` per output shard (``train-00000.parquet``, ...:
-    memory stays one shard).
+(a) ``prefdata``: ``ScoreStatsFit`` over the file's row groups (only the score columns
+    are read), then ``LocalExecutor(shard_rows=...)`` streaming shards of the file (read
+    in place) through ``Normalise("zscore", stats=...)``, ``Pairs("best-worst",
+    score="a.z")``, ``Vote(k=2)`` and ``Strength`` (checkpointed, the default
+    ``checkpoint="auto"``: every stage's rejects and the pairs written per shard, with the
+    manifest), with ``sink=ShardedExport("trl-dpo", ...)`` writing each shard's TRL file
+    (``train-00000.parquet``, ...) as it is computed: memory stays one shard.
 (b) ``loop``: ``to_pylist()`` then plain Python over dicts, one row at a time, the way
     dict-passing pipeline frameworks run their steps; ``pq.write_table`` at the end.
 (c) ``pandas``: explode to one row per candidate, ``groupby.transform``/``idxmax``/
