@@ -147,6 +147,24 @@ def test_resume_after_failure_in_one_shard(tmp_path, capsys):
     assert calls(log, 5) == before and again.read().equals(result.read())
 
 
+def test_resumes_a_local_auto_run_from_its_last_kept_outputs(tmp_path):
+    """A local checkpoint="auto" run keeps only the last stage's outputs (these stages are
+    cheap); after it fails on shard 3, Ray runs shards 3-10 from their input, every stage,
+    and ends with the rows, rejects and funnel of an uninterrupted run."""
+    table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
+    with pytest.raises(StageError):
+        LocalExecutor(work, shard_rows=5).run(stages(fail_on="p00017", log=str(log)), table)
+    first = calls(log, 5)
+    result = RayExecutor(work, shard_rows=5).run(stages(log=str(log)), table)
+    rerun = calls(log, 5) - first
+    assert set(rerun) == {
+        (st, s) for st in ("CountCandidates", "Slow", "DropEvery") for s in range(3, 11)
+    }
+    ref = LocalExecutor(tmp_path / "ref", shard_rows=5).run(stages(), table)
+    assert result.read().equals(ref.read()) and result.rejects().equals(ref.rejects())
+    assert result.funnel.to_list() == ref.funnel.to_list() and result.info.complete
+
+
 @dataclass(frozen=True)
 class CountedSetup(Stage):
     """Logs ``setup <pid>`` per setup() and ``process <pid> <first prompt id>`` per call."""
