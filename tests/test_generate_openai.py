@@ -33,14 +33,6 @@ CFG = GenerationConfig(n=2, max_tokens=12)
 FAST = Backoff(base=0.001, max_delay=0.01)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def local_model(tiny_models):
     return TransformersBackend(tiny_models["causal"], batch_size=4)

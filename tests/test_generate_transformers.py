@@ -21,15 +21,6 @@ CODE = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several spin-wait badly on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backend(tiny_models):
     return TransformersBackend(tiny_models["causal"], batch_size=4)

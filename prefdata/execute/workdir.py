@@ -65,7 +65,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +73,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prefdata.io.atomic import atomic_path
 from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
@@ -132,17 +132,8 @@ def dumps_manifest(obj: dict[str, Any]) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write the manifest to a temp file beside ``path``, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dumps_manifest(obj))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the manifest atomically (:func:`~prefdata.io.atomic.atomic_path`)."""
+    atomic_path(path, lambda tmp: tmp.write_text(dumps_manifest(obj), encoding="utf-8"))
 
 
 class Manifest:

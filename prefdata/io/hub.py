@@ -33,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from prefdata.io.export._arrow import atomic_path
+from prefdata.io.atomic import atomic_path
 from prefdata.report.card import CardInfo, card_metadata, render_body
 
 log = logging.getLogger(__name__)

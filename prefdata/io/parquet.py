@@ -19,12 +19,12 @@ keep them, so DuckDB and polars can skip row groups.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prefdata.io.atomic import atomic_path
 from prefdata.schema import conform, conform_types, pool_schema
 
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": 64 * 1024, "use_dictionary": False}
@@ -77,19 +77,12 @@ def _with_empty_scores(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def write_parquet(table: pa.Table, path: str | os.PathLike, *, statistics: bool = True) -> Path:
     """Write ``table`` to ``path`` atomically (temp file, fsync, rename); ``statistics``:
     write column min/max (off for the executor's shard files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(_for_parquet(table), fh, write_statistics=statistics, **WRITE_OPTIONS)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_path(
+        path,
+        lambda tmp: pq.write_table(
+            _for_parquet(table), str(tmp), write_statistics=statistics, **WRITE_OPTIONS
+        ),
+    )
 
 
 def read_parquet(path: str | os.PathLike | list) -> pa.Table:

@@ -13,8 +13,6 @@ reason (or ``None``) per row; the writers turn those into rejects.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import MESSAGE_TYPE, PROMPT_END_ROLES, ROLES, empty_rejects
 
@@ -334,20 +333,6 @@ def finish(
 
 
 # ---------------------------------------------------------------- writing
-
-
-def atomic_path(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temp file in the same folder, then rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_jsonl(table: pa.Table, path: Path) -> Path:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from prefdata.io.atomic import atomic_path
 from prefdata.io.export._arrow import (
     Converted,
     Messages,
-    atomic_path,
     check_text,
     finish,
     keep_columns,

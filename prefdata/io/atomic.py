@@ -1,0 +1,39 @@
+"""Atomic file writes: every file prefdata writes (shards, manifests, exports, cards) goes
+through :func:`atomic_path`, so a reader or a crash never sees half a file.
+
+>>> import tempfile
+>>> out = Path(tempfile.mkdtemp()) / "a" / "note.txt"
+>>> atomic_path(out, lambda p: p.write_text("done")).read_text()
+'done'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_path(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temp file beside ``path`` (``.<name>.<random>.tmp``, which
+    the executor clears after a crash), fsync it, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["atomic_path"]
