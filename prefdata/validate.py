@@ -108,13 +108,13 @@ def _check_prompt_id(col: pa.Array, out: list[ValidationError]) -> None:
     first_row[uniq] = np.flatnonzero(seen)[first]
     rows = np.flatnonzero(seen)
     dup = rows[first_row[codes[rows]] != rows]
-    values = col.to_pylist()
-    for r in dup:
+    values = col.take(pa.array(dup)).to_pylist()  # only the duplicates go to Python
+    for r, value in zip(dup, values, strict=True):
         out.append(
             ValidationError(
                 int(r),
                 "prompt_id",
-                f"duplicate prompt_id {values[r]!r} (first at row {first_row[codes[r]]})",
+                f"duplicate prompt_id {value!r} (first at row {first_row[codes[r]]})",
             )
         )
 

@@ -103,11 +103,11 @@ class ExportFormat:
         return self.converters[kind](table, **options)
 
 
-def _llamafactory_info(kind: str, style: str = "sharegpt"):
-    def side(out_dir: Path, data_file: Path, split: str, table_kind_: str, options: dict) -> list:
-        k = "alpaca" if kind == "alpaca" else table_kind_
+def _llamafactory_info(*, alpaca: bool):
+    def side(out_dir: Path, data_file: Path, split: str, kind: str, options: dict) -> list:
         name = options.get("dataset_name") or f"prefdata_{split}"
-        entry = dataset_info_entry(data_file.name, kind=k, style=options.get("style", style))
+        style = options.get("style", "sharegpt")
+        entry = dataset_info_entry(data_file.name, kind="alpaca" if alpaca else kind, style=style)
         return [write_dataset_info(out_dir, name, entry)]
 
     return side
@@ -154,7 +154,7 @@ FORMATS: dict[str, ExportFormat] = {
             {"pair": to_llamafactory, "unpaired": to_llamafactory_kto},
             "jsonl",
             "LLaMA-Factory sharegpt ranking (DPO/RM) or KTO, with its dataset_info.json entry",
-            _llamafactory_info("sharegpt"),
+            _llamafactory_info(alpaca=False),
         ),
         ExportFormat(
             "llamafactory-alpaca",
@@ -162,7 +162,7 @@ FORMATS: dict[str, ExportFormat] = {
             {"pair": to_llamafactory_alpaca},
             "jsonl",
             "LLaMA-Factory alpaca ranking, with its dataset_info.json entry",
-            _llamafactory_info("alpaca"),
+            _llamafactory_info(alpaca=True),
         ),
         ExportFormat(
             "axolotl",

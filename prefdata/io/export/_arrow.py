@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
-from prefdata.schema import MESSAGE_TYPE, PROMPT_END_ROLES, ROLES, empty_rejects
+from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
 
 
 def column(table: pa.Table, name: str) -> pa.Array:
@@ -35,12 +35,25 @@ def column(table: pa.Table, name: str) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
-def _as_array(values: pa.Array | pa.ChunkedArray | str, n: int) -> pa.Array:
-    if isinstance(values, str):
-        return _repeat(values, n)
+def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return values.cast(pa.string())
+
+
+def starts_of(lengths: np.ndarray) -> np.ndarray:
+    """Start of each row in the flat values, from per-row lengths (empty input: empty).
+
+    >>> starts_of(np.array([2, 0, 3])).tolist(), starts_of(np.array([], dtype=np.int64)).tolist()
+    ([0, 2, 2], [])
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.cumsum(lengths) - lengths
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """Arrow list offsets (int32, one more than rows) from per-row lengths."""
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,7 @@ class Messages:
     @classmethod
     def single(cls, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:
         """One message per row."""
-        contents = _as_array(contents, 0)
+        contents = _as_array(contents)
         n = len(contents)
         return cls(_repeat(role, n), contents, np.ones(n, dtype=np.int64))
 
@@ -90,7 +103,7 @@ class Messages:
 
     @property
     def starts(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        return starts_of(self.lengths)
 
     @property
     def row_ids(self) -> np.ndarray:
@@ -100,21 +113,28 @@ class Messages:
     @property
     def positions(self) -> np.ndarray:
         """Index of each flat message within its row."""
-        return np.arange(len(self.roles)) - np.repeat(self.starts, self.lengths)
+        return np.arange(len(self.role_array)) - np.repeat(self.starts, self.lengths)
 
-    def first_roles(self) -> np.ndarray:
-        return self._roles_at(self.starts)
+    def role_in(self, roles: Sequence[str]) -> np.ndarray:
+        """Per flat message, whether its role is one of ``roles`` (null: False)."""
+        hit = pc.is_in(self.role_array, pa.array(list(roles), pa.string()))
+        return pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
 
-    def last_roles(self) -> np.ndarray:
-        return self._roles_at(self.starts + self.lengths - 1)
+    def first_role_in(self, roles: Sequence[str]) -> np.ndarray:
+        """Per row, whether its first message's role is one of ``roles`` (empty: False)."""
+        return self._row_role_in(roles, self.starts)
 
-    def _roles_at(self, flat_index: np.ndarray) -> np.ndarray:
-        """Per row, the role at ``flat_index`` (None for empty rows), as numpy objects."""
-        out = np.full(self.num_rows, None, dtype=object)
+    def last_role_in(self, roles: Sequence[str]) -> np.ndarray:
+        """Per row, whether its last message's role is one of ``roles`` (empty: False)."""
+        return self._row_role_in(roles, self.starts + self.lengths - 1)
+
+    def _row_role_in(self, roles: Sequence[str], at: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.num_rows, dtype=bool)
         has = self.lengths > 0
         if has.any():
-            picked = self.role_array.take(pa.array(flat_index[has]))
-            out[has] = picked.to_numpy(zero_copy_only=False)
+            picked = self.role_array.take(pa.array(at[has]))
+            hit = pc.fill_null(pc.is_in(picked, pa.array(list(roles), pa.string())), False)
+            out[has] = hit.to_numpy(zero_copy_only=False)
         return out
 
     def any_per_row(self, flat_mask: np.ndarray) -> np.ndarray:
@@ -129,7 +149,7 @@ class Messages:
     def take_rows(self, rows: np.ndarray) -> Messages:
         rows = np.asarray(rows, dtype=np.int64)
         starts, lengths = self.starts[rows], self.lengths[rows]
-        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        idx = np.repeat(starts - starts_of(lengths), lengths)
         idx = pa.array(idx + np.arange(lengths.sum()))
         return Messages(self.role_array.take(idx), self.contents.take(idx), lengths)
 
@@ -139,10 +159,9 @@ class Messages:
 
     def concat(self, other: Messages) -> Messages:
         """Row-wise concatenation: row i is self[i] followed by other[i]."""
-        n = self.num_rows
         lengths = self.lengths + other.lengths
         total = int(lengths.sum())
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        starts = starts_of(lengths)
         # Destination of each source element: own offset within the row + row start.
         dest_self = np.repeat(starts, self.lengths) + self.positions
         dest_other = np.repeat(starts + self.lengths, other.lengths) + other.positions
@@ -153,7 +172,6 @@ class Messages:
         order = pa.array(order)
         roles = pa.concat_arrays([self.role_array, other.role_array]).take(order)
         contents = pa.concat_arrays([self.contents, other.contents]).take(order)
-        assert len(lengths) == n
         return Messages(roles, contents, lengths)
 
     def struct_values(
@@ -167,7 +185,7 @@ class Messages:
         self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
     ) -> pa.ListArray:
         """The message lists as ``list<struct<role, content>>`` (or other key names)."""
-        offsets = pa.array(np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int32))
+        offsets = pa.array(offsets_of(self.lengths))
         return pa.ListArray.from_arrays(offsets, self.struct_values(keys, role_map))
 
     def to_struct(
@@ -222,12 +240,6 @@ class Reasons:
             self.field[mask] = field
             self._open &= ~mask
 
-    def add_per_row(self, reasons: Sequence[str | None], field: str) -> None:
-        for i, r in enumerate(reasons):
-            if r is not None and self._open[i]:
-                self.reason[i], self.field[i] = r, field
-                self._open[i] = False
-
     @property
     def ok(self) -> np.ndarray:
         return self._open.copy()
@@ -248,19 +260,12 @@ def check_prompt(reasons: Reasons, table: pa.Table, msgs: Messages, name: str = 
     arr = column(table, name)
     reasons.add(arr.is_null().to_numpy(zero_copy_only=False), f"{name} is null", name)
     reasons.add(msgs.lengths == 0, f"{name} is an empty message list", name)
-    known = pc.fill_null(pc.is_in(msgs.role_array, pa.array(ROLES, pa.string())), False)
-    bad_role = ~known.to_numpy(zero_copy_only=False)
+    bad_role = ~msgs.role_in(ROLES)
     reasons.add(msgs.any_per_row(bad_role), f"{name} has a role outside {ROLES}", name)
     null_content = msgs.contents.is_null().to_numpy(zero_copy_only=False)
     reasons.add(msgs.any_per_row(null_content), f"{name} has a message with null content", name)
-    has = msgs.lengths > 0
-    ends = np.zeros(msgs.num_rows, dtype=bool)
-    if has.any():
-        last = msgs.role_array.take(pa.array((msgs.starts + msgs.lengths - 1)[has]))
-        ends_ok = pc.fill_null(pc.is_in(last, pa.array(PROMPT_END_ROLES, pa.string())), False)
-        ends[has] = ~ends_ok.to_numpy(zero_copy_only=False)
     reasons.add(
-        ends,
+        (msgs.lengths > 0) & ~msgs.last_role_in(PROMPT_END_ROLES),
         f"{name} does not end with a user or tool turn",
         name,
     )
@@ -378,7 +383,8 @@ def write_parquet_hf(table: pa.Table, path: Path) -> Path:
 def _leaf_paths(schema: pa.Schema) -> list[str]:
     """Parquet column paths of every leaf (``prompt.list.element.role``, ...).
 
-    >>> _leaf_paths(pa.schema([("prompt", pa.list_(MESSAGE_TYPE)), ("label", pa.bool_())]))
+    >>> msg = pa.struct([("role", pa.string()), ("content", pa.string())])
+    >>> _leaf_paths(pa.schema([("prompt", pa.list_(msg)), ("label", pa.bool_())]))
     ['prompt.list.element.role', 'prompt.list.element.content', 'label']
     """
 
@@ -395,12 +401,6 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
 def write_json(obj: object, path: Path) -> Path:
     text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
     return atomic_path(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def message_type(keys: tuple[str, str] = ("role", "content")) -> pa.StructType:
-    if keys == ("role", "content"):
-        return MESSAGE_TYPE
-    return pa.struct([pa.field(keys[0], pa.string()), pa.field(keys[1], pa.string())])
 
 
 def table_kind(table: pa.Table) -> str:

@@ -34,10 +34,13 @@ from prefdata.io.export._arrow import (
     Converted,
     Messages,
     Reasons,
+    _apply_map,
     check_prompt,
     column,
     finish,
     keep_columns,
+    offsets_of,
+    starts_of,
 )
 from prefdata.io.export.trl import check_prompt_record
 
@@ -92,10 +95,9 @@ def listwise_table(
     msgs = Messages.of(lists["prompt"])
     reasons = Reasons(n)
     check_prompt(reasons, lists, msgs)
-    roles = msgs.roles.astype(str)
-    reasons.add(msgs.any_per_row(roles == "tool"), "prompt has a tool turn", "prompt")
+    reasons.add(msgs.any_per_row(msgs.role_in(("tool",))), "prompt has a tool turn", "prompt")
     reasons.add(
-        msgs.any_per_row((roles == "system") & (msgs.positions > 0)),
+        msgs.any_per_row(msgs.role_in(("system",)) & (msgs.positions > 0)),
         "prompt has a system turn after the first message",
         "prompt",
     )
@@ -103,8 +105,7 @@ def listwise_table(
     lengths = pc.fill_null(pc.list_value_length(resp), 0).to_numpy().astype(np.int64)
     flat = resp.flatten()
     row_ids = np.repeat(np.arange(n), lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    pos = np.arange(len(flat)) - np.repeat(starts, lengths)
+    pos = np.arange(len(flat)) - np.repeat(starts_of(lengths), lengths)
     take = np.ones(len(flat), dtype=bool)
     if num_responses is not None:
         reasons.add(lengths < num_responses, f"fewer than {num_responses} responses", "responses")
@@ -113,14 +114,14 @@ def listwise_table(
     reasons.add(used < 2, "fewer than 2 responses", "responses")
     text_null = flat.field("response").is_null().to_numpy(zero_copy_only=False) & take
     reasons.add(np.bincount(row_ids[text_null], minlength=n) > 0, "a response is null", "responses")
-    score = flat.field("score")
-    score_null = score.is_null().to_numpy(zero_copy_only=False) & take
+    s = pc.fill_null(flat.field("score").cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    score_null = ~np.isfinite(s) & take  # null, NaN or infinite: no reward to train on
     reasons.add(
         np.bincount(row_ids[score_null], minlength=n) > 0,
-        "a response has a null score (PRO needs a reward per response)",
+        "a response has a null or non-finite score (PRO needs a reward per response)",
         "responses",
     )
-    s = pc.fill_null(score, 0.0).to_numpy(zero_copy_only=False)
+    s = np.where(np.isfinite(s), s, 0.0)
     rising = np.zeros(len(flat), dtype=bool)
     if len(flat) > 1:
         same_row = row_ids[1:] == row_ids[:-1]
@@ -133,19 +134,20 @@ def listwise_table(
 
     def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
         sub_msgs = msgs.take_rows(idx)
-        tags = np.array([TAGS.get(r, "") for r in sub_msgs.roles], dtype=object)
-        texts = pc.binary_join_element_wise(pa.array(tags, pa.string()), sub_msgs.contents, "")
+        # tool turns and unknown roles were rejected above: every role has a tag
+        tags = _apply_map(sub_msgs.role_array, TAGS)
+        texts = pc.binary_join_element_wise(tags, sub_msgs.contents, "")
         prefix_one = Messages(sub_msgs.role_array, texts, sub_msgs.lengths).append(
             "assistant", pa.array(np.full(len(idx), TAGS["assistant"], dtype=object), pa.string())
         )
         one = pa.ListArray.from_arrays(
-            pa.array(np.concatenate([[0], np.cumsum(prefix_one.lengths)]).astype(np.int32)),
+            pa.array(offsets_of(prefix_one.lengths)),
             prefix_one.contents,
         )
         # Flat responses of the kept rows (cut to num_responses), then per-row counts.
         keep_flat = take & np.isin(row_ids, idx)
         k = np.bincount(row_ids[keep_flat], minlength=n)[idx]
-        offsets = pa.array(np.concatenate([[0], np.cumsum(k)]).astype(np.int32))
+        offsets = pa.array(offsets_of(k))
         sel = flat.take(pa.array(np.flatnonzero(keep_flat)))
         copies = one.take(pa.array(np.repeat(np.arange(len(idx)), k)))
         prefix = pa.ListArray.from_arrays(offsets, copies)

@@ -38,6 +38,7 @@ from prefdata.io.export._arrow import (
     column,
     finish,
     keep_columns,
+    offsets_of,
     write_json,
 )
 from prefdata.io.export.trl import _pair_parts, _text, check_prompt_record, pair_reasons
@@ -159,17 +160,16 @@ def _conversation_checks(reasons: Reasons, msgs: Messages, field: str = "prompt"
     """Reject rows LLaMA-Factory would skip; return the conversations without the leading
     system turn (its text goes to the ``system`` column)."""
     pos = msgs.positions
-    has_sys = msgs.first_roles() == "system"
+    has_sys = msgs.first_role_in(("system",))
     lead_sys = (pos == 0) & np.repeat(has_sys, msgs.lengths)
-    roles = msgs.roles.astype(str)
-    later_sys = (roles == "system") & ~lead_sys
+    later_sys = msgs.role_in(("system",)) & ~lead_sys
     reasons.add(
         msgs.any_per_row(later_sys), f"{field} has a system turn after the first message", field
     )
     turn = pos - np.repeat(has_sys.astype(np.int64), msgs.lengths)
     user_slot = (turn % 2 == 0) & ~lead_sys
-    bad = (user_slot & ~np.isin(roles, ("user", "tool"))) | (
-        (turn % 2 == 1) & (roles != "assistant") & ~lead_sys
+    bad = (user_slot & ~msgs.role_in(("user", "tool"))) | (
+        (turn % 2 == 1) & ~msgs.role_in(("assistant",)) & ~lead_sys
     )
     reasons.add(
         msgs.any_per_row(bad & ~later_sys),
@@ -181,7 +181,7 @@ def _conversation_checks(reasons: Reasons, msgs: Messages, field: str = "prompt"
 
 def _system_column(msgs: Messages, idx: np.ndarray) -> pa.Array:
     sub = msgs.take_rows(idx)
-    has = sub.first_roles() == "system"
+    has = sub.first_role_in(("system",))
     texts = np.full(len(idx), "", dtype=object)
     if has.any():
         firsts = sub.contents.take(pa.array(sub.starts[has])).to_numpy(zero_copy_only=False)
@@ -242,7 +242,7 @@ def llamafactory_alpaca_table(pairs: pa.Table, *, keep: Sequence[str] | str = ()
     reasons = pair_reasons(pairs, msgs)
     conv = _conversation_checks(reasons, msgs)
     reasons.add(
-        conv.any_per_row(conv.roles.astype(str) == "tool"),
+        conv.any_per_row(conv.role_in(("tool",))),
         "prompt has a tool turn, which alpaca format cannot hold",
         "prompt",
     )
@@ -255,10 +255,9 @@ def llamafactory_alpaca_table(pairs: pa.Table, *, keep: Sequence[str] | str = ()
         hist = sub.take_flat(sub.positions < np.repeat(sub.lengths - 1, sub.lengths))
         n_pairs = hist.lengths // 2
         inner = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, len(hist.roles) + 1, 2, dtype=np.int32)), hist.contents
+            pa.array(np.arange(0, len(hist.contents) + 1, 2, dtype=np.int32)), hist.contents
         )
-        outer_offsets = np.concatenate([[0], np.cumsum(n_pairs)]).astype(np.int32)
-        history = pa.ListArray.from_arrays(pa.array(outer_offsets), inner)
+        history = pa.ListArray.from_arrays(pa.array(offsets_of(n_pairs)), inner)
         out = {
             "instruction": instruction,
             "input": pa.array(np.full(len(idx), "", dtype=object), pa.string()),
