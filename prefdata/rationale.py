@@ -16,7 +16,8 @@ turn), ``{response_a}``, ``{response_b}``, ``{preferred}`` (``A`` or ``B``) and 
 Other braces are left alone, so a template may contain JSON.
 
 >>> import json, pyarrow as pa
->>> from prefdata.generate.base import ChatResult, Completion
+>>> from prefdata.annotate.columns import set_column
+from prefdata.generate.base import ChatResult, Completion
 >>> class Parrot:  # a rule-based backend: repeats which response the prompt prefers
 ...     name = "parrot"
 ...     def chat(self, conversations, config, seeds):
@@ -43,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import set_column
 from prefdata.generate.base import ChatBackend, ChatResult, GenerationConfig
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, split
@@ -201,8 +203,8 @@ class Rationales(Stage):
                 "error": error,
             }
             provenance.append(json.dumps(_merge(old[i], note), sort_keys=True, ensure_ascii=False))
-        table = _set(table, "rationale", pa.array(texts, pa.string()))
-        return _set(table, "provenance", pa.array(provenance, pa.string()))
+        table = set_column(table, "rationale", texts, pa.string())
+        return set_column(table, "provenance", provenance, pa.string())
 
 
 def _merge(previous: str | None, note: dict[str, Any]) -> dict[str, Any]:
@@ -215,13 +217,6 @@ def _merge(previous: str | None, note: dict[str, Any]) -> dict[str, Any]:
         except json.JSONDecodeError:
             base = {"previous": previous}
     return {**base, "rationale": note}
-
-
-def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
-    i = table.schema.get_field_index(name)
-    if i < 0:
-        return table.append_column(name, values)
-    return table.set_column(i, pa.field(name, pa.string()), values)
 
 
 __all__ = ["DEFAULT_TEMPLATE", "PLACEHOLDERS", "Rationales", "format_conversation", "render"]

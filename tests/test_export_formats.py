@@ -279,9 +279,46 @@ def test_axolotl_yaml_written(pairs, tmp_path):
     )
 
 
-def test_jsonl_refuses_non_finite_values(tmp_path):
-    rows = [pair(0, [U], margin=float("nan"))]
-    t = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
-    with pytest.raises(ValueError, match="margin"):
-        export(t, "openrlhf", tmp_path)
+@pytest.mark.parametrize("name", ["openrlhf", "trl-reward"])
+def test_non_finite_margin_rejects_its_row_only(name, tmp_path):
+    rows = [pair(0, [U], margin=float("nan")), pair(1, [U]), pair(2, [U], margin=float("inf"))]
+    out = export(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), name, tmp_path)
+    assert out.rejects["row"].to_pylist() == [0, 2] and out.rows_written == 1
+    assert set(out.rejects["reason"].to_pylist()) == {"margin is NaN or infinite"}
+    assert set(out.rejects["field"].to_pylist()) == {"margin"}
+
+
+def test_listwise_rejects_a_nan_score_per_row(lists):
+    bad = ranked([("a", 1.0, 1), ("b", float("nan"), 2)], pid="nan")
+    table = pa.concat_tables([lists, pa.Table.from_pylist([bad], schema=LIST_SCHEMA)])
+    conv = FORMATS["listwise"].convert(table)
+    assert table.num_rows - 1 in conv.rejects["row"].to_pylist()
+    assert "non-finite score" in conv.rejects["reason"][-1].as_py()
+
+
+def test_jsonl_writer_refuses_non_finite_values_at_any_depth(tmp_path):
+    from prefdata.io.export._arrow import write_jsonl
+
+    for t in (
+        pa.table({"margin": [1.0, float("nan")]}),
+        pa.table({"reward": [[1.0, float("inf")]]}),
+        pa.table({"s": [{"x": float("nan")}]}),
+    ):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            write_jsonl(t, tmp_path / "x.jsonl")
     assert not list(tmp_path.glob("*.jsonl"))  # nothing half-written
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_empty_and_fully_rejected_tables_convert(name, pairs, unpaired, lists):
+    """A shard whose rows were all rejected upstream (or here) must not crash a writer."""
+    fmt = FORMATS[name]
+    for kind in fmt.converters:
+        table = {"pair": pairs, "unpaired": unpaired, "list": lists}[kind]
+        empty = fmt.convert(table.schema.empty_table())
+        assert empty.table.num_rows == 0 and empty.rejects.num_rows == 0
+        # every row's prompt emptied: all rejected
+        prompt = pa.array([[]] * table.num_rows, table.schema.field("prompt").type)
+        bad = table.set_column(table.schema.get_field_index("prompt"), "prompt", prompt)
+        conv = fmt.convert(bad)
+        assert conv.table.num_rows == 0 and conv.rejects.num_rows == conv.rows_in >= table.num_rows

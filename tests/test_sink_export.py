@@ -94,3 +94,21 @@ def test_formats_with_a_side_file_need_the_whole_table(tmp_path):
         ShardedExport("llamafactory", tmp_path)
     with pytest.raises(ValueError, match="unknown format"):
         ShardedExport("trl", tmp_path)
+
+
+def test_sharded_kto_from_pairs_counts_its_own_rows(tmp_path):
+    """trl-kto turns each pair into two rows: counts and reject rows are in those rows."""
+    pairs = Pipeline(job()).run(make_pools(53)).table.slice(0, 4)
+    chosen = pairs["chosen"].to_pylist()
+    chosen[3] = None  # the 4th pair's chosen row (unpaired row 6) cannot be written
+    pairs = pairs.set_column(pairs.schema.get_field_index("chosen"), "chosen", pa.array(chosen))
+    sink = ShardedExport("trl-kto", tmp_path / "kto")
+    sink(0, pairs.slice(0, 2))
+    sink(1, pairs.slice(2))
+    out = sink.result()
+    whole = export(pairs, "trl-kto", tmp_path / "one")
+    assert (out.rows_in, out.rows_written) == (whole.rows_in, whole.rows_written) == (8, 7)
+    # row counts unpaired rows over the shards in order: shard 1 unpairs pairs 2 and 3 as
+    # rows 4-7 (chosen 2, chosen 3, rejected 2, rejected 3), so pair 3's chosen is row 5
+    assert out.rejects["row"].to_pylist() == [5]
+    assert out.rejects["prompt_id"].to_pylist() == [pairs["prompt_id"][3].as_py()]

@@ -278,24 +278,21 @@ class ShardedExport:
         self.format, self.out_dir, self.split = format, Path(out_dir), split
         self.file_format, self.options = file_format, options
         self._shards: dict[int, ExportResult] = {}
-        self._rows: dict[int, int] = {}
 
     def __call__(self, shard: int, table: pa.Table) -> None:
-        split = f"{self.split}-{shard:05d}"
         self._shards[shard] = export(
             table,
             self.format,
             self.out_dir,
-            split=split,
+            split=f"{self.split}-{shard:05d}",
             file_format=self.file_format,
             **self.options,
         )
-        self._rows[shard] = table.num_rows
 
     def result(self, funnel: Funnel | None = None) -> ExportResult:
         """Every file written (shard order) and all rejects; ``funnel`` gets an
         ``export:<format>`` entry."""
-        paths, rejects, offset = [], [], 0
+        paths, rejects, offset, written = [], [], 0, 0
         for shard in sorted(self._shards):
             part = self._shards[shard]
             paths += part.paths
@@ -303,9 +300,11 @@ class ShardedExport:
                 rows = pc.add(part.rejects["row"], pa.scalar(offset, pa.int64()))
                 i = part.rejects.schema.get_field_index("row")
                 rejects.append(part.rejects.set_column(i, "row", rows))
-            offset += self._rows[shard]
+            # the export's own row count: trl-kto turns each pair into two rows
+            offset += part.rows_in
+            written += part.rows_written
         rejected = pa.concat_tables(rejects) if rejects else empty_rejects()
-        result = ExportResult(paths, rejected, offset, offset - rejected.num_rows)
+        result = ExportResult(paths, rejected, offset, written)
         if funnel is not None:
             funnel.add(
                 f"export:{self.format}", result.rows_in, result.rows_written, rejected.num_rows

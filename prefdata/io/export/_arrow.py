@@ -343,20 +343,48 @@ def finish(
 def write_jsonl(table: pa.Table, path: Path) -> Path:
     """JSON Lines through polars (columnar, deterministic key order = column order).
 
-    Non-finite floats are refused: JSON has no NaN and the loaders would read null.
+    Non-finite floats, at any depth, are refused: JSON has no NaN and the loaders would
+    read null. The converters reject such rows first; this guards the writer itself.
     """
-    for f in table.schema:
-        if pa.types.is_floating(f.type):
-            vals = column(table, f.name)
-            if (
-                pc.any(pc.is_nan(pc.fill_null(vals, 0.0))).as_py()
-                or pc.any(pc.is_inf(pc.fill_null(vals, 0.0))).as_py()
-            ):
-                raise ValueError(f"column {f.name!r} has NaN or infinite values")
+    for name, values in _float_leaves(table):
+        finite = pc.fill_null(pc.is_finite(values), True)
+        if not pc.all(finite).as_py():
+            raise ValueError(f"column {name!r} has NaN or infinite values")
     df = pl.from_arrow(table) if table.num_rows else None
     if df is None:
         return atomic_path(path, lambda p: p.write_bytes(b""))
     return atomic_path(path, lambda p: df.write_ndjson(p))
+
+
+def _float_leaves(table: pa.Table) -> list[tuple[str, pa.Array]]:
+    """Every floating-point leaf of ``table`` (inside lists and structs too), flattened.
+
+    >>> t = pa.table({"r": [[1.0, 2.0]], "s": [{"x": 0.5}], "n": [1]})
+    >>> [(name, len(v)) for name, v in _float_leaves(t)]
+    [('r', 2), ('s.x', 1)]
+    """
+
+    def walk(name: str, arr: pa.Array) -> list[tuple[str, pa.Array]]:
+        t = arr.type
+        if pa.types.is_floating(t):
+            return [(name, arr)]
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return walk(name, arr.flatten())
+        if pa.types.is_struct(t):
+            return [
+                leaf for i, f in enumerate(t) for leaf in walk(f"{name}.{f.name}", arr.field(i))
+            ]
+        return []
+
+    return [leaf for name in table.column_names for leaf in walk(name, column(table, name))]
+
+
+def check_finite(reasons: Reasons, table: pa.Table, name: str) -> None:
+    """Reject rows whose float ``name`` is NaN or infinite (null is left to the caller)."""
+    if name not in table.column_names:
+        return
+    finite = pc.fill_null(pc.is_finite(column(table, name).cast(pa.float64())), True)
+    reasons.add(~finite.to_numpy(zero_copy_only=False), f"{name} is NaN or infinite", name)
 
 
 def write_parquet_hf(table: pa.Table, path: Path) -> Path:

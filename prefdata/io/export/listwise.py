@@ -23,6 +23,7 @@ lists are rejected).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,8 +72,10 @@ def to_listwise(lst: Mapping[str, Any], *, num_responses: int | None = None) -> 
     for i, r in enumerate(responses):
         if r.get("response") is None:
             raise ValueError(f"responses[{i}].response is null")
-        if r.get("score") is None:
-            raise ValueError(f"responses[{i}].score is null (PRO needs a reward per response)")
+        if r.get("score") is None or not math.isfinite(r["score"]):
+            raise ValueError(
+                f"responses[{i}].score is {r.get('score')} (PRO needs a finite reward per response)"
+            )
     scores = [float(r["score"]) for r in responses]
     if any(b > a for a, b in zip(scores, scores[1:], strict=False)):
         raise ValueError("responses are not ordered best first (scores not descending)")
@@ -118,7 +121,7 @@ def listwise_table(
     score_null = ~np.isfinite(s) & take  # null, NaN or infinite: no reward to train on
     reasons.add(
         np.bincount(row_ids[score_null], minlength=n) > 0,
-        "a response has a null or non-finite score (PRO needs a reward per response)",
+        "a response has a null or non-finite score (PRO needs a finite reward per response)",
         "responses",
     )
     s = np.where(np.isfinite(s), s, 0.0)

@@ -17,13 +17,21 @@ Train with e.g. ``--data.chosen_key chosen --data.rejected_key rejected``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from prefdata.io.export._arrow import Converted, Messages, column, finish, keep_columns
+from prefdata.io.export._arrow import (
+    Converted,
+    Messages,
+    check_finite,
+    column,
+    finish,
+    keep_columns,
+)
 from prefdata.io.export.trl import _pair_parts, assistant, pair_reasons
 
 
@@ -37,6 +45,8 @@ def to_openrlhf(pair: Mapping[str, Any]) -> dict[str, Any]:
     """
     prompt, chosen, rejected = _pair_parts(pair)
     margin = pair.get("margin")
+    if margin is not None and not math.isfinite(margin):
+        raise ValueError("margin is NaN or infinite")
     return {
         "chosen": prompt + assistant(chosen),
         "rejected": prompt + assistant(rejected),
@@ -48,6 +58,7 @@ def openrlhf_table(pairs: pa.Table, *, keep: Sequence[str] | str = ()) -> Conver
     """Vectorised :func:`to_openrlhf`."""
     msgs = Messages.of(pairs["prompt"])
     reasons = pair_reasons(pairs, msgs)
+    check_finite(reasons, pairs, "margin")  # JSON has no NaN: a bad margin costs its row only
 
     def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
         prompt = msgs.take_rows(idx)

@@ -16,6 +16,7 @@ Written as Parquet with the ``huggingface`` features metadata: ``label`` stays a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from prefdata.io.export._arrow import (
     Messages,
     Reasons,
     check_distinct,
+    check_finite,
     check_prompt,
     check_text,
     column,
@@ -123,6 +125,8 @@ def to_trl_reward(pair: Mapping[str, Any], *, margin_scale: float = 1.0) -> dict
     if "margin" in pair:
         if pair["margin"] is None:
             raise ValueError("margin is null (RewardTrainer needs a float on every row)")
+        if not math.isfinite(pair["margin"]):
+            raise ValueError("margin is NaN or infinite")
         out["margin"] = float(pair["margin"]) * margin_scale
     return out
 
@@ -234,6 +238,7 @@ def trl_reward_table(
     if use_margin:
         null = column(pairs, "margin").is_null().to_numpy(zero_copy_only=False)
         reasons.add(null, "margin is null (RewardTrainer needs a float on every row)", "margin")
+        check_finite(reasons, pairs, "margin")
 
     def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
         out = {
