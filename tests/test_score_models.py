@@ -172,8 +172,12 @@ def test_armo_style_output_gives_objectives_and_aggregate(tiny_models):
         logits = model(input_ids=torch.tensor([[1, 5, 9, 12], [1, 7, 7, 8]])).logits
     gate = torch.softmax(torch.tensor([0.1, 0.2, 0.3, 0.2, 0.2]), 0)
     out = ModelOutput(rewards=logits, score=(logits * gate).sum(-1), logits=(logits * gate).sum(-1))
-    got = map_reward_outputs(out, "armo", ["a", "b", "c", "d", "e"])
+    got = map_reward_outputs(out, "armo", ["a", "b", "c", "d", "e"], aggregate=True)
     assert sorted(got) == ["armo", "armo.a", "armo.b", "armo.c", "armo.d", "armo.e"]
+    # the aggregate is written only when declared (score_fields must name every field)
+    assert "armo" not in map_reward_outputs(out, "armo", ["a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match="no score"):
+        map_reward_outputs(NS(logits=logits), "m", aggregate=True)
     np.testing.assert_allclose(got["armo.c"], logits[:, 2].numpy())
     np.testing.assert_allclose(got["armo"], (logits * gate).sum(-1).numpy(), rtol=1e-6)
     unnamed = map_reward_outputs(NS(logits=logits), "m")
@@ -274,3 +278,54 @@ def test_vllm_prompt_logprobs_mapping(tiny_models):
     lps[-1] = {0: NS(logprob=-1.0)}
     with pytest.raises(ValueError, match="no prompt logprob"):
         vllm_prompt_logprob_scores([NS(prompt_token_ids=ids, prompt_logprobs=lps)], starts)
+
+
+def test_declared_score_fields_are_the_written_ones(tiny_models, pools):
+    """A multi-head model without objectives declares (from its config, before loading any
+    weight) exactly the fields it writes, so a plan naming another score fails at check."""
+    from prefdata.construct import Pairs
+    from prefdata.pipeline import MissingColumnsError, Pipeline
+
+    rm = RewardModel(str(tiny_models["reward_multi"]), token_budget=300)
+    declared = rm.score_fields()
+    assert len(declared) == 5 and all(f.startswith("rm.") for f in declared)
+    written = set(
+        rm(pools).table.schema.field("candidates").type.value_type.field("scores").type.names
+    )
+    assert written == set(declared)
+    with pytest.raises(MissingColumnsError, match="scores.rm"):
+        Pipeline([RewardModel(str(tiny_models["reward_multi"])), Pairs(score="rm")]).check(
+            pools.schema
+        )
+    agg = RewardModel(str(tiny_models["reward"]), name="armo", objectives=("a",), aggregate=True)
+    assert agg.score_fields() == ("armo.a", "armo")
+
+
+@pytest.mark.parametrize("kind", ["no rows", "no candidates"])
+def test_model_scorers_take_a_table_with_nothing_to_score(tiny_models, pools, kind):
+    """A shard emptied upstream reaches the scorers too: empty output, same score fields."""
+    import pyarrow as pa
+
+    if kind == "no rows":
+        table = pools.slice(0, 0)
+    else:
+        empty = pa.array([[]], pools.schema.field("candidates").type)
+        table = pools.slice(0, 1).set_column(
+            pools.schema.get_field_index("candidates"), "candidates", empty
+        )
+    for stage, field in (
+        (RewardModel(str(tiny_models["reward"])), "rm"),
+        (LogProb(str(tiny_models["causal"])), "logp.sum"),
+    ):
+        out = stage(table).table
+        assert out.num_rows == table.num_rows
+        scores = out.schema.field("candidates").type.value_type.field("scores").type
+        assert field in scores.names
+
+
+def test_density_ratio_vllm_engines_share_the_gpu():
+    """Two vLLM engines in one process: each gets half the budget (vLLM's fraction is per
+    engine). Only the configs are built here: vLLM cannot run without a GPU."""
+    cdr = DensityRatio("strong", "weak", engine="vllm", gpu_memory_utilization=0.8)
+    assert [p.gpu_memory_utilization for p in cdr._parts()] == [0.4, 0.4]
+    assert cdr.fingerprint == DensityRatio("strong", "weak", engine="vllm").fingerprint

@@ -66,7 +66,11 @@ def test_fork_bomb_is_contained():
     assert r.passed == 0
     assert "BlockingIOError" in r.stderr or r.status in ("killed", "timeout")
     assert _gone(r.pgid)  # the whole process group is gone
-    assert os.fork is not None and os.getpid() > 0  # and this process can still work
+    # and this process is not limited: it can still start a child
+    child = os.fork()
+    if child == 0:
+        os._exit(7)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 7
 
 
 def test_ten_gigabyte_allocation_fails_inside():

@@ -44,15 +44,23 @@ class ChatResult:
     error: str | None = None
 
 
-def check_seeds(conversations: Sequence[Sequence[Message]], seeds: Sequence[Sequence[int]]) -> None:
-    """Every backend's first check: one list of seeds per conversation.
+def check_seeds(
+    conversations: Sequence[Sequence[Message]], seeds: Sequence[Sequence[int]], n: int
+) -> None:
+    """Every backend's first check: one list of ``n`` seeds per conversation.
 
-    >>> check_seeds([[{"role": "user", "content": "Hi"}]], [[1], [2]])
+    >>> check_seeds([[{"role": "user", "content": "Hi"}]], [[1], [2]], 1)
     Traceback (most recent call last):
     ValueError: 1 conversations but 2 seed lists
+    >>> check_seeds([[{"role": "user", "content": "Hi"}]], [[1]], 2)
+    Traceback (most recent call last):
+    ValueError: conversation 0: 1 seeds for n=2
     """
     if len(seeds) != len(conversations):
         raise ValueError(f"{len(conversations)} conversations but {len(seeds)} seed lists")
+    for i, conv_seeds in enumerate(seeds):
+        if len(conv_seeds) != n:
+            raise ValueError(f"conversation {i}: {len(conv_seeds)} seeds for n={n}")
 
 
 @runtime_checkable

@@ -389,11 +389,9 @@ class OpenAIBackend:
         config: GenerationConfig,
         seeds: Sequence[Sequence[int]],
     ) -> list[ChatResult]:
-        check_seeds(conversations, seeds)
+        check_seeds(conversations, seeds, config.n)
         jobs: list[tuple[int, dict[str, Any]]] = []
         for i, (conv, conv_seeds) in enumerate(zip(conversations, seeds, strict=True)):
-            if len(conv_seeds) != config.n:
-                raise ValueError(f"conversation {i}: {len(conv_seeds)} seeds for n={config.n}")
             if self.per_candidate_requests:
                 jobs.extend(
                     (

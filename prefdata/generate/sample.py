@@ -35,7 +35,7 @@ from prefdata.generate.base import (
 )
 from prefdata.ids import candidate_id, digest
 from prefdata.pipeline import Stage, StageOutput, split
-from prefdata.progress import progress_bar, progress_enabled
+from prefdata.progress import progress_bar
 from prefdata.schema import PROMPT_END_ROLES, ROLES, candidate_type
 
 BackendKind = Literal["transformers", "vllm", "openai"]
@@ -265,9 +265,15 @@ class Sample(Stage):
         results: dict[int, ChatResult] = {}
         backend: ChatBackend = self.resources["backend"]
         config = self.generation_config
-        bar = _progress(len(todo), f"{self.name}[{self.generator_name}]", self.progress)
         t0, tokens = time.perf_counter(), 0
-        try:
+        # counts prompts (its rate is prompts/s), with tokens/s as postfix; a disabled bar's
+        # update and close do nothing
+        with progress_bar(
+            len(todo),
+            desc=f"{self.name}[{self.generator_name}]",
+            unit="prompts",
+            enabled=self.progress if todo else False,
+        ) as bar:
             for start in range(0, len(todo), self.chunk_size):
                 chunk = todo[start : start + self.chunk_size]
                 seeds = [
@@ -278,13 +284,9 @@ class Sample(Stage):
                 for r, res in zip(chunk, backend.chat(convs, config, seeds), strict=True):
                     results[r] = res
                     tokens += sum(c.num_tokens or 0 for c in res.completions)
-                if bar is not None:
-                    bar.update(len(chunk))
-                    elapsed = max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix_str(f"{tokens / elapsed:.1f} tok/s", refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(chunk))
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix_str(f"{tokens / elapsed:.1f} tok/s", refresh=False)
 
         new: list[list[dict[str, Any]]] = [[] for _ in range(table.num_rows)]
         for r, res in results.items():
@@ -359,11 +361,3 @@ def append_candidates(
     return pa.ListArray.from_arrays(
         pa.array(offsets, type=pa.int32()), values.take(pa.array(take, type=pa.int64()))
     ).cast(pa.list_(ctype))
-
-
-def _progress(total: int, desc: str, enabled: bool | None):
-    """A bar counting prompts (its rate is prompts/s) with tokens/s as postfix; off unless
-    stderr is a terminal or ``enabled`` is True."""
-    if total == 0 or not progress_enabled(enabled):
-        return None
-    return progress_bar(total, desc=desc, unit="prompts", enabled=enabled)

@@ -253,13 +253,11 @@ class TransformersBackend:
         config: GenerationConfig,
         seeds: Sequence[Sequence[int]],
     ) -> list[ChatResult]:
-        check_seeds(conversations, seeds)
+        check_seeds(conversations, seeds, config.n)
         kwargs = dict(config.chat_template_kwargs)
         results = [ChatResult() for _ in conversations]
         rows: list[tuple[int, int, list[int]]] = []  # (conversation, candidate, prompt ids)
-        for i, (conv, conv_seeds) in enumerate(zip(conversations, seeds, strict=True)):
-            if len(conv_seeds) != config.n:
-                raise ValueError(f"conversation {i}: {len(conv_seeds)} seeds for n={config.n}")
+        for i, conv in enumerate(conversations):
             try:
                 ids = self.encode(conv, kwargs)
             except Exception as exc:  # a template that rejects the conversation

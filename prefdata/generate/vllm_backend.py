@@ -65,7 +65,7 @@ def build_vllm_requests(
     """
     out = []
     for i, conv_seeds in enumerate(seeds):
-        if len(conv_seeds) != config.n:
+        if len(conv_seeds) != config.n:  # a public builder: it checks its own input
             raise ValueError(f"conversation {i}: {len(conv_seeds)} seeds for n={config.n}")
         if skip is not None and skip[i]:
             continue
@@ -173,7 +173,7 @@ class VLLMBackend:
     ) -> list[ChatResult]:
         from vllm import SamplingParams
 
-        check_seeds(conversations, seeds)
+        check_seeds(conversations, seeds, config.n)
         kwargs = dict(config.chat_template_kwargs)
         lengths: list[int | None] = []
         errors: list[str | None] = []

@@ -21,7 +21,6 @@ keeping the existing score fields and every other candidate field in schema orde
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
 import threading
@@ -34,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.ids import digest
-from prefdata.pipeline import MissingColumnsError, Stage
+from prefdata.pipeline import Stage
 
 __all__ = [
     "Candidates",
@@ -238,19 +237,6 @@ class Scorer(Stage):
 
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "prompt", "candidates")
 
-    def check(self, schema: pa.Schema) -> None:
-        # Works around prefdata.pipeline._available, which passes a Schema to
-        # schema.score_names (that expects a Table) and fails on every pool table.
-        available = set(schema.names)
-        if "candidates" in available:
-            scores = schema.field("candidates").type.value_type.field("scores").type
-            available |= {f"scores.{f.name}" for f in scores}
-        missing = [c for c in self.required_columns() if c not in available]
-        if missing:
-            raise MissingColumnsError(
-                f"stage {self.name} requires {missing}; the input has {sorted(available)}"
-            )
-
     def score_fields(self) -> tuple[str, ...]:
         """The score fields this scorer writes (known before any model is loaded)."""
         return (self.name,)
@@ -283,10 +269,6 @@ def model_source(path: str | None, loaded: Any = None, revision: str | None = No
     if commit is None and config is not None:
         commit = getattr(config, "_commit_hash", None)
     return {"model": str(path) if path is not None else None, "revision": commit}
-
-
-def fields_of(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def pools_from_texts(

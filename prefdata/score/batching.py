@@ -105,6 +105,8 @@ def chat_token_ids(
     ``add_special_tokens=False`` (and a doubled leading BOS is dropped): no double BOS.
     """
     texts = [render_chat(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+    if not texts:  # tokenizers raise on an empty batch; a shard may have no candidate left
+        return []
     enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     return [_strip_double_bos(list(ids), bos) for ids in enc]

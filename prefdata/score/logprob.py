@@ -14,7 +14,7 @@ with the generation prompt.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,8 @@ def response_token_ids(
     earlier turns), naming the pair.
     """
     pre_texts = [render_chat(tokenizer, p, None) for p in prompts]
+    if not prompts:  # tokenizers raise on an empty batch
+        return []
     full_texts = [render_chat(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
     rests = []
     for k, (pre, full) in enumerate(zip(pre_texts, full_texts, strict=True)):
@@ -106,6 +108,9 @@ class LogProb(Scorer):
     dtype: str | None = None
     engine: str = "transformers"
     revision: str | None = None
+    # vLLM only: the fraction of GPU memory this engine may take (vLLM's default 0.9 is per
+    # engine, so two engines in one process must share it: see DensityRatio)
+    gpu_memory_utilization: float = field(default=0.9, metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
         if self.engine not in ("transformers", "vllm"):
@@ -118,7 +123,11 @@ class LogProb(Scorer):
         if self.engine == "vllm":
             from vllm import LLM, SamplingParams  # lazy: optional, GPU only
 
-            llm = LLM(self.model, **({"max_model_len": self.max_length} if self.max_length else {}))
+            llm = LLM(
+                self.model,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                **({"max_model_len": self.max_length} if self.max_length else {}),
+            )
             self.resources.update(
                 llm=llm,
                 tokenizer=llm.get_tokenizer(),
@@ -273,6 +282,8 @@ class DensityRatio(Scorer):
     device: str | None = None
     dtype: str | None = None
     engine: str = "transformers"
+    # vLLM: shared by the two engines, half each
+    gpu_memory_utilization: float = field(default=0.9, metadata={"fingerprint": False})
 
     def score_fields(self) -> tuple[str, ...]:
         extra = (f"{self.name}.strong", f"{self.name}.weak") if self.keep_components else ()
@@ -286,6 +297,7 @@ class DensityRatio(Scorer):
                 device=self.device,
                 dtype=self.dtype,
                 engine=self.engine,
+                gpu_memory_utilization=self.gpu_memory_utilization / 2,
             )
             self.resources["parts"] = (
                 LogProb(self.strong, name="strong", **kw),

@@ -50,13 +50,17 @@ def _objective_names(name: str, objectives: Sequence[str] | None, n_cols: int, i
 
 
 def map_reward_outputs(
-    output: Any, name: str, objectives: Sequence[str] | None = None, id2label=None
+    output: Any,
+    name: str,
+    objectives: Sequence[str] | None = None,
+    id2label=None,
+    aggregate: bool = False,
 ) -> dict[str, np.ndarray]:
     """Score fields from one batch of model output.
 
     Per-objective values come from ``output.rewards`` when the model has it (ArmoRM's custom
     output), else from ``output.logits``; column i becomes ``{name}.{objectives[i]}`` (a
-    single column becomes ``{name}``). An aggregate ``output.score`` (ArmoRM's gated
+    single column becomes ``{name}``). With ``aggregate``, ``output.score`` (ArmoRM's gated
     preference score) becomes the ``{name}`` field.
 
     >>> import torch
@@ -73,11 +77,64 @@ def map_reward_outputs(
         per = per[:, None]
     names = _objective_names(name, objectives, per.shape[1], id2label)
     out = {n: per[:, i] for i, n in enumerate(names)}
-    agg = getattr(output, "score", None)
-    if agg is not None and not callable(agg):
+    if aggregate:
+        agg = getattr(output, "score", None)
+        if agg is None or callable(agg):
+            raise ValueError(f"scorer {name!r}: aggregate=True but the model output has no score")
         agg = agg.float().detach().cpu().numpy().astype(np.float64).reshape(len(per), -1)
         out[name] = agg[:, 0]
     return out
+
+
+def head_fields(
+    name: str,
+    objectives: Sequence[str] | None,
+    model: str,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    aggregate: bool = False,
+) -> tuple[str, ...]:
+    """The score fields a reward head writes, known before any weight is loaded: one per
+    objective, else from the model's config (``num_labels``, ``id2label``) as
+    :func:`map_reward_outputs` names them, then ``{name}`` for the aggregate. A config that
+    cannot be read at planning time counts as one head (``setup`` checks it).
+
+    >>> head_fields("rm", ("a", "b"), "path/to/rm", aggregate=True)
+    ('rm.a', 'rm.b', 'rm')
+    >>> head_fields("rm", None, "path/to/rm")
+    ('rm',)
+    """
+    if objectives:
+        names = [f"{name}.{o}" for o in objectives]
+    else:
+        try:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(
+                model, revision=revision, trust_remote_code=trust_remote_code
+            )
+            names = _objective_names(name, None, cfg.num_labels, getattr(cfg, "id2label", None))
+        except Exception:  # noqa: BLE001 - no config here (yet): setup() checks the head
+            names = [name]
+    return tuple(names + [name] * aggregate)
+
+
+def check_head(
+    name: str,
+    objectives: Sequence[str] | None,
+    config: Any,
+    declared: Sequence[str],
+    aggregate: bool,
+) -> None:
+    """Raise when the loaded model's head does not write the fields the stage declared."""
+    heads = _objective_names(name, objectives, config.num_labels, getattr(config, "id2label", None))
+    got = tuple(heads + [name] * aggregate)
+    if got != tuple(declared):
+        raise ValueError(
+            f"scorer {name!r}: the model's head gives {list(got)} but the stage declared "
+            f"{list(declared)} (its config could not be read when the pipeline was planned)"
+        )
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -156,6 +213,7 @@ class RewardModel(Scorer):
     objectives: tuple[str, ...] | None = None
     revision: str | None = None
     trust_remote_code: bool = False
+    aggregate: bool = False
 
     def __post_init__(self) -> None:
         if self.objectives is not None and not isinstance(self.objectives, tuple):
@@ -164,9 +222,16 @@ class RewardModel(Scorer):
             raise ValueError("token_budget must be positive")
 
     def score_fields(self) -> tuple[str, ...]:
-        if self.objectives:
-            return tuple(f"{self.name}.{o}" for o in self.objectives)
-        return (self.name,)
+        if "score_fields" not in self.resources:
+            self.resources["score_fields"] = head_fields(
+                self.name,
+                self.objectives,
+                self.model,
+                revision=self.revision,
+                trust_remote_code=self.trust_remote_code,
+                aggregate=self.aggregate,
+            )
+        return self.resources["score_fields"]
 
     @property
     def truncated_flag(self) -> str:
@@ -191,6 +256,7 @@ class RewardModel(Scorer):
             revision=self.revision,
             trust_remote_code=self.trust_remote_code,
         )
+        check_head(self.name, self.objectives, model.config, self.score_fields(), self.aggregate)
         pad = resolve_pad_id(tok)
         model.config.pad_token_id = pad
         model.to(device).eval()
@@ -223,7 +289,11 @@ class RewardModel(Scorer):
         with torch.inference_mode():
             out = r["model"](input_ids=ids.to(r["device"]), attention_mask=mask.to(r["device"]))
         return map_reward_outputs(
-            out, self.name, self.objectives, getattr(r["model"].config, "id2label", None)
+            out,
+            self.name,
+            self.objectives,
+            getattr(r["model"].config, "id2label", None),
+            self.aggregate,
         )
 
     def encode(self, table: pa.Table) -> tuple[list[list[int]], list[bool]]:
@@ -323,9 +393,10 @@ class VLLMRewardModel(Scorer):
     llm_kwargs: tuple[tuple[str, Any], ...] = field(default=())
 
     def score_fields(self) -> tuple[str, ...]:
-        if self.objectives:
-            return tuple(f"{self.name}.{o}" for o in self.objectives)
-        return (self.name,)
+        if "score_fields" not in self.resources:
+            fields = head_fields(self.name, self.objectives, self.model)
+            self.resources["score_fields"] = fields
+        return self.resources["score_fields"]
 
     def setup(self) -> None:
         from vllm import LLM, PoolingParams  # lazy: optional, GPU only
@@ -360,7 +431,14 @@ class VLLMRewardModel(Scorer):
             ["" if x is None else x for x in view.responses],
             r["max_length"],
         )
-        outs = r["llm"].classify(reqs, pooling_params=r["params"], use_tqdm=False) if reqs else []
+        if not reqs:
+            return with_scores(table, {f: np.array([]) for f in self.score_fields()})
+        outs = r["llm"].classify(reqs, pooling_params=r["params"], use_tqdm=False)
         scores = vllm_classify_scores(outs, self.name, self.objectives)
+        if tuple(scores) != self.score_fields():
+            raise ValueError(
+                f"scorer {self.name!r}: the model gives {list(scores)} but the stage declared "
+                f"{list(self.score_fields())}"
+            )
         flags = [[f"{self.name}_truncated"] if t else [] for t in truncated]
         return with_scores(table, scores, flags=flags)
