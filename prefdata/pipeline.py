@@ -209,6 +209,21 @@ class Stage:
     def setup(self) -> None:
         """Load heavy resources (models, connections). Called once per worker."""
 
+    def ensure_setup(self) -> None:
+        """Call :meth:`setup` unless this instance has already been set up."""
+        if not self.resources.get("__setup_done__"):
+            self.setup()
+            self.resources["__setup_done__"] = True
+
+    @property
+    def overrides_setup(self) -> bool:
+        """Whether the class overrides :meth:`setup` (models, connections).
+
+        >>> Stage().overrides_setup
+        False
+        """
+        return type(self).setup is not Stage.setup
+
     @property
     def costly(self) -> bool:
         """Whether this stage's output is worth keeping on disk (see ``checkpoint``).
@@ -216,9 +231,7 @@ class Stage:
         >>> Stage().costly
         False
         """
-        if self.checkpoint is not None:
-            return self.checkpoint
-        return type(self).setup is not Stage.setup
+        return self.overrides_setup if self.checkpoint is None else self.checkpoint
 
     def process(self, table: pa.Table) -> StageOutput | pa.Table:
         raise NotImplementedError
@@ -238,9 +251,7 @@ class Stage:
 
     def __call__(self, table: pa.Table) -> StageOutput:
         self.check(table.schema)
-        if not self.resources.get("__setup_done__"):
-            self.setup()
-            self.resources["__setup_done__"] = True
+        self.ensure_setup()
         out = self.process(table)
         if isinstance(out, pa.Table):
             out = StageOutput(out, empty_rejects())
@@ -360,12 +371,6 @@ class Pipeline:
                     f"earlier stage provides (available: {sorted(available)})"
                 )
             available = s.columns_after(available)
-
-    def setup(self) -> None:
-        for s in self.stages:
-            if not s.resources.get("__setup_done__"):
-                s.setup()
-                s.resources["__setup_done__"] = True
 
     def run(self, table: pa.Table) -> PipelineResult:
         """Run every stage over ``table`` in memory."""

@@ -262,12 +262,10 @@ class LocalExecutor:
         self, stage: Stage, index: int, shard: int, src_path: Path | str, table: pa.Table
     ) -> StageOutput:
         """Run one stage on one shard's input table."""
-        if not stage.resources.get("__setup_done__"):
-            try:
-                stage.setup()
-            except Exception as e:
-                raise StageError(stage.name, index, shard, src_path, "setup") from e
-            stage.resources["__setup_done__"] = True
+        try:
+            stage.ensure_setup()
+        except Exception as e:
+            raise StageError(stage.name, index, shard, src_path, "setup") from e
         try:
             return stage(table)
         except Exception as e:

@@ -129,7 +129,7 @@ def stage_has_setup(stage: Stage) -> bool:
     >>> stage_has_setup(Sql("SELECT * FROM pools")), stage_has_setup(Stage())
     (True, False)
     """
-    return type(stage).setup is not Stage.setup
+    return stage.overrides_setup
 
 
 # --------------------------------------------------------------------------- worker side
@@ -143,7 +143,7 @@ def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
     else:
         table = read_parquet(task["src"])
     out = stage(table)
-    rows_out = getattr(out, "kept", out.table.num_rows)  # kept: pools-in, pairs-out stages
+    rows_out = out.kept  # pools that yielded output, for pools-in, pairs-out stages
     write_parquet(out.table, task["out"], statistics=False)
     write_parquet(_shift_rows(out.rejects, task["offset"]), task["rejects"], statistics=False)
     return {
@@ -196,8 +196,7 @@ class _StageActor:
         self.stage = stage
         self.setup_error: BaseException | None = None
         try:
-            stage.setup()
-            stage.resources["__setup_done__"] = True
+            stage.ensure_setup()
         except Exception as e:
             self.setup_error = e
 

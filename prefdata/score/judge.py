@@ -300,9 +300,7 @@ class JudgePairwise(_Judge):
         answer parsed), parsed (answers that parsed, of ``2 * n``), a_first and b_first (the
         mean verdict value for A in each order: a gap between them is position bias)."""
         self.check(table.schema)
-        if not self.resources.get("__setup_done__"):
-            self.setup()
-            self.resources["__setup_done__"] = True
+        self.ensure_setup()
         return self._compare(candidates_view(table), table)[0]
 
     def _compare(self, view, table):
