@@ -18,13 +18,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-LAYOUTS = ("pool", "long", "pairs", "hh", "ultrafeedback")
-
 
 def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
     """The flags that say how an input is laid out (shared by ``prefdata convert`` and the
     recipes); :func:`read_args` turns them into :func:`prefdata.io.readers.read_pools`'s
     keyword arguments."""
+    from prefdata.io.layouts import LAYOUTS
+
     a = parser.add_argument
     a("--layout", choices=LAYOUTS, default=default_layout, help="how the input is laid out")
     a("--split", help="split to read from a Hugging Face dataset")
@@ -57,21 +57,17 @@ def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
 def read_args(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`prefdata.io.readers.read_pools` keyword arguments from
     :func:`add_layout_arguments`' flags."""
-    return dict(
-        split=args.split,
-        source_name=args.source,
-        prompt_col=args.prompt_col,
-        response_col=args.response_col,
-        generator_col=args.generator_col,
-        score_cols=tuple(args.score_col or ()),
-        id_col=args.id_col,
-        chosen_col=args.chosen_col,
-        rejected_col=args.rejected_col,
-        margin_col=args.margin_col,
-        chosen_score_col=args.chosen_score_col,
-        rejected_score_col=args.rejected_score_col,
-        score_name=args.score_name,
-    )
+    import dataclasses
+
+    from prefdata.io.layouts import LayoutOptions
+
+    # one flag per LayoutOptions field (score_cols is the repeatable --score-col)
+    options = {
+        f.name: getattr(args, "score_col" if f.name == "score_cols" else f.name)
+        for f in dataclasses.fields(LayoutOptions)
+    }
+    options["score_cols"] = tuple(options["score_cols"] or ())
+    return dict(split=args.split, source_name=args.source, **options)
 
 
 def rejects_path(out: Path) -> Path:
@@ -196,13 +192,13 @@ def _sql(args: argparse.Namespace) -> int:
         if info.outputs:
             from prefdata.validate import record_type
 
-            # The output is "pools", and also "pairs" (or lists, unpaired) when it is one.
-            tables["pools"] = list(info.outputs)
-            kind = record_type(info.read().schema)
+            # The output is "pools", and also "pairs" (or lists, unpaired) when it is one:
+            # read once, registered under both names.
+            output = info.read()
+            tables["pools"] = output
+            kind = record_type(output.schema)
             if kind in ("pair", "list", "unpaired"):
-                tables[{"pair": "pairs", "list": "lists", "unpaired": "unpaired"}[kind]] = list(
-                    info.outputs
-                )
+                tables[{"pair": "pairs", "list": "lists", "unpaired": "unpaired"}[kind]] = output
         if info.rejects:
             tables["rejects"] = list(info.rejects)
     else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -25,8 +24,7 @@ import pyarrow.compute as pc
 
 from prefdata.io.parquet import read_parquet
 from prefdata.pipeline import Stage, StageOutput, split
-from prefdata.schema import CANDIDATE_TYPE, POOL_SCHEMA, conform
-from prefdata.schema import _canonical as _plain_type
+from prefdata.schema import CANDIDATE_TYPE, POOL_SCHEMA, conform, conform_types
 
 Source = pa.Table | str | os.PathLike | Sequence[str | os.PathLike]
 
@@ -117,10 +115,7 @@ def canonical_result(table: pa.Table) -> pa.Table:
     try:
         if _is_pool(table.schema):
             return conform(table)
-        # Not conform_types(): pyarrow compares list types without their child names, so
-        # DuckDB's list<l: ...> would stay, and concat_tables with list<item: ...> fails.
-        target = pa.schema([pa.field(f.name, _plain_type(f.type)) for f in table.schema])
-        return table if target.to_string() == table.schema.to_string() else table.cast(target)
+        return conform_types(table)  # also renames DuckDB's list<l: ...> children
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
         raise ValueError(
             f"SQL result does not cast to the canonical pool types: {e} "
@@ -269,22 +264,10 @@ class Sql(Stage):
 def _load(source: Source) -> pa.Table:
     """A pa.Table as is; a Parquet file, a folder of ``*.parquet`` (sorted, not recursive)
     or a list of files through :func:`prefdata.io.parquet.read_parquet`."""
-    if isinstance(source, pa.Table):
-        return source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            files = sorted(path.glob("*.parquet"))
-            if not files:
-                raise FileNotFoundError(f"no *.parquet files in folder {path}")
-            return read_parquet(files)
-        if not path.exists():
-            raise FileNotFoundError(f"no such Parquet file: {path}")
-        return read_parquet(path)
-    files = [Path(p) for p in source]
-    if not files:
-        raise FileNotFoundError("an empty list of Parquet files was given")
-    return read_parquet(files)
+    from prefdata.execute.workdir import resolve_source
+
+    src = resolve_source(source)
+    return src if isinstance(src, pa.Table) else read_parquet(src)
 
 
 def query(sql: str, tables: Mapping[str, Source], *, threads: int | None = None) -> pa.Table:

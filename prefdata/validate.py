@@ -15,7 +15,7 @@ numpy over flattened lists); only ``metadata`` JSON is parsed per row.
 ... )
 >>> for e in validate(t):
 ...     print(e)
-row 0, field prompt: ends with a assistant turn; a prompt must end with a user or tool turn
+row 0, field prompt: ends with an assistant turn; a prompt must end with a user or tool turn
 row 0, field candidates[0].response: not a string (null)
 """
 
@@ -182,13 +182,22 @@ def _check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
     if len(bad_last):
         role_list = role_list or roles.to_pylist()
     for k in bad_last:
+        role = role_list[k]
+        article = "an" if str(role)[:1] in "aeiou" else "a"
         out.append(
             ValidationError(
                 int(flat.parent[k]),
                 "prompt",
-                f"ends with a {role_list[k]} turn; a prompt must end with a user or tool turn",
+                f"ends with {article} {role} turn; a prompt must end with a user or tool turn",
             )
         )
+    # A prompt whose every message is blank says nothing.
+    blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(content), ""), False))
+    blank &= msg_valid
+    counts = np.bincount(flat.parent, minlength=len(col))
+    blanks = np.bincount(flat.parent, weights=blank, minlength=len(col))
+    for r in np.flatnonzero((counts > 0) & (blanks == counts)):
+        out.append(ValidationError(int(r), "prompt", "empty prompt (every message is blank)"))
 
 
 def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:

@@ -170,8 +170,8 @@ def test_sql_over_pools_and_rejects(long_jsonl, tmp_path, capsys):
     out = tmp_path / "pools.parquet"
     main(["convert", str(long_jsonl), "--layout", "long", "--out", str(out)])
     capsys.readouterr()
-    assert main(["sql", str(out), "SELECT count(*) AS n FROM pools"]) == 0
-    assert "2" in capsys.readouterr().out
+    assert main(["sql", str(out), "SELECT count(*) = 2 AS two_pools FROM pools"]) == 0
+    assert "true" in capsys.readouterr().out
     assert main(["sql", str(out), "SELECT stage FROM rejects ORDER BY stage"]) == 0
     text = capsys.readouterr().out
     assert "layout:long" in text and "read" in text
@@ -200,8 +200,9 @@ def test_sql_and_inspect_over_a_workdir(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "workdir" and report["pools"] == 6
     assert report["funnel"] == [{"stage": "Sql", "rows_in": 10, "rows_out": 6, "rows_rejected": 4}]
-    assert main(["sql", str(tmp_path / "work"), "SELECT count(*) AS n FROM rejects"]) == 0
-    assert "4" in capsys.readouterr().out
+    sql = "SELECT count(*) = 4 AS four_rejects FROM rejects"
+    assert main(["sql", str(tmp_path / "work"), sql]) == 0
+    assert "true" in capsys.readouterr().out
 
 
 def test_validate_pairs_and_refuse_trainer_exports(tmp_path, capsys):

@@ -651,6 +651,18 @@ def test_pool_layout_rejects_invalid_rows_with_validate_reasons():
     assert out.rejects.to_pylist()[0]["prompt_id"] == "p1"
 
 
+def test_pool_layout_rejects_blank_prompts_like_the_long_layout():
+    strings = run(pa.table({"prompt": ["Hi", "  "]}), "pool")
+    assert strings.table.num_rows == 1 and reasons(strings) == {1: ("prompt", "empty prompt")}
+    lists = run(pa.table({"prompt": [user("Hi"), [{"role": "user", "content": " \n "}]]}), "pool")
+    assert lists.table.num_rows == 1
+    assert lists.rejects["reason"].to_pylist() == ["prompt: empty prompt (every message is blank)"]
+    ends = run(
+        pa.table({"prompt": [[*user("Hi"), {"role": "assistant", "content": "Yo"}]]}), "pool"
+    )
+    assert "ends with an assistant turn" in ends.rejects["reason"][0].as_py()
+
+
 def test_pool_layout_wrong_types_raise_naming_the_field():
     t = pa.Table.from_pylist(
         [

@@ -192,6 +192,23 @@ def test_json_array_with_non_objects(tmp_path):
     assert read_records(tmp_path / "lines.json")[0]["prompt"].to_pylist() == ["q", "r"]
 
 
+def test_folder_of_json_files_numbers_rows_across_files(tmp_path):
+    """Rows run on across the files: an array counts its items (not its lines), JSON Lines
+    their lines; the bad line 2 of the second file is row 3 + 1."""
+    import gzip
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    items = [{"prompt": f"q{i}", "response": "a"} for i in range(3)]
+    with gzip.open(folder / "a.json.gz", "wt") as fh:
+        fh.write(json.dumps(items, indent=2))  # 3 items over many lines
+    write_jsonl(folder / "b.jsonl", [json.dumps(items[0]).encode(), b"{broken"])
+    raw, rejects = read_records(folder)
+    assert raw.num_rows == 4
+    assert rejects["row"].to_pylist() == [4]
+    assert rejects["reason"][0].as_py().startswith("b.jsonl: line 2: invalid JSON")
+
+
 def test_missing_path_and_unknown_objects():
     with pytest.raises(FileNotFoundError):
         read_records("/no/such/file.jsonl")

@@ -97,7 +97,7 @@ def test_row_errors_name_row_and_field():
         "row 3, field prompt: empty list; a prompt needs a message",
         "row 4, field prompt[0].role: 'bot' is not one of system, user, assistant, tool",
         "row 4, field prompt[1].content: not a string (null)",
-        "row 5, field prompt: ends with a assistant turn; "
+        "row 5, field prompt: ends with an assistant turn; "
         "a prompt must end with a user or tool turn",
         "row 6, field candidates[1].candidate_id: duplicate candidate_id 'c' in this pool "
         "(also candidates[0])",

@@ -306,12 +306,6 @@ def source_schema(source: pa.Table | list[Path]) -> pa.Schema:
     return _conformed(schema.empty_table()).schema
 
 
-def source_num_rows(source: pa.Table | list[Path]) -> int:
-    if isinstance(source, pa.Table):
-        return source.num_rows
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in source)
-
-
 def _batches(source: pa.Table | list[Path], rows: int) -> Iterator[pa.Table]:
     """Conformed pieces of at most ``rows`` rows; files are streamed batch by batch."""
     schema = source_schema(source)
@@ -677,7 +671,6 @@ __all__ = [
     "resolve_source",
     "shard_name",
     "source_digest",
-    "source_num_rows",
     "source_schema",
     "stage_dir_name",
     "workdir_lock",

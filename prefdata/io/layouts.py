@@ -186,26 +186,12 @@ def _messages(col: pa.Array, name: str, rej: _Rejects) -> pa.Array:
             return pa.nulls(n, MESSAGES_TYPE)
         for e in errors:
             reason = e.reason
-            if e.field == "prompt" and "ends with a assistant" in reason:
-                reason = "prompt ends with an assistant turn; it must end with a user or tool turn"
-            elif e.field == "prompt" and reason.startswith("missing"):
+            if e.field == "prompt" and reason.startswith("missing"):
                 reason = "missing prompt (null)"
             elif e.field == "prompt" and reason.startswith("empty list"):
                 reason = "empty prompt (no messages)"
             rej.add(e.row, e.field.replace("prompt", name, 1), reason)
-        msgs = col.cast(MESSAGES_TYPE)
-        # A prompt whose every message is blank is empty too.
-        flat = msgs.flatten()
-        if len(flat):
-            blank = _np_bool(
-                pc.equal(pc.utf8_trim_whitespace(pc.struct_field(flat, "content")), "")
-            )
-            parent = pc.list_parent_indices(msgs).to_numpy()
-            counts = np.bincount(parent, minlength=n)
-            blanks = np.bincount(parent, weights=blank, minlength=n)
-            for r in np.flatnonzero((counts > 0) & (blanks == counts)):
-                rej.add(r, name, "empty prompt (every message is blank)")
-        return msgs
+        return col.cast(MESSAGES_TYPE)
     for r in range(n):
         if col[r].is_valid:
             rej.add(r, name, f"expected a string or a list of messages, got {t}")
@@ -359,8 +345,6 @@ def _assemble(
     if n:
         keys = pc.dictionary_encode(_prompt_keys(e.prompt))
         kcodes = keys.indices.to_numpy()
-        kfirst = _first_index(kcodes, len(keys.dictionary))
-        digests = np.array([ids.prompt_id(e.prompt[int(i)].as_py()) for i in kfirst], dtype=object)
         if e.given_id is not None:
             pid = np.array(e.given_id.to_pylist(), dtype=object)
             # A given id must name one prompt: later rows naming another are rejected.
@@ -380,7 +364,10 @@ def _assemble(
                 keep = np.flatnonzero(~rej.mask(e.row))
                 e, pid = e.take(keep), pid[keep]
                 n = len(e.row)
-        else:
+        else:  # one digest per distinct prompt, only when no id is given
+            kfirst = _first_index(kcodes, len(keys.dictionary))
+            firsts = e.prompt.take(pa.array(kfirst)).to_pylist()
+            digests = np.array([ids.prompt_id(p) for p in firsts], dtype=object)
             pid = digests[kcodes]
     else:
         pid = np.array([], dtype=object)
@@ -932,8 +919,7 @@ def _pool(raw: pa.Table, rej: _Rejects, o: dict[str, Any], source: str | None) -
     if "prompt" not in t.column_names:
         raise KeyError(f"layout 'pool': no prompt column; columns: {t.column_names}")
     if _is_string_type(t.schema.field("prompt").type):
-        local = _Rejects()
-        msgs = _messages(t["prompt"].combine_chunks(), "prompt", local)
+        msgs = _messages(t["prompt"].combine_chunks(), "prompt", rej)
         t = t.set_column(t.schema.get_field_index("prompt"), "prompt", msgs)
     if o["id_col"] and o["id_col"] != "prompt_id":
         t = t.drop_columns([c for c in ("prompt_id",) if c in t.column_names])

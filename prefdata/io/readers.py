@@ -193,8 +193,9 @@ def _first_char(path: Path) -> str:
     return head[:1].decode("ascii", errors="replace")
 
 
-def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int]:
-    records, rows, n = [], [], 0
+def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int, int]:
+    """(table, records read, lines seen): rows are numbered by line, blank ones included."""
+    records, rows, n, i = [], [], 0, -1
     for i, line in enumerate(lines):
         if i == 0 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
@@ -230,10 +231,11 @@ def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int]:
             continue
         records.append(value)
         rows.append(i)
-    return _records_to_table(records, rows, "line", bad), n
+    return _records_to_table(records, rows, "line", bad), n, i + 1
 
 
-def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
+    """(table, items, items): rows are numbered by item."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         data = json.loads(fh.read().decode("utf-8"))
@@ -248,10 +250,11 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
             rows.append(i)
         else:
             bad.append((i, None, f"item {i}: JSON {_kind(v)}, not an object", _record_text(v)))
-    return _records_to_table(records, rows, "item", bad), len(data)
+    return _records_to_table(records, rows, "item", bad), len(data), len(data)
 
 
-def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
+    """(table, records, row numbers used): JSON Lines number rows by line, arrays by item."""
     if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
         return _read_json_array(path, bad)
     return _read_json_lines(_lines(path), bad)
@@ -313,7 +316,8 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
             t = pq.read_table(path)
             return t, t.num_rows
         if name.endswith(_JSON_SUFFIXES):
-            return _read_json_file(path, bad)
+            t, n, _ = _read_json_file(path, bad)
+            return t, n
         if name.endswith(".csv"):
             import pyarrow.csv as pcsv
 
@@ -325,20 +329,21 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
 
         t = _from_dataset(datasets.load_from_disk(str(path)), split)
         return t, t.num_rows
-    if split is None and (files := _parquet_files(path)) and not _json_files(path):
-        t = _concat([pq.read_table(f) for f in files])
+    parquet, jsons = (_parquet_files(path), _json_files(path)) if split is None else ([], [])
+    if parquet and not jsons:
+        t = _concat([pq.read_table(f) for f in parquet])
         return t, t.num_rows
-    if split is None and (files := _json_files(path)) and not _parquet_files(path):
+    if jsons and not parquet:
         tables, total, offset = [], 0, 0
-        for f in files:
+        for f in jsons:
             # Rows are numbered across the files in order (one running index).
             local = _Bad()
-            t, n = _read_json_file(f, local)
+            t, n, span = _read_json_file(f, local)
             for row, field, reason, rec in local:
                 bad.append((row + offset, field, f"{f.name}: {reason}", rec))
             tables.append(t)
             total += n
-            offset += sum(1 for _ in _lines(f)) if not f.name.endswith(".json") else n
+            offset += span
         return _concat(tables), total
     import datasets
 
