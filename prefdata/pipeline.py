@@ -215,6 +215,18 @@ class Stage:
             self.setup()
             self.resources["__setup_done__"] = True
 
+    def fits_on_input(self) -> str | None:
+        """What this stage would fit over the whole table it is given (z-score statistics,
+        a dedup index, ...) when no fitted state was passed in; None for a row-local stage.
+
+        Fitted on one shard at a time, such a state would depend on ``shard_rows``: the
+        executors refuse it over more than one shard (fit first, then pass it in).
+
+        >>> Stage().fits_on_input() is None
+        True
+        """
+        return None
+
     @property
     def overrides_setup(self) -> bool:
         """Whether the class overrides :meth:`setup` (models, connections).

@@ -16,8 +16,7 @@ turn), ``{response_a}``, ``{response_b}``, ``{preferred}`` (``A`` or ``B``) and 
 Other braces are left alone, so a template may contain JSON.
 
 >>> import json, pyarrow as pa
->>> from prefdata.annotate.columns import set_column
-from prefdata.generate.base import ChatResult, Completion
+>>> from prefdata.generate.base import ChatResult, Completion
 >>> class Parrot:  # a rule-based backend: repeats which response the prompt prefers
 ...     name = "parrot"
 ...     def chat(self, conversations, config, seeds):

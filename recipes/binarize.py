@@ -40,7 +40,7 @@ from prefdata.filter.degenerate import DropFlagged, FlagDegenerate, RepeatedResp
 from prefdata.filter.voting import Vote
 from prefdata.io.export import FORMATS, export, hub_table
 from prefdata.io.hub import push_to_hub, write_hub_folder
-from prefdata.io.parquet import write_parquet
+from prefdata.io.parquet import read_parquet, write_parquet
 from prefdata.io.readers import read_pools
 from prefdata.pipeline import count_rejects_by_reason
 from prefdata.report.card import CardInfo
@@ -235,17 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     if score is not None and score not in scores:
         raise SystemExit(f"--score {score!r} is not among the scores {scores}")
 
-    # 2. flag and drop degenerate candidates, normalise scores (fits are dataset-wide passes)
+    # 2. flag and drop degenerate candidates (the repeated-response fit is a dataset pass)
     repeated = RepeatedResponsesFit(args.repeated_min_prompts).update(pools).finalize()
     pool_stages = [FlagDegenerate(repeated=repeated)]
     if not args.keep_flagged:
         pool_stages.append(DropFlagged())
-    # Scorers live on different scales: strength, soft labels and votes use z-scores.
-    z_scores: tuple[str, ...] = ()
-    if scores:
-        stats = ScoreStatsFit(tuple(scores)).update(pools).stats()
-        pool_stages.append(Normalise("zscore", scorers=tuple(scores), stats=stats))
-        z_scores = tuple(f"{s}.z" for s in scores)
     if args.vote and args.vote > len(scores):
         raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
     executor = LocalExecutor(workdir / "pools", shard_rows=args.shard_rows)
@@ -253,8 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     funnel = funnel.then(filtered.funnel)
     kept_pools = filtered.read()
 
-    # 3. construct pairs, vote, annotate strength
-    pair_stages = [_pairs_stage(args, score)]
+    # 3. normalise the kept candidates' scores (scorers live on different scales: strength,
+    # soft labels and votes use z-scores, fitted on what survived step 2), construct pairs,
+    # vote, annotate strength
+    pair_stages = []
+    z_scores: tuple[str, ...] = ()
+    if scores:
+        fit = ScoreStatsFit(tuple(scores))
+        for path in filtered.output_paths:  # one shard at a time
+            fit.update(read_parquet(path))
+        pair_stages.append(Normalise("zscore", scorers=tuple(scores), stats=fit.stats()))
+        z_scores = tuple(f"{s}.z" for s in scores)
+    pairs_stage = _pairs_stage(args, score)
+    pair_stages.append(pairs_stage)
     if args.vote:
         pair_stages.append(Vote(scorers=z_scores, k=args.vote, min_margin=args.vote_margin))
     if z_scores:
@@ -278,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         options = {}
         if fmt == "trl-reward":
             table, options = _reward_margin(
-                table, args.reward_margin, getattr(pair_stages[0], "score", None)
+                table, args.reward_margin, getattr(pairs_stage, "score", None)
             )
         res = export(table, fmt, out / fmt, funnel=funnel, **options)
         rejects.append(res.rejects)

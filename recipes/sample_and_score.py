@@ -4,8 +4,10 @@ Reads prompts (any source and layout: a JSONL of {"prompt": ...}, a Hub dataset,
 samples --n candidates per prompt from each --model (several models fill one pool: an
 on-policy model beside stronger ones, or a strong and a weak model for delta learning),
 scores every candidate with each --reward-model, flags and drops degenerate candidates,
-constructs pairs and writes TRL DPO data and a Hub-ready folder. Every stage is checkpointed
-under --workdir at shard granularity: a killed run regenerates only unfinished shards.
+constructs pairs and writes TRL DPO data and a Hub-ready folder. Sampling and scoring are
+checkpointed under --workdir at shard granularity (a killed run regenerates only unfinished
+shards); after one pass that finds responses repeated across prompts over all of them, the
+curation stages stream those shards through a second work directory (--workdir + "-pairs").
 
     python recipes/sample_and_score.py --prompts prompts.jsonl \\
         --model Qwen/Qwen2.5-1.5B-Instruct --backend vllm --n 8 --temperature 0.8 \\
@@ -28,10 +30,16 @@ from prefdata.annotate.strength import Strength
 from prefdata.cli import add_layout_arguments, read_args
 from prefdata.construct import Pairs
 from prefdata.execute import LocalExecutor
-from prefdata.filter.degenerate import DEFAULT_DROP, DropFlagged, FlagDegenerate
+from prefdata.filter.degenerate import (
+    DEFAULT_DROP,
+    DropFlagged,
+    FlagDegenerate,
+    RepeatedResponsesFit,
+)
 from prefdata.generate import Sample
 from prefdata.io.export import export, hub_table
 from prefdata.io.hub import write_hub_folder
+from prefdata.io.parquet import read_parquet
 from prefdata.io.readers import read_pools
 from prefdata.report.card import CardInfo
 from prefdata.score import RewardModel
@@ -120,18 +128,25 @@ def main(argv: list[str] | None = None) -> int:
         f"rm{i}" if len(args.reward_model) > 1 else "rm" for i in range(len(args.reward_model))
     ]
     scorers = [RewardModel(m, name=n) for m, n in zip(args.reward_model, names, strict=True)]
-    stages = [
-        *samplers,
-        *scorers,
-        FlagDegenerate(),
+    # 1. sample and score (the costly stages: their shards are kept and resume)
+    workdir = Path(args.workdir or out / "work")
+    scored = LocalExecutor(workdir, shard_rows=args.shard_rows).run([*samplers, *scorers], prompts)
+    # 2. "repeated across prompts" is a dataset-wide fit: one pass over every scored shard
+    fit = RepeatedResponsesFit()
+    for path in scored.output_paths:
+        fit.update(read_parquet(path))
+    # 3. flag, drop, pair and annotate, streaming the scored shards
+    curate = [
+        FlagDegenerate(repeated=fit.finalize()),
         DropFlagged(flags=tuple(args.drop_flag or DEFAULT_DROP)),
         Pairs(args.strategy, score=names[0], min_margin=args.min_margin, seed=args.seed),
         Strength(),  # every score field of the pairs, multi-objective heads included
     ]
-    result = LocalExecutor(Path(args.workdir or out / "work"), shard_rows=args.shard_rows).run(
-        stages, prompts
-    )
-    funnel = funnel.then(result.funnel)
+    result = LocalExecutor(
+        workdir.with_name(workdir.name + "-pairs"), shard_rows=args.shard_rows
+    ).run(curate, scored.output_paths)
+    stages = [*samplers, *scorers, *curate]
+    funnel = funnel.then(scored.funnel).then(result.funnel)
     pairs = result.read()
     dpo = export(pairs, "trl-dpo", out / "trl-dpo", funnel=funnel)
     hub = write_hub_folder(
@@ -151,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"pairs: {pairs.num_rows}  (rejects: {read_rejects.num_rows} read, "
-        f"{result.rejects().num_rows} in stages, {dpo.rejects.num_rows} in export)"
+        f"{scored.rejects().num_rows + result.rejects().num_rows} in stages, "
+        f"{dpo.rejects.num_rows} in export)"
     )
     print(f"trl-dpo: {dpo[0]}\nhub: {hub}")
     return 0

@@ -387,3 +387,24 @@ def test_runtime_fields_do_not_change_the_fingerprint(stage):
 
     changed = dataclasses.replace(stage, log="x")
     assert changed.fingerprint == stage.fingerprint
+
+
+def test_dataset_level_fits_are_refused_per_shard(tmp_path):
+    """Six pools share one long response: as one table it is repeated across prompts, as two
+    shards of three it is not. Fitted per shard, the flags would depend on shard_rows, so a
+    multi-shard run refuses the unfitted stage and takes the fitted one."""
+    from prefdata.filter.degenerate import FlagDegenerate, RepeatedResponsesFit
+
+    same = "the very same long response, word for word"
+    table = make_pools(6)
+    cands = [[{**c, "response": same} for c in row] for row in table["candidates"].to_pylist()]
+    col = pa.array(cands, table.schema.field("candidates").type)
+    table = table.set_column(table.schema.get_field_index("candidates"), "candidates", col)
+    with pytest.raises(ValueError, match="FlagDegenerate would fit the responses repeated"):
+        LocalExecutor(tmp_path / "a", shard_rows=3).run([FlagDegenerate()], table)
+    whole = LocalExecutor(tmp_path / "b", shard_rows=6).run([FlagDegenerate()], table).read()
+    fitted = FlagDegenerate(repeated=RepeatedResponsesFit().update(table).finalize())
+    sharded = LocalExecutor(tmp_path / "c", shard_rows=3).run([fitted], table).read()
+    assert sharded.equals(whole)
+    flags = [f for row in sharded["candidates"].to_pylist() for c in row for f in c["flags"]]
+    assert flags.count("repeated_across_prompts") == sum(len(r) for r in cands)

@@ -207,6 +207,11 @@ class Normalise(Stage):
             )
         return cfg
 
+    def fits_on_input(self) -> str | None:
+        if self.method == "zscore" and self.stats is None:
+            return "z-score statistics (pass stats=ScoreStatsFit(...).update(...).stats())"
+        return None
+
     def required_columns(self) -> tuple[str, ...]:
         return self.requires + tuple(f"scores.{n}" for n in self.scorers)
 

@@ -677,6 +677,21 @@ __all__ = [
 ]
 
 
+def check_whole_input_fits(stages: Sequence[Any], num_shards: int) -> None:
+    """Refuse a stage that would fit dataset-level state on each shard by itself
+    (:meth:`~prefdata.pipeline.Stage.fits_on_input`): its output would depend on
+    ``shard_rows``. One shard is the whole input, so it may."""
+    if num_shards <= 1:
+        return
+    for i, stage in enumerate(stages):
+        if (what := stage.fits_on_input()) is not None:
+            raise ValueError(
+                f"stage {i} {stage.name} would fit {what} on each of the {num_shards} shards "
+                "separately, so its output would depend on shard_rows; fit it over the whole "
+                "input first and pass the result in"
+            )
+
+
 @contextlib.contextmanager
 def begin_run(
     workdir: Path, stages: Sequence[Any], source: Any, shard_rows: int
@@ -696,6 +711,7 @@ def begin_run(
         manifest = Manifest.load(workdir)
         # with no stage the output is the input shards, so they must be files
         shard_counts = prepare_input(manifest, src, shard_rows, copy=not pipeline.stages)
+        check_whole_input_fits(pipeline.stages, len(shard_counts))
         keys = pipeline.keys()
         for i, (stage, key) in enumerate(zip(pipeline.stages, keys, strict=True)):
             manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())

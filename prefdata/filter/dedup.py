@@ -252,6 +252,11 @@ class DedupPrompts(Stage):
     index: DedupIndex | None = field(default=None, metadata={"fingerprint": False})
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "prompt")
 
+    def fits_on_input(self) -> str | None:
+        if self.index is None:
+            return "the dedup index (pass index=stage.fit().update(...).finalize())"
+        return None
+
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         if self.index is not None:

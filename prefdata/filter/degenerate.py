@@ -164,6 +164,14 @@ class FlagDegenerate(Stage):
     language_min_letters: int = 20
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "prompt", "candidates")
 
+    def fits_on_input(self) -> str | None:
+        if self.repeated is None and self.repeated_min_prompts is not None:
+            return (
+                "the responses repeated across prompts (pass repeated="
+                "RepeatedResponsesFit(...).update(...).finalize(), or repeated_min_prompts=None)"
+            )
+        return None
+
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         if self.repeated is not None:

@@ -225,6 +225,11 @@ class PeerFilter(Stage):
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", CHOSEN_SCORES, REJECTED_SCORES)
     provides: ClassVar[tuple[str, ...]] = ("peer_loss_a", "peer_loss_b", "curriculum_rank")
 
+    def fits_on_input(self) -> str | None:
+        if self.selection is None:
+            return "the peer selection (pass selection=PeerFit(...).update(...).finalize(tau))"
+        return None
+
     def config(self) -> dict[str, Any]:
         cfg = super().config()
         if self.selection is not None:
