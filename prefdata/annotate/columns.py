@@ -47,15 +47,29 @@ class FlatCandidates(NamedTuple):
     mask: pa.Array | None
 
 
-def _combined(column: pa.ChunkedArray) -> pa.Array:
+def one_chunk(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """``column`` as one array; a single chunk is returned as is (``combine_chunks``
+    copies even then).
+
+    >>> one_chunk(pa.chunked_array([[1, 2], [3]])).to_pylist()
+    [1, 2, 3]
+    """
+    if isinstance(column, pa.Array):
+        return column
     if column.num_chunks == 0:
         return pa.array([], type=column.type)
     return column.combine_chunks() if column.num_chunks > 1 else column.chunk(0)
 
 
+def plain_list(column: pa.ChunkedArray | pa.Array) -> pa.ListArray:
+    """A list column as one ``list`` array (a ``large_list`` is cast down)."""
+    arr = one_chunk(column)
+    return arr.cast(pa.list_(arr.type.value_type)) if pa.types.is_large_list(arr.type) else arr
+
+
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
-    lists = _combined(table[column])
+    lists = one_chunk(table[column])
     if pa.types.is_large_list(lists.type):
         lists = lists.cast(pa.list_(lists.type.value_type))
     offsets = lists.offsets.to_numpy().astype(np.int64)
@@ -108,7 +122,7 @@ def score_array(values: pa.StructArray, name: str) -> np.ndarray:
 def to_float(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A float column as float64 NumPy with NaN for null (a null struct parent counts)."""
     if isinstance(array, pa.ChunkedArray):
-        array = _combined(array)
+        array = one_chunk(array)
     return np.asarray(
         pc.fill_null(array.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False),
         dtype=np.float64,
@@ -117,7 +131,7 @@ def to_float(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def struct_field_floats(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
     """Field ``name`` of a struct column as float64 NumPy (NaN for null parent or value)."""
-    arr = _combined(column) if isinstance(column, pa.ChunkedArray) else column
+    arr = one_chunk(column)
     child = pc.struct_field(arr, name)
     return to_float(child)
 
@@ -155,15 +169,6 @@ def pair_differences(pairs: pa.Table, scorers: Sequence[str]) -> np.ndarray:
     if not cols:
         return np.zeros((pairs.num_rows, 0))
     return np.column_stack(cols)
-
-
-def check_finite(values: np.ndarray, what: str, ids: pa.ChunkedArray | None = None) -> None:
-    """Raise a ``ValueError`` naming the first row whose value is +-inf (NaN means null)."""
-    bad = np.flatnonzero(np.isinf(values))
-    if bad.size:
-        i = int(bad[0])
-        who = f" (prompt_id {ids[i].as_py()!r})" if ids is not None else ""
-        raise ValueError(f"row {i}{who}: {what} is {values[i]}; scores must be finite")
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -212,14 +217,13 @@ def pair_keys(pairs: pa.Table) -> pa.Array:
         else pairs["rejected"]
     )
     key = pc.binary_join_element_wise(pairs["prompt_id"], chosen, rejected, "\x1f")
-    return _combined(key) if isinstance(key, pa.ChunkedArray) else key
+    return one_chunk(key)
 
 
 __all__ = [
     "CHOSEN_SCORES",
     "REJECTED_SCORES",
     "FlatCandidates",
-    "check_finite",
     "flatten_candidates",
     "float_array",
     "pair_differences",

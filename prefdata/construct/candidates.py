@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, rejects_from
 from prefdata.schema import empty_rejects
@@ -68,16 +69,9 @@ class Flat:
         return np.bincount(self.pool[self.usable], minlength=self.n_pools)
 
 
-def _list_array(col: pa.ChunkedArray) -> pa.ListArray:
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_large_list(arr.type):
-        arr = arr.cast(pa.list_(arr.type.value_type))
-    return arr
-
-
 def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) -> Flat:
     """Flatten the ``candidates`` column of a pool table (see the module docstring)."""
-    lists = _list_array(table["candidates"])
+    lists = plain_list(table["candidates"])
     n = len(lists)
     sizes = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     sizes = sizes.astype(np.int64)

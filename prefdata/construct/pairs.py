@@ -275,7 +275,7 @@ class Pairs(ConstructStage):
                 # the worst must differ from the best even when all scores tie
                 same = (worst == best) & has
                 if same.any():
-                    worst = np.where(same, _second(idx, pos, score, pool, n, best), worst)
+                    worst = np.where(same, _second(idx, score, pool, n, best), worst)
             elif s == "sweet-spot":
                 worst = self._sweet_spot(idx, flat, best)
                 none_reason = [tie] * n
@@ -494,7 +494,7 @@ def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
     return schema.set(i, pa.field("prompt", table.schema.field("prompt").type))
 
 
-def _second(idx, pos, score, pool, n, best):
+def _second(idx, score, pool, n, best):
     """The lowest-scored candidate other than ``best`` (used when every score ties)."""
     others = idx[idx != best[pool[idx]]]
     return _first_per_pool(others, score, pool, n)

@@ -14,11 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import one_chunk
 
-def _array(x: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(x, pa.ChunkedArray):
-        return x.combine_chunks() if x.num_chunks != 1 else x.chunk(0)
-    return x
+_array = one_chunk
 
 
 def _polars(t: pa.Array, expr: pl.Expr) -> pa.Array:
@@ -32,12 +30,6 @@ def normalise_text(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
     t = pc.utf8_normalize(_array(texts).cast(pa.string()), "NFKC")
     expr = pl.col("t").str.to_lowercase().str.replace_all(r"[^\w]+", " ").str.strip_chars()
     return _polars(t, expr)
-
-
-def collapse_whitespace(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Trimmed, with every whitespace run as one space (case and punctuation kept)."""
-    expr = pl.col("t").str.replace_all(r"\s+", " ").str.strip_chars()
-    return _polars(_array(texts).cast(pa.string()), expr)
 
 
 # (first code point, last code point, script) for the cheap script heuristic
@@ -159,7 +151,6 @@ def word_lists(texts: pa.Array) -> pa.ListArray:
 
 __all__ = [
     "SCRIPT_NAMES",
-    "collapse_whitespace",
     "script_counts",
     "normalise_text",
     "prompt_text",

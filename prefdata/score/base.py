@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage
 
@@ -44,13 +45,6 @@ __all__ = [
     "seed_for",
     "with_scores",
 ]
-
-
-def _list_array(column: pa.ChunkedArray | pa.Array) -> pa.ListArray:
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if pa.types.is_large_list(arr.type):
-        arr = arr.cast(pa.list_(arr.type.value_type))
-    return arr
 
 
 def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.ListArray:
@@ -108,7 +102,7 @@ def with_scores(
     """
     if "candidates" not in table.column_names:
         raise KeyError("pool table lacks column 'candidates'")
-    lists = _list_array(table["candidates"])
+    lists = plain_list(table["candidates"])
     offsets = lists.offsets
     cands: pa.StructArray = lists.flatten()  # respects slicing
     n = len(cands)
@@ -170,7 +164,7 @@ class Candidates:
 
 
 def candidates_view(table: pa.Table) -> Candidates:
-    lists = _list_array(table["candidates"])
+    lists = plain_list(table["candidates"])
     off = lists.offsets.to_numpy().astype(np.int64)
     off = off - off[0]
     counts = np.diff(off)

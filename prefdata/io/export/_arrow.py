@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from prefdata.annotate.columns import one_chunk
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
@@ -31,8 +32,7 @@ from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
 
 def column(table: pa.Table, name: str) -> pa.Array:
     """One column as a single (non-chunked) array."""
-    col = table[name]
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return one_chunk(table[name])
 
 
 def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
