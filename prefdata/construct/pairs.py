@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import first_per_pool
 from prefdata.construct.candidates import (
     ConstructStage,
     Flat,
@@ -122,37 +123,6 @@ def invalid_pools(table: pa.Table) -> tuple[np.ndarray, list[str | None], list[s
         reasons[i] = "prompt_id is missing" if no_id[i] else "prompt is empty"
         fields[i] = "prompt_id" if no_id[i] else "prompt"
     return invalid, reasons, fields
-
-
-def _first_per_pool(idx: np.ndarray, values: np.ndarray, pool: np.ndarray, n: int) -> np.ndarray:
-    """For candidates ``idx``, the one of each pool with the lowest ``values``, the earliest
-    in the pool on ties (NaN counts as +inf); -1 for pools with none.
-
-    Flat candidates are pool-major and in pool order, so ascending ``idx`` are already
-    grouped: segment minima (``np.minimum.reduceat``) and the first hit per segment give the
-    answer in O(len(idx)), where a lexsort by (pool, value, position) took 2-3x longer.
-
-    >>> pool = np.array([0, 0, 0, 1, 1])
-    >>> _first_per_pool(np.arange(5), np.array([3.0, 1.0, 1.0, 2.0, np.nan]), pool, 3).tolist()
-    [1, 3, -1]
-    """
-    out = np.full(n, -1, dtype=np.int64)
-    if idx.size == 0:
-        return out
-    if idx.size > 1 and (idx[1:] <= idx[:-1]).any():
-        idx = np.unique(idx)
-    p = pool[idx]
-    v = values[idx].astype(np.float64, copy=True)
-    v[np.isnan(v)] = np.inf
-    start = np.ones(idx.size, dtype=bool)
-    start[1:] = p[1:] != p[:-1]
-    seg = np.cumsum(start) - 1
-    low = np.minimum.reduceat(v, np.flatnonzero(start))
-    hit = np.flatnonzero(v == low[seg])
-    first = np.ones(hit.size, dtype=bool)
-    first[1:] = seg[hit[1:]] != seg[hit[:-1]]
-    out[p[hit[first]]] = idx[hit[first]]
-    return out
 
 
 def _within_pool_pairs(flat: Flat, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,10 +238,10 @@ class Pairs(ConstructStage):
         seeds: dict[int, int] = {}
         s = self.strategy
         if s in ("best-worst", "best-random", "sweet-spot"):
-            best = _first_per_pool(idx, -score, pool, n)
+            best = first_per_pool(idx, -score, pool, n)
             has = best >= 0
             if s == "best-worst":
-                worst = _first_per_pool(idx, score, pool, n)
+                worst = first_per_pool(idx, score, pool, n)
                 # the worst must differ from the best even when all scores tie
                 same = (worst == best) & has
                 if same.any():
@@ -292,7 +262,7 @@ class Pairs(ConstructStage):
             keys = (pos[b], pos[a], -(sa - sb))
             none_reason = [tie] * n
         elif s == "curriculum":
-            best = _first_per_pool(idx, -score, pool, n)
+            best = first_per_pool(idx, -score, pool, n)
             keep = a == best[pool[a]]
             keys = (pos[b], -(sa - sb))
         elif s == "by-correctness":
@@ -343,7 +313,7 @@ class Pairs(ConstructStage):
         # only candidates below the chosen, so a tie with the best never hides a lower one
         lower = (score[idx] <= top) if self.allow_ties else (score[idx] < top)
         others = idx[lower & (idx != best[pool[idx]])]
-        return _first_per_pool(others, dist, pool, n)
+        return first_per_pool(others, dist, pool, n)
 
     def _random_lower(self, table, idx, flat, best):
         n, pool, score = flat.n_pools, flat.pool, flat.score
@@ -497,7 +467,7 @@ def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
 def _second(idx, score, pool, n, best):
     """The lowest-scored candidate other than ``best`` (used when every score ties)."""
     others = idx[idx != best[pool[idx]]]
-    return _first_per_pool(others, score, pool, n)
+    return first_per_pool(others, score, pool, n)
 
 
 def _rank_within(src: np.ndarray) -> np.ndarray:

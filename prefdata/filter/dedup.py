@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -248,7 +248,10 @@ class DedupPrompts(Stage):
     num_perm: int = 128
     ngram: int = 2
     seed: int = 1
+    bands: int | None = None
+    rows_per_band: int | None = None
     model_path: str | None = None
+    batch_size: int = field(default=64, metadata={"fingerprint": False})
     index: DedupIndex | None = field(default=None, metadata={"fingerprint": False})
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "prompt")
 
@@ -268,15 +271,9 @@ class DedupPrompts(Stage):
             self.resources["encoder"] = _load_encoder(self.model_path)
 
     def fit(self) -> DedupFit:
-        return DedupFit(
-            self.method,
-            self.threshold,
-            self.semantic_threshold,
-            self.num_perm,
-            self.ngram,
-            self.seed,
-            model_path=self.model_path,
-        )
+        """The two-pass fit with this stage's settings (every field they share, by name)."""
+        shared = {f.name for f in fields(DedupFit)} - {"sketches"}
+        return DedupFit(**{name: getattr(self, name) for name in shared})
 
     def process(self, table: pa.Table) -> StageOutput:
         if self.index is None:

@@ -36,8 +36,8 @@ from prefdata.annotate.columns import (
     CHOSEN_SCORES,
     REJECTED_SCORES,
     float_array,
+    pair_differences,
     set_column,
-    struct_field_floats,
     to_float,
 )
 from prefdata.pipeline import Stage, StageOutput, split
@@ -109,9 +109,7 @@ class LengthControl(Stage):
 
     def _margin(self, table: pa.Table) -> np.ndarray:
         if self.scorer:
-            return struct_field_floats(table[CHOSEN_SCORES], self.scorer) - struct_field_floats(
-                table[REJECTED_SCORES], self.scorer
-            )
+            return pair_differences(table, [self.scorer])[:, 0]
         if "margin" in table.column_names:
             return to_float(table["margin"])
         return np.full(table.num_rows, np.nan)

@@ -53,8 +53,8 @@ from prefdata.annotate.columns import (
     CHOSEN_SCORES,
     REJECTED_SCORES,
     float_array,
+    pair_differences,
     pair_keys,
-    struct_field_floats,
 )
 from prefdata.annotate.columns import set_column as _set
 from prefdata.ids import digest
@@ -74,9 +74,7 @@ def bt_loss(margin: np.ndarray) -> np.ndarray:
 
 
 def _margin(pairs: pa.Table, scorer: str) -> np.ndarray:
-    return struct_field_floats(pairs[CHOSEN_SCORES], scorer) - struct_field_floats(
-        pairs[REJECTED_SCORES], scorer
-    )
+    return pair_differences(pairs, [scorer])[:, 0]
 
 
 def estimate_noise_rate(margin_a: np.ndarray, margin_b: np.ndarray) -> float:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from prefdata.annotate.columns import (
     CHOSEN_SCORES,
     REJECTED_SCORES,
+    first_per_pool,
     flatten_candidates,
     float_array,
     pair_differences,
@@ -131,28 +132,17 @@ class PoolVote(Stage):
         flat = flatten_candidates(table)
         n = table.num_rows
         primary = score_array(flat.values, self.primary)
-        idx = np.arange(len(primary))
-        ok = ~np.isnan(primary)
-        g, p, i = flat.parents[ok], primary[ok], idx[ok]
+        scored_idx = np.flatnonzero(~np.isnan(primary))
         # best: highest primary, earliest candidate; worst: lowest primary, earliest
-        best_order = np.lexsort((i, -p, g))
-        worst_order = np.lexsort((i, p, g))
-        first = np.ones(len(g), dtype=bool)
-        first[1:] = g[best_order][1:] != g[best_order][:-1]
-        best = np.full(n, -1, dtype=np.int64)
-        worst = np.full(n, -1, dtype=np.int64)
-        best[g[best_order][first]] = i[best_order][first]
-        worst[g[worst_order][first]] = i[worst_order][first]
-        scored = np.bincount(g, minlength=n)
-        valid = scored >= 2
+        best = first_per_pool(scored_idx, -primary, flat.parents, n)
+        worst = first_per_pool(scored_idx, primary, flat.parents, n)
+        valid = np.bincount(flat.parents[scored_idx], minlength=n) >= 2
         bi, wi = np.where(valid, best, 0), np.where(valid, worst, 0)
-        diffs = (
-            np.column_stack(
-                [score_array(flat.values, s)[bi] - score_array(flat.values, s)[wi] for s in names]
-            )
-            if len(primary)
-            else np.zeros((n, len(names)))
-        )
+        diffs = np.zeros((n, len(names)))
+        if len(primary):
+            for j, name in enumerate(names):
+                x = score_array(flat.values, name)
+                diffs[:, j] = x[bi] - x[wi]
         diffs[~valid] = np.nan
         votes, m = count_votes(diffs, self.min_margin)
         ids = pc.struct_field(flat.values, "candidate_id")
