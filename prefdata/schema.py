@@ -148,6 +148,15 @@ def empty_pools(scores: list[str] | tuple[str, ...] = ()) -> pa.Table:
     return pool_schema(scores).empty_table()
 
 
+def empty_scores(n: int) -> pa.Array:
+    """``n`` valid empty ``scores`` structs (pools before any scorer), in O(1) Python.
+
+    >>> empty_scores(2).to_pylist()
+    [{}, {}]
+    """
+    return pa.repeat(pa.scalar({}, pa.struct([])), n)
+
+
 def empty_rejects() -> pa.Table:
     return REJECTS_SCHEMA.empty_table()
 

@@ -31,6 +31,7 @@ from prefdata.annotate.columns import (
     set_column,
 )
 from prefdata.pipeline import Stage
+from prefdata.schema import empty_scores
 
 MARGINS = "margins"
 
@@ -44,7 +45,7 @@ def margin_matrix(pairs: pa.Table, scorers: Sequence[str] = ()) -> tuple[list[st
 def margins_struct(names: Sequence[str], diffs: np.ndarray) -> pa.StructArray:
     arrays = [float_array(diffs[:, j]) for j in range(len(names))]
     if not arrays:
-        return pa.array([{}] * diffs.shape[0], type=pa.struct([]))
+        return empty_scores(diffs.shape[0])
     return pa.StructArray.from_arrays(arrays, names=list(names))
 
 

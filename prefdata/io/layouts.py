@@ -66,6 +66,7 @@ from prefdata.schema import (
     candidate_type,
     conform,
     conform_types,
+    empty_scores,
     pool_schema,
 )
 from prefdata.validate import _check_prompt, validate
@@ -406,7 +407,7 @@ def _assemble(
                 fields=list(ctype.field("scores").type),
             )
             if score_names
-            else pa.array([{}] * m, pa.struct([]))
+            else empty_scores(m)
         )
         values = pa.StructArray.from_arrays(
             [
@@ -869,7 +870,7 @@ def _fill_candidates(table: pa.Table) -> pa.Table:
     have = {f.name for f in ctype}
     if "scores" not in have:
         # Pools written before any scorer (Parquet cannot store an empty struct): columnar.
-        col = _with_child(col, "scores", pa.array([{}] * len(col.values), pa.struct([])))
+        col = _with_child(col, "scores", empty_scores(len(col.values)))
         table = table.set_column(table.schema.get_field_index("candidates"), "candidates", col)
         ctype, have = col.type.value_type, have | {"scores"}
     if not pa.types.is_struct(ctype.field("scores").type):

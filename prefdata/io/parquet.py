@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.io.atomic import atomic_path
-from prefdata.schema import conform, conform_types, pool_schema
+from prefdata.schema import conform, conform_types, empty_scores, pool_schema
 
 WRITE_OPTIONS = {"compression": "zstd", "row_group_size": 64 * 1024, "use_dictionary": False}
 
@@ -65,7 +65,7 @@ def _with_empty_scores(column: pa.ChunkedArray) -> pa.ChunkedArray:
         structs = lst.values
         children = [structs.field(j) for j in range(structs.type.num_fields)]
         names = [f.name for f in structs.type]
-        empty = pa.array([{}] * len(structs), pa.struct([]))
+        empty = empty_scores(len(structs))
         rebuilt = pa.StructArray.from_arrays(
             children + [empty], names=names + ["scores"], mask=structs.is_null()
         )

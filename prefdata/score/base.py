@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from prefdata.annotate.columns import plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage
+from prefdata.schema import empty_scores
 
 __all__ = [
     "Candidates",
@@ -123,7 +124,7 @@ def with_scores(
     if fields:
         new_scores = pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
     else:
-        new_scores = pa.array([{}] * n, pa.struct([]))
+        new_scores = empty_scores(n)
     new_flags = _merge_flags(cands.field("flags"), flags)
     children, names = [], []
     for i, f in enumerate(cand_type):
