@@ -93,8 +93,10 @@ def rejects_from(
     *,
     field: str | Sequence[str | None] | None = None,
     rows: Sequence[int] | np.ndarray | None = None,
+    prompt_ids: Sequence[str | None] | None = None,
 ) -> pa.Table:
     """Rejects for every row of ``table``: one reason (or one per row), the row as JSON.
+    ``prompt_ids`` overrides the table's ``prompt_id`` column (raw input has none yet).
 
     >>> r = rejects_from(pa.table({"prompt_id": ["p"]}), "demo", "bad", field="prompt")
     >>> r.to_pylist()[0]["record"]
@@ -103,7 +105,12 @@ def rejects_from(
     n = table.num_rows
     reasons = [reason] * n if isinstance(reason, str) else list(reason)
     fields = [field] * n if field is None or isinstance(field, str) else list(field)
-    ids = table["prompt_id"].to_pylist() if "prompt_id" in table.column_names else [None] * n
+    if prompt_ids is not None:
+        ids = list(prompt_ids)
+    elif "prompt_id" in table.column_names:
+        ids = table["prompt_id"].to_pylist()
+    else:
+        ids = [None] * n
     records = _records_json(table)
     return pa.table(
         {

@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 
 from prefdata import ids
 from prefdata.io.hh import split_pair
-from prefdata.pipeline import StageOutput
+from prefdata.pipeline import StageOutput, rejects_from
 from prefdata.schema import (
     MESSAGE_TYPE,
     MESSAGES_TYPE,
@@ -99,17 +99,13 @@ class _Rejects:
         if not self.items:
             return REJECTS_SCHEMA.empty_table()
         rows = sorted(self.items)
-        picked = raw.take(pa.array(rows, pa.int64())).to_pylist()
-        return pa.table(
-            {
-                "stage": [stage] * len(rows),
-                "reason": [self.items[r][1] for r in rows],
-                "row": rows,
-                "prompt_id": [self.items[r][2] for r in rows],
-                "field": [self.items[r][0] for r in rows],
-                "record": [json.dumps(x, ensure_ascii=False, default=str) for x in picked],
-            },
-            schema=REJECTS_SCHEMA,
+        return rejects_from(
+            raw.take(pa.array(rows, pa.int64())),
+            stage,
+            [self.items[r][1] for r in rows],
+            field=[self.items[r][0] for r in rows],
+            rows=rows,
+            prompt_ids=[self.items[r][2] for r in rows],
         )
 
 
