@@ -499,7 +499,9 @@ def check_same(name: str, out: Path, ref: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=50_000, help="P (K = 8 candidates each)")
-    ap.add_argument("--shard-rows", type=int, default=10_000, help="prefdata's shard size")
+    ap.add_argument(
+        "--shard-rows", type=int, default=None, help="prefdata's shard size (default: its own)"
+    )
     ap.add_argument("--only", nargs="*", choices=IMPLS, help="run only these (polars always)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per implementation (best)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per implementation")
@@ -556,8 +558,7 @@ def main() -> None:
                 str(data),
                 "--out",
                 str(out),
-                "--shard-rows",
-                str(args.shard_rows),
+                *(["--shard-rows", str(args.shard_rows)] if args.shard_rows else []),
                 "--repeat",
                 str(1 if impl in SLOW and args.prompts > 50_000 else args.repeat),
             ]
@@ -573,7 +574,7 @@ def main() -> None:
     ref = results["polars"]["seconds"] if isinstance(results["polars"], dict) else float("nan")
     print(
         f"\nP = {n:,} prompts x {K} candidates ({n * K:,} candidates); "
-        f"prefdata shard_rows = {args.shard_rows:,}; load avg {os.getloadavg()[0]:.2f}"
+        f"prefdata shard_rows = {args.shard_rows or 'default'}; load avg {os.getloadavg()[0]:.2f}"
     )
     print(
         f"{'implementation':<12} {'seconds':>8} {'prompts/s':>10} {'cands/s':>11} "

@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--out", required=True, help="output folder")
     out.add_argument("--workdir", help="checkpoint folder (default: OUT/work)")
-    out.add_argument("--shard-rows", type=int, default=10_000, help="pools per shard")
+    out.add_argument(
+        "--shard-rows", type=int, default=None, help="pools per shard (default: the executor's)"
+    )
     out.add_argument("--seed", type=int, default=0, help="run seed for every random choice")
     out.add_argument("--name", default=None, help="pretty name for the dataset card")
     out.add_argument("--license", default="other", help="license for the dataset card")

@@ -151,6 +151,34 @@ def test_checkpoint_mode_is_checked(tmp_path):
         LocalExecutor(tmp_path / "w", checkpoint="some")
 
 
+def test_default_shard_size_follows_the_pipeline_and_the_workdir(tmp_path, monkeypatch):
+    """shard_rows=None: 10,000 rows with a costly stage; a cheap pipeline gets about
+    CHEAP_SHARD_BYTES of input per shard (here lowered so 53 small pools make shards);
+    a work directory keeps the size it was planned with, so nothing is recomputed."""
+    import prefdata.execute.workdir as workdir
+
+    table, log = make_pools(53), tmp_path / "calls.tsv"
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src, row_group_size=20)
+    costly = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
+    LocalExecutor(tmp_path / "costly").run(costly, src)
+    assert open_workdir(tmp_path / "costly").input["shard_rows"] == workdir.COSTLY_SHARD_ROWS
+
+    meta = pq.ParquetFile(src).metadata
+    per_row = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / 53
+    monkeypatch.setattr(workdir, "COSTLY_SHARD_ROWS", 4)
+    monkeypatch.setattr(workdir, "CHEAP_SHARD_BYTES", int(per_row * 12.5))
+    cheap = LocalExecutor(tmp_path / "cheap").run(stages(log=str(log)), src)
+    assert open_workdir(tmp_path / "cheap").input["shards"] == [12] * 4 + [5]
+    assert cheap.read().equals(in_memory(table, stages())[0])
+
+    LocalExecutor(tmp_path / "seven", shard_rows=7).run(stages(log=str(log)), src)
+    before = calls(log)
+    again = LocalExecutor(tmp_path / "seven").run(stages(log=str(log)), src)
+    assert calls(log) == before and open_workdir(tmp_path / "seven").input["shards"][0] == 7
+    assert again.read().equals(cheap.read())
+
+
 def test_iter_shards_is_exact_and_keeps_order():
     table = make_pools(23)
     shards = list(iter_shards(table, 5))

@@ -156,11 +156,20 @@ def fit_score_stats(
     return fit.stats()
 
 
-def _zscore(x: np.ndarray, mean: np.ndarray | float, std: np.ndarray | float) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = (x - mean) / std
-    # zero spread: every scored value equals the mean, so its z-score is 0
-    return np.where(np.isnan(x), np.nan, np.where(np.asarray(std) > 0, z, 0.0))
+def _zscore(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(x - mean) / std``, NaN kept; 0 for every scored value when ``std`` is 0 (they
+    all equal the mean).
+
+    >>> _zscore(np.array([1.0, 3.0, np.nan]), 2.0, 1.0).tolist()
+    [-1.0, 1.0, nan]
+    >>> _zscore(np.array([2.0, np.nan]), 2.0, 0.0).tolist()
+    [0.0, nan]
+    """
+    if std > 0:
+        z = x - mean
+        z /= std
+        return z
+    return np.where(np.isnan(x), np.nan, 0.0)
 
 
 def _per_prompt(x: np.ndarray, parents: np.ndarray, method: str) -> np.ndarray:

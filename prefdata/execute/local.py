@@ -1,6 +1,7 @@
 """The local executor: pools streamed shard by shard through the stages, checkpointed.
 
-The input is planned once as shards of ``shard_rows`` rows (see
+The input is planned once as shards of ``shard_rows`` rows (by default 10,000 when a stage
+is costly, up to 65,536 when none is; see
 :mod:`prefdata.execute.workdir` for the layout and the manifest): a Parquet source is read
 in place, row group by row group, and only a table is copied into shard files. Each shard
 then runs through every stage in order. Every stage's rejects are written for every shard;
@@ -125,7 +126,9 @@ def _shift_rows(rejects: pa.Table, offset: int) -> pa.Table:
 class LocalExecutor:
     """Run a pipeline over Parquet shards under ``workdir``, resumably.
 
-    ``shard_rows``: rows per shard (the checkpoint unit and the memory bound).
+    ``shard_rows``: rows per shard (the checkpoint unit and the memory bound); None picks
+    it (:func:`~prefdata.execute.workdir.choose_shard_rows`): the work directory's own,
+    else 10,000 when a stage is costly, else about 64 MiB of input, at most 65,536 rows.
     ``checkpoint``: ``"auto"`` keeps the outputs of costly stages and the last stage,
     ``"all"`` of every stage (module docstring). Rejects are always kept.
     ``progress``: a tqdm bar on stderr (rows/s, ETA); None shows it only on a terminal.
@@ -141,11 +144,11 @@ class LocalExecutor:
         self,
         workdir: str | os.PathLike,
         *,
-        shard_rows: int = 10_000,
+        shard_rows: int | None = None,
         checkpoint: str = "auto",
         progress: bool | None = None,
     ) -> None:
-        if shard_rows < 1:
+        if shard_rows is not None and shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         if checkpoint not in CHECKPOINT_MODES:
             raise ValueError(f"checkpoint must be one of {CHECKPOINT_MODES}, got {checkpoint!r}")

@@ -240,7 +240,8 @@ class RayExecutor:
     :class:`~prefdata.execute.LocalExecutor` (``open_workdir``, ``prefdata inspect`` and
     ``prefdata sql`` read it, and either executor resumes the other's run).
 
-    ``shard_rows``: rows per shard (the checkpoint unit and one worker call).
+    ``shard_rows``: rows per shard (the checkpoint unit and one worker call); None picks it
+    as the local executor does (:func:`~prefdata.execute.workdir.choose_shard_rows`).
     ``num_cpus``: CPUs for a Ray this executor starts itself (ignored when Ray is already
     initialised; the caller's Ray is never shut down, ours is shut down after the run).
     ``num_gpus_per_model_stage``: GPUs each actor of a stage with ``uses_gpu`` reserves
@@ -262,13 +263,13 @@ class RayExecutor:
         self,
         workdir: str | os.PathLike,
         *,
-        shard_rows: int = 10_000,
+        shard_rows: int | None = None,
         num_cpus: int | None = None,
         num_gpus_per_model_stage: float = 0,
         concurrency: int | None = None,
         progress: bool | None = None,
     ) -> None:
-        if shard_rows < 1:
+        if shard_rows is not None and shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         if num_gpus_per_model_stage < 0:
             raise ValueError(

@@ -74,7 +74,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.io.atomic import atomic_path
-from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
+from prefdata.io.parquet import from_parquet_layout, read_parquet, read_row_group, write_parquet
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
 
@@ -474,7 +474,7 @@ class RowGroupCache:
     def get(self, path: str, group: int) -> pa.Table:
         if self.key != (path, group):
             self.key, self.table = None, None  # free the old group before reading the next
-            self.table = _conformed(pq.ParquetFile(path).read_row_group(group))
+            self.table = _conformed(read_row_group(path, group))
             self.key = (path, group)
         return self.table
 
@@ -660,6 +660,7 @@ __all__ = [
     "Manifest",
     "WorkdirInfo",
     "check_workdir",
+    "choose_shard_rows",
     "clean_temp_files",
     "InputReader",
     "RowGroupCache",
@@ -675,6 +676,43 @@ __all__ = [
     "stage_dir_name",
     "workdir_lock",
 ]
+
+
+# Rows per shard when the executor is given none: small shards for pipelines with a costly
+# stage (the checkpoint unit of GPU work), up to one row group of our writer for cheap ones,
+# whose per-shard costs (manifest, files, a few ms of Python per stage) dominate small shards.
+COSTLY_SHARD_ROWS = 10_000
+CHEAP_SHARD_ROWS = 64 * 1024
+CHEAP_SHARD_BYTES = 64 << 20  # decoded input bytes per shard of a cheap pipeline
+
+
+def choose_shard_rows(
+    stages: Sequence[Any], source: pa.Table | list[Path], manifest: Manifest
+) -> int:
+    """Rows per shard for ``shard_rows=None``.
+
+    - A work directory that already planned its input keeps its shard size, so a rerun
+      (even with stages added) reuses what was computed.
+    - A pipeline with a costly stage (:attr:`~prefdata.pipeline.Stage.costly`) gets
+      10,000 rows, the unit a crash can lose.
+    - Otherwise, about 64 MiB of decoded input (from the Parquet footers or the table's
+      size), between 10,000 and 65,536 rows.
+
+    >>> choose_shard_rows([], pa.table({"prompt_id": ["p"] * 3}), Manifest(Path("/nowhere")))
+    65536
+    """
+    if manifest.input is not None and manifest.input.get("shard_rows"):
+        return int(manifest.input["shard_rows"])
+    if any(stage.costly for stage in stages):
+        return COSTLY_SHARD_ROWS
+    if isinstance(source, pa.Table):
+        rows, size = source.num_rows, source.nbytes
+    else:
+        metas = [pq.ParquetFile(p).metadata for p in source]
+        rows = sum(m.num_rows for m in metas)
+        size = sum(m.row_group(g).total_byte_size for m in metas for g in range(m.num_row_groups))
+    per_row = size / rows if rows else 1
+    return int(min(CHEAP_SHARD_ROWS, max(COSTLY_SHARD_ROWS, CHEAP_SHARD_BYTES // max(per_row, 1))))
 
 
 def check_whole_input_fits(stages: Sequence[Any], num_shards: int) -> None:
@@ -694,11 +732,12 @@ def check_whole_input_fits(stages: Sequence[Any], num_shards: int) -> None:
 
 @contextlib.contextmanager
 def begin_run(
-    workdir: Path, stages: Sequence[Any], source: Any, shard_rows: int
+    workdir: Path, stages: Sequence[Any], source: Any, shard_rows: int | None
 ) -> Iterator[tuple[Manifest, list[str], list[int]]]:
     """What every executor does before the work: check the stages' columns against the
-    source, lock the work directory, clear stray temp files, shard the input (once) and
-    record the pipeline in the manifest. Yields (manifest, stage keys, rows per shard)."""
+    source, lock the work directory, clear stray temp files, shard the input (once; None
+    rows per shard: :func:`choose_shard_rows`) and record the pipeline in the manifest.
+    Yields (manifest, stage keys, rows per shard)."""
     from prefdata.pipeline import Pipeline
 
     pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
@@ -709,6 +748,8 @@ def begin_run(
     with workdir_lock(workdir):
         clean_temp_files(workdir)
         manifest = Manifest.load(workdir)
+        if shard_rows is None:
+            shard_rows = choose_shard_rows(pipeline.stages, src, manifest)
         # with no stage the output is the input shards, so they must be files
         shard_counts = prepare_input(manifest, src, shard_rows, copy=not pipeline.stages)
         check_whole_input_fits(pipeline.stages, len(shard_counts))

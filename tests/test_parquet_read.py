@@ -1,0 +1,84 @@
+"""``prefdata.io.parquet.read_row_group``: a row group's leaves decoded on several threads
+and merged back must equal pyarrow's own single-reader result, for every nested shape a
+pool table has (null lists, null structs, empty lists, scores whose names are dotted
+prefixes of each other)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import prefdata.io.parquet as parquet_io
+from prefdata.io.parquet import read_row_group
+from prefdata.schema import pool_schema
+
+
+def _pools(n: int) -> pa.Table:
+    rows = []
+    for i in range(n):
+        cands = [
+            {
+                "candidate_id": f"c{i}-{j}",
+                "response": None if (i + j) % 7 == 0 else f"answer {j} " * (j + 1),
+                "generator": f"g{j % 2}",
+                "sample_index": j,
+                "seed": i * 10 + j,
+                "finish_reason": "stop",
+                "num_tokens": j,
+                "scores": {"a": None if j == 2 else float(i - j), "a.z": float(j)},
+                "flags": ["empty"] * (i % 3 == 0 and j == 1),
+            }
+            for j in range(i % 4)
+        ]
+        if i % 5 == 1:
+            cands.insert(0, None)  # a null candidate
+        rows.append(
+            {
+                "prompt_id": f"p{i}",
+                "prompt": [{"role": "user", "content": f"question {i}"}],
+                "source": None,
+                "metadata": None,
+                "candidates": None if i % 11 == 3 else cands,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=pool_schema(["a", "a.z"]))
+
+
+@pytest.fixture
+def merges(monkeypatch):
+    """Every row group goes the parallel way; counts the columns merged from parts."""
+    monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 0)
+    seen = []
+    merge = parquet_io._merge
+
+    def spy(parts, type):
+        seen.append(len(parts))
+        return merge(parts, type)
+
+    monkeypatch.setattr(parquet_io, "_merge", spy)
+    return seen
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_parallel_row_group_equals_pyarrow(tmp_path, merges, threads):
+    path = tmp_path / "pools.parquet"
+    pq.write_table(_pools(60), path, row_group_size=17)
+    file = pq.ParquetFile(path)
+    for g in range(file.num_row_groups):
+        got = read_row_group(path, g, threads=threads)
+        want = file.read_row_group(g)
+        assert got.schema == want.schema
+        assert got.equals(want), f"row group {g}"
+    assert max(merges) >= 2  # the candidates column really came from several readers
+
+
+def test_small_or_unmergeable_row_groups_are_read_whole(tmp_path, merges, monkeypatch):
+    path = tmp_path / "map.parquet"
+    table = pa.table({"m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())), "x": [1]})
+    pq.write_table(table, path)
+    assert read_row_group(path, 0, threads=4).equals(table)
+    monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 1 << 40)
+    pq.write_table(_pools(5), path)
+    assert read_row_group(path, 0, threads=4).equals(pq.ParquetFile(path).read_row_group(0))
+    assert merges == []
