@@ -17,7 +17,7 @@ import pytest
 from pipeline_job import CostlyCount, CountCandidates, DropEvery, Slow, make_pools, stages
 
 from prefdata.execute import LocalExecutor, StageError, open_workdir
-from prefdata.execute.workdir import MANIFEST, iter_shards, workdir_lock
+from prefdata.execute.workdir import MANIFEST, iter_shards, source_digest, workdir_lock
 from prefdata.io.parquet import from_parquet_layout
 from prefdata.pipeline import MissingColumnsError, Pipeline
 from prefdata.schema import empty_pools
@@ -100,6 +100,7 @@ def test_parquet_input_is_read_in_place_and_guarded_by_its_digest(tmp_path):
     result = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
     info = open_workdir(work)
     assert not (work / "input").exists()
+    assert info.input["digest"] == source_digest([src], 7)  # hashed in the background
     assert info.input["pieces"][1] == [[0, 1, 3, 1], [0, 2, 0, 4], [0, 3, 0, 2]]
     assert sum(n for shard in info.input["pieces"] for *_, n in shard) == 53
     assert result.read().equals(in_memory(table, stages())[0])
@@ -116,6 +117,23 @@ def test_parquet_input_is_read_in_place_and_guarded_by_its_digest(tmp_path):
     assert sum((calls(log) - before).values()) == 3 * 8  # every stage on every shard
     assert changed.read().equals(in_memory(table.slice(0, 50), stages())[0])
     assert set(files(work)) == manifest_files(work)
+
+
+def test_a_manifest_without_its_digest_starts_over(tmp_path):
+    """A run killed before its background hash finished left ``"digest": null``; the
+    rerun cannot tell the input is the same, so it recomputes every shard."""
+    table, log, work = make_pools(20), tmp_path / "calls.tsv", tmp_path / "w"
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src)
+    first = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    manifest = json.loads((work / MANIFEST).read_text())
+    manifest["input"]["digest"] = None
+    (work / MANIFEST).write_text(json.dumps(manifest))
+    before = calls(log)
+    again = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    assert sum((calls(log) - before).values()) == 3 * 3
+    assert again.read().equals(first.read())
+    assert open_workdir(work).input["digest"] == source_digest([src], 7)
 
 
 def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):

@@ -28,7 +28,9 @@ fed from memory see the very same table and write byte-identical outputs (the Ra
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
 submission order, and at most two writes wait at any time, so memory stays a few shards.
-``run(..., sink=...)`` hands every output shard to an exporter as it is computed.
+``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on the
+same writer thread (in shard order, after the shard's files), so the export of one shard
+overlaps the work on the next.
 
 The ``row`` of a reject counts rows of that stage's input across all shards (not within
 the shard), so rejects match an in-memory :meth:`Pipeline.run <prefdata.pipeline.Pipeline.run>`.
@@ -170,7 +172,9 @@ class LocalExecutor:
         ``sink(shard, table)`` is called with every output shard, in shard order, as it is
         computed (shards an earlier run finished are read back), so an exporter such as
         :class:`~prefdata.io.export.ShardedExport` streams the output without a second
-        pass. A shard computed again after a crash is handed over again, identical.
+        pass. A shard computed again after a crash is handed over again, identical. It runs
+        on the executor's writer thread, one call at a time, after the shard's own files
+        are written; an exception it raises ends the run.
 
         Raises :class:`~prefdata.pipeline.MissingColumnsError` before any work when a stage
         lacks a column, and :class:`StageError` (with the cause chained) when a stage fails.
@@ -210,6 +214,12 @@ class LocalExecutor:
             ) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
         ):
+
+            def submit(fn: Callable, *args) -> None:
+                while len(pending) >= 2:  # bound the tables waiting to be written
+                    pending.popleft().result()
+                pending.append(writer.submit(fn, *args))
+
             try:
                 for shard, start in zip(shards, starts, strict=True):
                     with self._lock:
@@ -222,7 +232,7 @@ class LocalExecutor:
                                 if keys
                                 else reader.read(shard)
                             )
-                            sink(shard, _canonical(done))
+                            submit(sink, shard, _canonical(done))
                         continue
                     if start == 0:
                         where, table = reader.describe(shard), reader.read(shard)
@@ -233,25 +243,21 @@ class LocalExecutor:
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
                         out = self._run_stage(stages[i], i, shard, where, table)
-                        while len(pending) >= 2:  # bound the tables waiting to be written
-                            pending.popleft().result()
-                        pending.append(
-                            writer.submit(
-                                self._write,
-                                manifest,
-                                keys[i],
-                                shard,
-                                table.num_rows,
-                                out,
-                                offsets[i],
-                                keep[i],
-                            )
+                        submit(
+                            self._write,
+                            manifest,
+                            keys[i],
+                            shard,
+                            table.num_rows,
+                            out,
+                            offsets[i],
+                            keep[i],
                         )
                         offsets[i] += table.num_rows
                         where = f"the output of stage {i} {stages[i].name}"
                         table = _canonical(out.table) if i < last or sink else None
                     if sink is not None:  # the table its file reads back as
-                        sink(shard, table)
+                        submit(sink, shard, table)
                     bar.update(shard_counts[shard])
                 while pending:
                     pending.popleft().result()

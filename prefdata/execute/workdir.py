@@ -50,7 +50,9 @@ The rules that make a killed run resumable with every row exactly once:
 - the input is planned once, keyed by a content digest of the source and ``shard_rows``,
   and the digest is checked at every start: a different digest (a file rewritten in
   place, a different table) resets the manifest and removes every shard, so everything
-  recomputes; the same bytes at another path resume as they are;
+  recomputes; the same bytes at another path resume as they are (a fresh run hashes its
+  input on a background thread and records the digest when it is done: a run killed
+  before that has ``"digest": null`` and its rerun starts over);
 - temp files left by a killed write (``.*.tmp``) are removed at the start of the next run.
 
 >>> info = open_workdir("/path/to/workdir")  # doctest: +SKIP
@@ -66,6 +68,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +145,7 @@ class Manifest:
     def __init__(self, workdir: Path, data: dict[str, Any] | None = None) -> None:
         self.workdir = Path(workdir)
         self.data = data if data is not None else self.empty()
+        self.pending_digest: Future[str] | None = None
 
     @staticmethod
     def empty() -> dict[str, Any]:
@@ -158,7 +162,18 @@ class Manifest:
         return cls(Path(workdir), data)
 
     def save(self) -> None:
+        """Write the manifest, with the input digest once its background hash is done."""
+        self.settle_digest(wait=False)
         write_json_atomic(self.workdir / MANIFEST, self.data)
+
+    def settle_digest(self, *, wait: bool = True) -> None:
+        """Put the digest of a freshly planned input in place (``wait=False``: only when
+        its hash has finished). Until then the input records ``"digest": null``, which a
+        rerun treats as a changed input."""
+        pending = self.pending_digest
+        if pending is not None and (wait or pending.done()):
+            self.data["input"]["digest"] = pending.result()
+            self.pending_digest = None
 
     @property
     def input(self) -> dict[str, Any] | None:
@@ -423,9 +438,12 @@ def prepare_input(
 
     A changed input resets the manifest and removes all shards first, so nothing computed
     from the old input can be mistaken for done.
+
+    A fresh work directory hashes its input on a background thread while the work starts
+    (the hash is only needed by a later run); :meth:`Manifest.save` records it once done.
     """
-    digest = source_digest(source, shard_rows)
     done = manifest.input
+    digest = source_digest(source, shard_rows) if done is not None else None
     if (
         done is not None
         and done["digest"] == digest
@@ -439,6 +457,10 @@ def prepare_input(
         return list(done["shards"])
     manifest.data = Manifest.empty()
     manifest.save()  # first forget, then delete: a crash in between leaves no false record
+    if digest is None:
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="prefdata-digest")
+        manifest.pending_digest = hasher.submit(source_digest, source, shard_rows)
+        hasher.shutdown(wait=False)
     for sub in (INPUT_DIR, STAGES_DIR):
         shutil.rmtree(manifest.workdir / sub, ignore_errors=True)
     pieces = None if copy or isinstance(source, pa.Table) else plan_pieces(source, shard_rows)
@@ -758,4 +780,8 @@ def begin_run(
             manifest.add_stage(i, stage.name, key, stage.fingerprint, stage.config())
         manifest.data["pipeline"] = keys
         manifest.save()
-        yield manifest, keys, shard_counts
+        try:
+            yield manifest, keys, shard_counts
+        finally:  # a failed run is resumed too, so it records the digest as well
+            manifest.settle_digest()
+            manifest.save()
