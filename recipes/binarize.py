@@ -40,7 +40,7 @@ from prefdata.filter.degenerate import DropFlagged, FlagDegenerate, RepeatedResp
 from prefdata.filter.voting import Vote
 from prefdata.io.export import FORMATS, export, hub_table
 from prefdata.io.hub import push_to_hub, write_hub_folder
-from prefdata.io.parquet import read_parquet, write_parquet
+from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
 from prefdata.pipeline import count_rejects_by_reason
 from prefdata.report.card import CardInfo
@@ -255,9 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     pair_stages = []
     z_scores: tuple[str, ...] = ()
     if scores:
-        fit = ScoreStatsFit(tuple(scores))
-        for path in filtered.output_paths:  # one shard at a time
-            fit.update(read_parquet(path))
+        # one row group at a time, reading only the scores
+        fit = ScoreStatsFit(tuple(scores)).update_files(filtered.output_paths)
         pair_stages.append(Normalise("zscore", scorers=tuple(scores), stats=fit.stats()))
         z_scores = tuple(f"{s}.z" for s in scores)
     pairs_stage = _pairs_stage(args, score)

@@ -71,6 +71,48 @@ def test_dataset_zscore_two_pass_equals_whole_table():
     assert normalised(two_pass, "rm") == [[1.0, 3.0], [5.0, None]]
 
 
+def test_update_files_reads_only_scores_and_matches_update(tmp_path, monkeypatch):
+    """``update_files`` fits per row group from the scores alone (the candidates' texts
+    are not read), equal to ``update`` on the same batches; unscored files are skipped."""
+    import pyarrow.parquet as pq
+
+    import prefdata.io.parquet as parquet_io
+    from prefdata.io.parquet import write_parquet
+
+    monkeypatch.setattr(parquet_io, "PARALLEL_MIN_BYTES", 0)  # the threaded reader too
+    rng = np.random.default_rng(1)
+    table = pools([[float(x) for x in rng.normal(size=3)] + [None] for _ in range(50)])
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "a.parquet", row_group_size=16)
+    write_parquet(pools([[None]]), tmp_path / "in" / "b.parquet")
+    bare = pa.Table.from_pylist(
+        [{"prompt_id": "q", "prompt": [{"role": "user", "content": "q"}], "candidates": []}],
+        schema=pool_schema(),
+    )
+    write_parquet(bare, tmp_path / "in" / "c.parquet")  # no scores struct in the file
+
+    read = []
+    real = parquet_io.read_row_group
+
+    def spy(path, group, **kw):
+        out = real(path, group, **kw)
+        read.append(out.schema)
+        return out
+
+    import prefdata.annotate.normalise as normalise
+
+    monkeypatch.setattr(normalise, "read_row_group", spy)
+    got = ScoreStatsFit().update_files(tmp_path / "in").stats()
+    want = ScoreStatsFit()
+    for start in range(0, 50, 16):
+        want.update(table.slice(start, 16))
+    want.update(pools([[None]]))
+    assert got == want.stats() and got["rm"].count == 150
+    assert len(read) == 5  # four row groups of a.parquet, one of b.parquet
+    cand = read[0].field("candidates").type.value_type
+    assert read[0].names == ["prompt_id", "candidates"] and [f.name for f in cand] == ["scores"]
+
+
 def test_prompt_zscore_and_rank_hand_computed():
     table = pools([[1.0, 3.0], [3.0, 1.0, 3.0], [7.0], [2.0, 2.0]])
     pz = normalised(Normalise(method="prompt_zscore")(table).table, "rm.pz")

@@ -73,6 +73,26 @@ def test_parallel_row_group_equals_pyarrow(tmp_path, merges, threads):
     assert max(merges) >= 2  # the candidates column really came from several readers
 
 
+@pytest.mark.parametrize(
+    "columns",
+    [
+        ["prompt_id", "candidates.list.element.scores"],
+        ["candidates.list.element.scores.a", "candidates.list.element.flags"],
+        ["candidates.list.element.response", "candidates.list.element.candidate_id"],
+        ["prompt", "candidates"],
+    ],
+)
+def test_parallel_selection_equals_pyarrow(tmp_path, merges, columns):
+    path = tmp_path / "pools.parquet"
+    pq.write_table(_pools(40), path, row_group_size=25)
+    file = pq.ParquetFile(path)
+    for g in range(file.num_row_groups):
+        got = read_row_group(path, g, columns=columns, threads=2)
+        want = file.read_row_group(g, columns=columns)
+        assert got.schema == want.schema and got.equals(want), (g, columns)
+    assert max(merges) >= 2
+
+
 def test_small_or_unmergeable_row_groups_are_read_whole(tmp_path, merges, monkeypatch):
     path = tmp_path / "map.parquet"
     table = pa.table({"m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())), "x": [1]})

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +40,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from prefdata.annotate.columns import (
     flatten_candidates,
@@ -48,6 +50,7 @@ from prefdata.annotate.columns import (
     struct_with,
 )
 from prefdata.ids import digest
+from prefdata.io.parquet import parquet_files, read_row_group
 from prefdata.pipeline import Stage
 from prefdata.schema import score_names
 
@@ -135,6 +138,25 @@ class ScoreStatsFit:
                     "scores must be finite"
                 )
             self.parts[name] = self.parts.get(name, ScoreStats()).merge(ScoreStats.of(x))
+        return self
+
+    def update_files(
+        self, source: str | os.PathLike | Sequence[str | os.PathLike]
+    ) -> ScoreStatsFit:
+        """:meth:`update` with every row group of Parquet pool files (a path, a folder or a
+        list), reading only ``prompt_id`` and the candidates' scores, one row group in
+        memory at a time.
+
+        >>> stats = ScoreStatsFit(("rm",)).update_files("pools/").stats()  # doctest: +SKIP
+        """
+        columns = ["prompt_id", "candidates.list.element.scores"]
+        for path in parquet_files(source):
+            meta = pq.ParquetFile(path).metadata
+            leaves = (meta.schema.column(j).path for j in range(meta.num_columns))
+            if not any(leaf.startswith(columns[1] + ".") for leaf in leaves):
+                continue  # a pool file without scores stores no scores struct
+            for g in range(meta.num_row_groups):
+                self.update(read_row_group(path, g, columns=columns, metadata=meta))
         return self
 
     def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:

@@ -77,7 +77,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.io.atomic import atomic_path
-from prefdata.io.parquet import from_parquet_layout, read_parquet, read_row_group, write_parquet
+from prefdata.io.parquet import (
+    from_parquet_layout,
+    parquet_files,
+    read_parquet,
+    read_row_group,
+    write_parquet,
+)
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
 
@@ -269,25 +275,8 @@ class Manifest:
 
 def resolve_source(source: Source) -> pa.Table | list[Path]:
     """A table as is, or the Parquet files of a path, a folder (``*.parquet``, sorted) or
-    a list of paths."""
-    if isinstance(source, pa.Table):
-        return source
-    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.glob("*.parquet"))
-            if not found:
-                raise FileNotFoundError(f"no *.parquet files in {p}")
-            paths.extend(found)
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise FileNotFoundError(f"input not found: {p}")
-    if not paths:
-        raise FileNotFoundError("no input files given")
-    return paths
+    a list of paths (:func:`~prefdata.io.parquet.parquet_files`)."""
+    return source if isinstance(source, pa.Table) else parquet_files(source)
 
 
 def source_digest(source: pa.Table | list[Path], shard_rows: int) -> str:

@@ -19,6 +19,7 @@ keep them, so DuckDB and polars can skip row groups.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,6 +96,32 @@ def read_parquet(path: str | os.PathLike | list) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
+def parquet_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The Parquet files of a path, a folder (its ``*.parquet``, sorted) or a list of them.
+
+    >>> parquet_files("missing.parquet")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: input not found: missing.parquet
+    """
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise FileNotFoundError(f"no *.parquet files in {p}")
+            paths.extend(found)
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    if not paths:
+        raise FileNotFoundError("no input files given")
+    return paths
+
+
 # --------------------------------------------------------------------------- parallel read
 
 # Below this many decoded bytes a row group is read on one thread (threads cost more).
@@ -102,10 +129,17 @@ PARALLEL_MIN_BYTES = 4 << 20
 
 
 def read_row_group(
-    path: str | os.PathLike, group: int, *, threads: int | None = None, metadata=None
+    path: str | os.PathLike,
+    group: int,
+    *,
+    columns: Sequence[str] | None = None,
+    threads: int | None = None,
+    metadata=None,
 ) -> pa.Table:
     """Row group ``group`` of a Parquet file, its leaf columns decoded on ``threads``
-    threads (default: the CPU count, at most 4), then put back together.
+    threads (default: the CPU count, at most 4), then put back together. ``columns``
+    selects columns or nested fields by dotted path (``"candidates.list.element.scores"``),
+    as pyarrow does; None reads every column.
 
     pyarrow decodes a row group one top-level column per thread, so a pool table, whose
     bytes are almost all in the one ``candidates`` column, decodes on one core. Here the
@@ -120,12 +154,23 @@ def read_row_group(
     pf = pq.ParquetFile(path, metadata=metadata)
     meta = pf.metadata.row_group(group)
     threads = threads or min(os.cpu_count() or 1, 4)
-    leaves = [meta.column(j) for j in range(meta.num_columns)]
-    if threads < 2 or len(leaves) < 2 or meta.total_byte_size < PARALLEL_MIN_BYTES:
-        return pf.read_row_group(group)
+    chosen = list(range(meta.num_columns))
+    if columns is not None:  # pyarrow's rule: a name is a dotted prefix of a leaf's path
+        wanted = set(columns)
+        chosen = [
+            j
+            for j, parts in enumerate(pf.reader.column_paths)
+            if any(".".join(parts[:k]) in wanted for k in range(1, len(parts) + 1))
+        ]
+    size = sum(meta.column(j).total_uncompressed_size for j in chosen)
+    if threads < 2 or len(chosen) < 2 or size < PARALLEL_MIN_BYTES:
+        return pf.read_row_group(group, columns=columns)
     if not all(_mergeable(f.type) for f in pf.schema_arrow):
-        return pf.read_row_group(group)
-    parts = _balanced([c.total_uncompressed_size for c in leaves], threads)
+        return pf.read_row_group(group, columns=columns)
+    parts = [
+        [chosen[k] for k in part]
+        for part in _balanced([meta.column(j).total_uncompressed_size for j in chosen], threads)
+    ]
 
     def read(indices: list[int]) -> pa.Table:
         # a reader per thread (one is not safe to share); leaves by index, since a dotted
@@ -136,13 +181,16 @@ def read_row_group(
     with ThreadPoolExecutor(len(parts)) as pool:
         tables = list(pool.map(read, parts))
     if any(c.num_chunks != 1 for t in tables for c in t.columns):
-        return pf.read_row_group(group)  # a column over 2 GB comes in chunks: no merging
-    schema = pf.schema_arrow
-    columns = []
-    for field in schema:
+        # a column over 2 GB comes in chunks: no merging
+        return pf.read_row_group(group, columns=columns)
+    whole = pf.schema_arrow
+    fields, arrays = [], []
+    for field in whole:  # the fields some part read, in schema order
         have = [t.column(field.name).chunk(0) for t in tables if field.name in t.column_names]
-        columns.append(_merge(have, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+        if have:
+            arrays.append(_merge(have, field.type))
+            fields.append(pa.field(field.name, arrays[-1].type, field.nullable, field.metadata))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=whole.metadata))
 
 
 def _balanced(sizes: list[int], bins: int) -> list[list[int]]:
@@ -171,22 +219,33 @@ def _mergeable(type: pa.DataType) -> bool:
 
 
 def _merge(parts: list[pa.Array], type: pa.DataType) -> pa.Array:
-    """One column from partial reads that each hold some of its leaves."""
+    """One column from partial reads that each hold some of its leaves (``type`` is the
+    whole column's; fields no part read are left out, as pyarrow prunes them)."""
     if len(parts) == 1:
-        return parts[0].cast(type) if parts[0].type != type else parts[0]
+        return parts[0]
     first = parts[0]
     mask = first.is_null() if first.null_count else None
     if pa.types.is_struct(type):
-        children = []
+        fields, children = [], []
         for f in type:
             have = [p.field(f.name) for p in parts if p.type.get_field_index(f.name) >= 0]
-            children.append(_merge(have, f.type))
-        return pa.StructArray.from_arrays(children, fields=list(type), mask=mask)
+            if have:
+                children.append(_merge(have, f.type))
+                fields.append(pa.field(f.name, children[-1].type, f.nullable, f.metadata))
+        return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
     if pa.types.is_list(type) or pa.types.is_large_list(type):
         values = _merge([p.values for p in parts], type.value_type)
+        item = first.type.value_field.with_type(values.type)  # named as pyarrow names it
+        kind = pa.large_list(item) if pa.types.is_large_list(type) else pa.list_(item)
         cls = pa.LargeListArray if pa.types.is_large_list(type) else pa.ListArray
-        return cls.from_arrays(first.offsets, values, type=type, mask=mask)
+        return cls.from_arrays(first.offsets, values, type=kind, mask=mask)
     raise TypeError(f"leaf column of type {type} read twice")
 
 
-__all__ = ["from_parquet_layout", "read_parquet", "read_row_group", "write_parquet"]
+__all__ = [
+    "from_parquet_layout",
+    "parquet_files",
+    "read_parquet",
+    "read_row_group",
+    "write_parquet",
+]
