@@ -192,8 +192,10 @@ def first_per_pool(idx: np.ndarray, values: np.ndarray, pool: np.ndarray, n: int
         return out
     if idx.size > 1 and (idx[1:] <= idx[:-1]).any():
         idx = np.unique(idx)
-    p = pool[idx]
-    v = values[idx].astype(np.float64, copy=True)
+    if idx.size == values.size:  # every candidate (idx is then 0..n-1): no gathers
+        p, v = pool, np.array(values, dtype=np.float64)
+    else:
+        p, v = pool[idx], np.asarray(values[idx], dtype=np.float64)
     v[np.isnan(v)] = np.inf
     sizes = np.bincount(p, minlength=n)
     present = np.flatnonzero(sizes)

@@ -28,9 +28,9 @@ fed from memory see the very same table and write byte-identical outputs (the Ra
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
 submission order, and at most two writes wait at any time, so memory stays a few shards.
-``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on the
-same writer thread (in shard order, after the shard's files), so the export of one shard
-overlaps the work on the next.
+``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
+thread of its own (in shard order), so exports overlap the checkpoint writes and the work
+on the next shard.
 
 The ``row`` of a reject counts rows of that stage's input across all shards (not within
 the shard), so rejects match an in-memory :meth:`Pipeline.run <prefdata.pipeline.Pipeline.run>`.
@@ -173,8 +173,7 @@ class LocalExecutor:
         computed (shards an earlier run finished are read back), so an exporter such as
         :class:`~prefdata.io.export.ShardedExport` streams the output without a second
         pass. A shard computed again after a crash is handed over again, identical. It runs
-        on the executor's writer thread, one call at a time, after the shard's own files
-        are written; an exception it raises ends the run.
+        on a thread of its own, one call at a time; an exception it raises ends the run.
 
         Raises :class:`~prefdata.pipeline.MissingColumnsError` before any work when a stage
         lacks a column, and :class:`StageError` (with the cause chained) when a stage fails.
@@ -204,7 +203,7 @@ class LocalExecutor:
         shards = range(len(shard_counts))
         starts = [manifest.resume_point(keys, s) for s in shards]
         offsets = [0] * len(stages)  # rows of each stage's input in the shards before
-        pending: deque[Future] = deque()
+        pending: deque[Future] = deque()  # checkpoint writes, then exports, in order
         with (
             progress_bar(
                 sum(shard_counts),
@@ -213,12 +212,13 @@ class LocalExecutor:
                 enabled=self.progress,
             ) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="prefdata-sink") as exporter,
         ):
 
-            def submit(fn: Callable, *args) -> None:
-                while len(pending) >= 2:  # bound the tables waiting to be written
+            def submit(fn: Callable, *args, on: ThreadPoolExecutor = writer) -> None:
+                while len(pending) >= 3:  # bound the tables waiting to be written
                     pending.popleft().result()
-                pending.append(writer.submit(fn, *args))
+                pending.append(on.submit(fn, *args))
 
             try:
                 for shard, start in zip(shards, starts, strict=True):
@@ -232,7 +232,7 @@ class LocalExecutor:
                                 if keys
                                 else reader.read(shard)
                             )
-                            submit(sink, shard, _canonical(done))
+                            submit(sink, shard, _canonical(done), on=exporter)
                         continue
                     if start == 0:
                         where, table = reader.describe(shard), reader.read(shard)
@@ -257,7 +257,7 @@ class LocalExecutor:
                         where = f"the output of stage {i} {stages[i].name}"
                         table = _canonical(out.table) if i < last or sink else None
                     if sink is not None:  # the table its file reads back as
-                        submit(sink, shard, table)
+                        submit(sink, shard, table, on=exporter)
                     bar.update(shard_counts[shard])
                 while pending:
                     pending.popleft().result()
