@@ -329,6 +329,29 @@ def test_deterministic_and_split_invariant(strategy):
     assert not any(r["chosen"] == r["rejected"] for r in whole.table.to_pylist())
 
 
+@pytest.mark.parametrize("strategy", ["best-worst", "best-random", "sweet-spot"])
+@pytest.mark.parametrize("allow_ties", [False, True])
+def test_fixed_size_pools_take_the_same_pairs_as_the_general_path(strategy, allow_ties):
+    """Pools that all have K usable candidates are picked with a row-wise argmax/argmin;
+    with one odd pool added the same pools go through first_per_pool. Ties (scores from
+    4 levels), identical texts and equal best/worst must come out the same either way."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for p in range(300):
+        scores = [float(rng.integers(0, 4)) for _ in range(5)]
+        texts = [f"t{rng.integers(0, 3)}" if p % 7 == 0 else None for _ in range(5)]
+        rows.append(pool(f"p{p:03d}", scores, texts=texts))
+    rows[0]["candidates"] = [dict(c, scores={"rm": 1.0}) for c in rows[0]["candidates"]]
+    fixed = table(*rows)
+    mixed = table(*rows, pool("odd", [2.0, 1.0]))
+    stage = Pairs(strategy, score="rm", allow_ties=allow_ties, seed=5)
+    a, b = stage(fixed), stage(mixed)
+    assert a.table.equals(b.table.slice(0, a.table.num_rows))
+    assert b.table.num_rows == a.table.num_rows + 1
+    assert a.rejects.equals(b.rejects)
+    assert a.table.num_rows > 200 and a.rejects.num_rows > 5  # both outcomes exercised
+
+
 def test_config_errors_and_missing_columns():
     with pytest.raises(ValueError, match="unknown strategy"):
         Pairs("max-max", score="rm")

@@ -24,6 +24,7 @@ is named, its score is finite.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,12 +53,19 @@ class Flat:
     n_pools: int
     values: pa.StructArray
     pool: np.ndarray
-    pos: np.ndarray
     score: np.ndarray
     usable: np.ndarray
     flagged: np.ndarray
     null_score: np.ndarray
     sizes: np.ndarray
+
+    @functools.cached_property
+    def pos(self) -> np.ndarray:
+        """Each candidate's position in its pool (computed on first use)."""
+        if not len(self.values):
+            return self.pool
+        starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        return np.arange(len(self.values), dtype=np.int64) - starts[self.pool]
 
     def column(self, name: str) -> pa.Array:
         """One candidate field as a flat Arrow array (nulls where the candidate is null)."""
@@ -79,8 +87,6 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     pool = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    pos = np.arange(len(values), dtype=np.int64) - starts[pool] if len(values) else pool
     ok = ~values.is_null().to_numpy(zero_copy_only=False)
     response = pc.struct_field(values, "response")
     ok &= ~response.is_null().to_numpy(zero_copy_only=False)
@@ -103,7 +109,7 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
         scores = pc.fill_null(raw.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         null_score = ~np.isfinite(scores)
     usable = ok & ~flagged & ~null_score
-    return Flat(n, values, pool, pos, scores, usable, flagged & ok, null_score & ok, sizes)
+    return Flat(n, values, pool, scores, usable, flagged & ok, null_score & ok, sizes)
 
 
 def pool_seed(seed: int, prompt_id: str, purpose: str) -> int:

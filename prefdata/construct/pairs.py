@@ -229,7 +229,7 @@ class Pairs(ConstructStage):
     # -- candidate pairs per strategy ------------------------------------------------
     def _candidates(self, table: pa.Table, flat: Flat, valid: np.ndarray):
         """(chosen, rejected, sort keys, pool reasons when none) before the shared filters."""
-        n, pool, score, pos = flat.n_pools, flat.pool, flat.score, flat.pos
+        n, pool, score = flat.n_pools, flat.pool, flat.score
         usable = flat.usable & valid[pool]
         idx = np.flatnonzero(usable)
         score_field = f"scores.{self.score}"
@@ -238,10 +238,18 @@ class Pairs(ConstructStage):
         seeds: dict[int, int] = {}
         s = self.strategy
         if s in ("best-worst", "best-random", "sweet-spot"):
-            best = first_per_pool(idx, -score, pool, n)
+            grid = _grid(flat, usable)
+            if grid is not None:  # argmax/argmin take the first of equals, as first_per_pool
+                base = np.arange(n, dtype=np.int64) * grid.shape[1]
+                best = base + grid.argmax(axis=1)
+            else:
+                best = first_per_pool(idx, -score, pool, n)
             has = best >= 0
             if s == "best-worst":
-                worst = first_per_pool(idx, score, pool, n)
+                if grid is not None:
+                    worst = base + grid.argmin(axis=1)
+                else:
+                    worst = first_per_pool(idx, score, pool, n)
                 # the worst must differ from the best even when all scores tie
                 same = (worst == best) & has
                 if same.any():
@@ -256,7 +264,7 @@ class Pairs(ConstructStage):
             c, r = best[ok], worst[ok]
             return c, r, (), none_reason, seeds
         a, b = _within_pool_pairs(flat, usable)
-        sa, sb = score[a], score[b]
+        sa, sb, pos = score[a], score[b], flat.pos
         if s == "all-pairs":
             keep = (sa > sb) | ((sa == sb) & (pos[a] < pos[b]))
             keys = (pos[b], pos[a], -(sa - sb))
@@ -350,7 +358,8 @@ class Pairs(ConstructStage):
         alive = np.ones(c.size, dtype=bool)
         steps = [(count(alive), None, None)]
         text = flat.column("response")
-        same = pc.equal(text.take(pa.array(c)), text.take(pa.array(r)))
+        texts = text.take(pa.array(c)), text.take(pa.array(r))  # reused by _assemble
+        same = pc.equal(*texts)
         alive &= ~pc.fill_null(same, False).to_numpy(zero_copy_only=False)
         steps.append((count(alive), "only identical responses", "candidates.response"))
         score_field = f"scores.{self.score}"
@@ -361,15 +370,18 @@ class Pairs(ConstructStage):
             alive &= margin >= min_margin
             steps.append((count(alive), "no pair with margin >= min_margin", score_field))
 
+        sel = np.flatnonzero(alive)  # positions in the candidate pairs (and texts)
         c, r, margin = c[alive], r[alive], margin[alive]
         keys = tuple(k[alive] for k in keys)
         order = np.lexsort(keys + (pool[c],)) if keys else np.argsort(pool[c], kind="stable")
-        c, r, margin = c[order], r[order], margin[order]
+        c, r, margin, sel = c[order], r[order], margin[order], sel[order]
         src = pool[c]
         rank = _rank_within(src)
         if self.max_pairs_per_prompt is not None:
             keep = rank < self.max_pairs_per_prompt
             c, r, margin, src, rank = c[keep], r[keep], margin[keep], src[keep], rank[keep]
+            sel = sel[keep]
+        chosen_text, rejected_text = (_pick(t, sel) for t in texts)
 
         # a pool is rejected when nothing survives (invalid and too-small pools never had a
         # candidate pair); only those few get a reason, so no Python runs per kept pool
@@ -386,16 +398,15 @@ class Pairs(ConstructStage):
             else:
                 reasons[i], fields[i] = next((w, f) for cnt, w, f in steps[1:] if cnt[i] == 0)
         rejects = pool_rejects(table, self.name, reasons, fields, rejected)
-        return self._assemble(table, flat, c, r, margin, src, rank, seeds), src, rejects
+        out = self._assemble(
+            table, flat, c, r, margin, src, rank, seeds, chosen_text, rejected_text
+        )
+        return out, src, rejects
 
-    def _assemble(self, table, flat, c, r, margin, src, rank, seeds) -> pa.Table:
+    def _assemble(self, table, flat, c, r, margin, src, rank, seeds, chosen, rejected) -> pa.Table:
         m = c.size
         ci, ri, si = pa.array(c, pa.int64()), pa.array(r, pa.int64()), pa.array(src, pa.int64())
-        cid, resp, gen = (
-            flat.column("candidate_id"),
-            flat.column("response"),
-            flat.column("generator"),
-        )
+        cid, gen = flat.column("candidate_id"), flat.column("generator")
         scored = self.score is not None
         fscore = pa.array(flat.score, pa.float64(), mask=~np.isfinite(flat.score))
         null_f = pa.nulls(m, pa.float64())
@@ -417,8 +428,8 @@ class Pairs(ConstructStage):
         cols = {
             "prompt_id": table["prompt_id"].take(si),
             "prompt": table["prompt"].take(si),
-            "chosen": resp.take(ci),
-            "rejected": resp.take(ri),
+            "chosen": chosen,
+            "rejected": rejected,
             "chosen_id": cid.take(ci),
             "rejected_id": cid.take(ri),
             "chosen_generator": gen.take(ci),
@@ -462,6 +473,22 @@ def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
     """The output schema with the input's prompt type, cast to canonical afterwards."""
     i = schema.get_field_index("prompt")
     return schema.set(i, pa.field("prompt", table.schema.field("prompt").type))
+
+
+def _grid(flat: Flat, usable: np.ndarray) -> np.ndarray | None:
+    """The scores as an (pools x K) view when every pool has the same K >= 1 candidates
+    and all are usable (the common case: a fixed number of samples per prompt)."""
+    sizes = flat.sizes
+    if sizes.size == 0 or sizes[0] < 1 or not (sizes == sizes[0]).all() or not usable.all():
+        return None
+    return flat.score.reshape(sizes.size, int(sizes[0]))
+
+
+def _pick(array: pa.Array, sel: np.ndarray) -> pa.Array:
+    """``array.take(sel)``, without the copy when ``sel`` keeps every row in order."""
+    if sel.size == len(array) and (sel.size == 0 or (np.diff(sel) == 1).all() and sel[0] == 0):
+        return array
+    return array.take(pa.array(sel, pa.int64()))
 
 
 def _second(idx, score, pool, n, best):
