@@ -247,7 +247,8 @@ def set_column(table: pa.Table, name: str, array: pa.Array, type: pa.DataType | 
 def float_array(values: np.ndarray) -> pa.Array:
     """float64 Arrow array with null where ``values`` is NaN."""
     values = np.asarray(values, dtype=np.float64)
-    return pa.array(values, type=pa.float64(), mask=np.isnan(values))
+    nan = np.isnan(values)
+    return pa.array(values, type=pa.float64(), mask=nan if nan.any() else None)  # no-NaN: no copy
 
 
 def pair_keys(pairs: pa.Table) -> pa.Array:

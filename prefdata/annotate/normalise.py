@@ -77,11 +77,14 @@ class ScoreStats:
     def of(cls, values: Iterable[float] | np.ndarray) -> ScoreStats:
         """Statistics of the non-NaN ``values``."""
         x = np.asarray(values, dtype=np.float64)
-        x = x[~np.isnan(x)]
+        nan = np.isnan(x)
+        if nan.any():
+            x = x[~nan]
         if x.size == 0:
             return cls()
         mean = float(x.mean())
-        return cls(int(x.size), mean, float(((x - mean) ** 2).sum()))
+        d = x - mean
+        return cls(int(x.size), mean, float(np.dot(d, d)))
 
     def merge(self, other: ScoreStats) -> ScoreStats:
         """Chan et al.'s pairwise update: exact for any split of the data."""
