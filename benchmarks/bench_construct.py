@@ -586,24 +586,34 @@ def main() -> None:
             print(f"round {rnd + 1} {impl}: {res}", flush=True)
 
     n = args.prompts
-    ref = results["polars"]["seconds"] if isinstance(results["polars"], dict) else float("nan")
+    ok = {k: v for k, v in results.items() if isinstance(v, dict)}
+    ref = ok["polars"]["seconds"] if "polars" in ok else float("nan")
+    ref_med = float(np.median(ok["polars"]["times"])) if "polars" in ok else float("nan")
     print(
         f"\nP = {n:,} prompts x {K} candidates ({n * K:,} candidates); "
         f"prefdata shard_rows = {args.shard_rows or 'default'}; load avg {os.getloadavg()[0]:.2f}"
     )
     print(
-        f"{'implementation':<12} {'seconds':>8} {'prompts/s':>10} {'cands/s':>11} "
-        f"{'x polars':>8} {'peak RSS MB':>11}  pairs check"
+        f"{'implementation':<12} {'best s':>7} {'median s':>8} {'runs':>4} {'prompts/s':>10} "
+        f"{'cands/s':>11} {'x polars':>8} {'(median)':>8} {'peak RSS MB':>11}  pairs check"
     )
     for impl, res in results.items():
         if not isinstance(res, dict):
             print(f"{impl:<12} {res}")
             continue
-        s = res["seconds"]
+        s, med = res["seconds"], float(np.median(res["times"]))
         print(
-            f"{impl:<12} {s:8.2f} {n / s:10,.0f} {n * K / s:11,.0f} {s / ref:8.2f} "
-            f"{res['rss_mb']:11,.0f}  {res['check']}"
+            f"{impl:<12} {s:7.2f} {med:8.2f} {len(res['times']):4d} {n / s:10,.0f} "
+            f"{n * K / s:11,.0f} {s / ref:8.2f} {med / ref_med:8.2f} {res['rss_mb']:11,.0f}  "
+            f"{res['check']}"
         )
+    if "prefdata" in ok:
+        best = ok["prefdata"]["seconds"]
+        for impl in ("loop", "distilabel", "pandas"):
+            if impl in ok:
+                print(
+                    f"prefdata is {ok[impl]['seconds'] / best:.1f}x faster than {impl} (best times)"
+                )
     if args.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
 
