@@ -601,9 +601,9 @@ def main() -> None:
         if not isinstance(res, dict):
             print(f"{impl:<12} {res}")
             continue
-        s, med = res["seconds"], float(np.median(res["times"]))
+        s, med = res["seconds"], float(np.median(res.get("times", [res["seconds"]])))
         print(
-            f"{impl:<12} {s:7.2f} {med:8.2f} {len(res['times']):4d} {n / s:10,.0f} "
+            f"{impl:<12} {s:7.2f} {med:8.2f} {len(res.get('times', [s])):4d} {n / s:10,.0f} "
             f"{n * K / s:11,.0f} {s / ref:8.2f} {med / ref_med:8.2f} {res['rss_mb']:11,.0f}  "
             f"{res['check']}"
         )
