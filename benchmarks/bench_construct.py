@@ -79,7 +79,7 @@ K = 8
 SCORERS = ("a", "b", "c")
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = ("prefdata", "loop", "pandas", "polars", "distilabel")
-SLOW = ("loop",)  # run once at large P: its variance is small next to its time
+SLOW = ("loop",)  # one run per round at large P (each takes seconds)
 DISTILABEL_PY = Path(os.environ.get("DISTILABEL_VENV", "/tmp/distilabel-venv")) / "bin/python"
 
 
@@ -563,7 +563,7 @@ def main() -> None:
         )
     impls = ["polars", *[i for i in IMPLS if i != "polars" and (not args.only or i in args.only)]]
     results: dict[str, dict | str] = {}
-    once = {"distilabel", *(SLOW if args.prompts > 50_000 else ())}
+    once = {"distilabel"}  # a minute per run at 100k
     # rounds alternate the implementations, so a busy moment of the (shared) box does not
     # land on one of them only; each one's best time over all its runs counts
     for rnd in range(args.rounds):

@@ -172,11 +172,16 @@ def read_row_group(
         for part in _balanced([meta.column(j).total_uncompressed_size for j in chosen], threads)
     ]
 
+    # repetitive strings (generators, finish reasons, roles) decode far faster as a
+    # dictionary (22 -> 6 ms per 65k-row group here) and are made plain again after
+    repeated = [pf.schema.column(j).path for j in chosen if _repetitive(meta.column(j))]
+
     def read(indices: list[int]) -> pa.Table:
         # a reader per thread (one is not safe to share); leaves by index, since a dotted
         # name such as "scores.a" would also select a leaf "scores.a.z"
-        reader = pq.ParquetFile(path, metadata=pf.metadata).reader
-        return reader.read_row_group(group, column_indices=indices, use_threads=False)
+        reader = pq.ParquetFile(path, metadata=pf.metadata, read_dictionary=repeated).reader
+        part = reader.read_row_group(group, column_indices=indices, use_threads=False)
+        return part.cast(_plain(part.schema)) if repeated else part
 
     with ThreadPoolExecutor(len(parts)) as pool:
         tables = list(pool.map(read, parts))
@@ -191,6 +196,33 @@ def read_row_group(
             arrays.append(_merge(have, field.type))
             fields.append(pa.field(field.name, arrays[-1].type, field.nullable, field.metadata))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=whole.metadata))
+
+
+def _repetitive(column) -> bool:
+    """A dictionary-encoded string leaf of under 4 decoded bytes a value (the dictionary
+    held: the values repeat)."""
+    return (
+        column.has_dictionary_page
+        and column.physical_type == "BYTE_ARRAY"
+        and column.total_uncompressed_size < 4 * max(column.num_values, 1)
+    )
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with every dictionary type, however nested, replaced by its values'."""
+
+    def plain(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_dictionary(t):
+            return t.value_type
+        if pa.types.is_struct(t):
+            return pa.struct([f.with_type(plain(f.type)) for f in t])
+        if pa.types.is_list(t):
+            return pa.list_(t.value_field.with_type(plain(t.value_type)))
+        if pa.types.is_large_list(t):
+            return pa.large_list(t.value_field.with_type(plain(t.value_type)))
+        return t
+
+    return pa.schema([f.with_type(plain(f.type)) for f in schema], metadata=schema.metadata)
 
 
 def _balanced(sizes: list[int], bins: int) -> list[list[int]]:
@@ -235,7 +267,7 @@ def _merge(parts: list[pa.Array], type: pa.DataType) -> pa.Array:
         return pa.StructArray.from_arrays(children, fields=fields, mask=mask)
     if pa.types.is_list(type) or pa.types.is_large_list(type):
         values = _merge([p.values for p in parts], type.value_type)
-        item = first.type.value_field.with_type(values.type)  # named as pyarrow names it
+        item = type.value_field.with_type(values.type)  # named as in the file schema
         kind = pa.large_list(item) if pa.types.is_large_list(type) else pa.list_(item)
         cls = pa.LargeListArray if pa.types.is_large_list(type) else pa.ListArray
         return cls.from_arrays(first.offsets, values, type=kind, mask=mask)
