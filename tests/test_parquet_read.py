@@ -98,6 +98,18 @@ def test_parallel_selection_equals_pyarrow(tmp_path, merges, columns):
     assert max(merges) >= 2
 
 
+def test_stored_dictionaries_stay_dictionaries(tmp_path, merges):
+    table = _pools(30)
+    gen = pa.array([f"g{i % 2}" for i in range(30)]).dictionary_encode()
+    table = table.append_column("kind", gen).append_column("n", pa.array(range(30)))
+    path = tmp_path / "dict.parquet"
+    pq.write_table(table, path)
+    got = read_row_group(path, 0, threads=2)
+    want = pq.ParquetFile(path).read_row_group(0)
+    assert pa.types.is_dictionary(got.schema.field("kind").type)
+    assert str(got.schema) == str(want.schema) and got.equals(want)
+
+
 def test_small_or_unmergeable_row_groups_are_read_whole(tmp_path, merges, monkeypatch):
     path = tmp_path / "map.parquet"
     table = pa.table({"m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())), "x": [1]})

@@ -175,6 +175,8 @@ def read_row_group(
     # repetitive strings (generators, finish reasons, roles) decode far faster as a
     # dictionary (22 -> 6 ms per 65k-row group here) and are made plain again after
     repeated = [pf.schema.column(j).path for j in chosen if _repetitive(meta.column(j))]
+    if _plain(pf.schema_arrow) != pf.schema_arrow:  # stored as dictionaries: keep them so
+        repeated = []
 
     def read(indices: list[int]) -> pa.Table:
         # a reader per thread (one is not safe to share); leaves by index, since a dotted
