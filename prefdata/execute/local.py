@@ -63,7 +63,7 @@ from prefdata.execute.workdir import (
     begin_run,
     open_workdir,
 )
-from prefdata.io.parquet import from_parquet_layout, read_parquet, write_parquet
+from prefdata.io.parquet import from_parquet_layout, read_parquet, write_shard
 from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput
 from prefdata.progress import progress_bar
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects
@@ -297,12 +297,8 @@ class LocalExecutor:
         would recompute the stage anyway."""
         # the files in place before the record: a file without a record is redone
         if store:
-            write_parquet(out.table, manifest.output_path(key, shard), statistics=False)
-        write_parquet(
-            _shift_rows(out.rejects, row_offset),
-            manifest.rejects_path(key, shard),
-            statistics=False,
-        )
+            write_shard(out.table, manifest.output_path(key, shard))
+        write_shard(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
         with self._lock:
             waiting = self._unrecorded.setdefault(shard, [])
             waiting.append((key, shard, rows_in, out.kept, out.rejects.num_rows, store))

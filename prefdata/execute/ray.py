@@ -67,7 +67,7 @@ from prefdata.execute.workdir import (
     open_workdir,
     read_pieces,
 )
-from prefdata.io.parquet import read_parquet, write_parquet
+from prefdata.io.parquet import read_parquet, write_shard
 from prefdata.pipeline import Pipeline, Stage
 from prefdata.progress import progress_bar
 
@@ -144,8 +144,8 @@ def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
         table = read_parquet(task["src"])
     out = stage(table)
     rows_out = out.kept  # pools that yielded output, for pools-in, pairs-out stages
-    write_parquet(out.table, task["out"], statistics=False)
-    write_parquet(_shift_rows(out.rejects, task["offset"]), task["rejects"], statistics=False)
+    write_shard(out.table, task["out"])
+    write_shard(_shift_rows(out.rejects, task["offset"]), task["rejects"])
     return {
         "shard": task["shard"],
         "rows_in": table.num_rows,

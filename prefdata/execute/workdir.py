@@ -83,7 +83,7 @@ from prefdata.io.parquet import (
     parquet_files,
     read_parquet,
     read_row_group,
-    write_parquet,
+    write_shard,
 )
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
@@ -470,7 +470,7 @@ def prepare_input(
     else:
         rows = []
         for i, shard in enumerate(iter_shards(source, shard_rows)):
-            write_parquet(shard, manifest.input_path(i), statistics=False)
+            write_shard(shard, manifest.input_path(i))
             rows.append(shard.num_rows)
     manifest.data["input"] = {
         "digest": digest,
