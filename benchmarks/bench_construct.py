@@ -53,7 +53,12 @@ Every implementation's pairs are checked against (d): the same (chosen id, rejec
 for every prompt, the same kept prompts, and (a, b, c) the same ``votes`` and
 ``strength_mean`` (to 1e-9), and the written TRL rows equal.
 
-    .venv/bin/python benchmarks/bench_construct.py                   # P = 50,000 (about 1.5 min)
+Timing: the implementations alternate over ``--rounds`` fresh processes (``--repeat`` runs
+in each; distilabel runs once), and the best and the median of all runs are reported, with
+their ratios to polars' best and median: on a shared box the speed drifts within minutes.
+
+    .venv/bin/python benchmarks/bench_construct.py                   # P = 50,000 (about 2 min)
+    .venv/bin/python benchmarks/bench_construct.py --prompts 100000 --repeat 3 --rounds 4
     .venv/bin/python benchmarks/bench_construct.py --prompts 1000000 --only prefdata polars
 """
 
