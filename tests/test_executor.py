@@ -136,6 +136,78 @@ def test_a_manifest_without_its_digest_starts_over(tmp_path):
     assert open_workdir(work).input["digest"] == source_digest([src], 7)
 
 
+def _slow_digest(monkeypatch, before=None):
+    """Make the background hash take a while (a large input) and run ``before`` first."""
+    import prefdata.execute.workdir as workdir
+
+    real = workdir.source_digest
+
+    def slow(source, shard_rows, stop=None):
+        time.sleep(0.5)
+        if before is not None:
+            before()
+        return real(source, shard_rows, stop)
+
+    monkeypatch.setattr(workdir, "source_digest", slow)
+    return real
+
+
+def test_a_failed_run_waits_for_its_background_digest(tmp_path, monkeypatch):
+    """A stage that fails before the input's hash is done: the run still records the
+    digest, so the rerun resumes the finished shards instead of starting over."""
+    table, log, work = make_pools(20), tmp_path / "calls.tsv", tmp_path / "w"
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src)
+    real = _slow_digest(monkeypatch)
+    with pytest.raises(StageError):
+        LocalExecutor(work, shard_rows=7).run(stages(fail_on="p00015", log=str(log)), src)
+    assert open_workdir(work).input["digest"] == real([src], 7)
+    before = calls(log)
+    LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    assert sorted({shard for _, shard in calls(log) - before}) == [2]  # only the failed one
+
+
+def test_a_file_changed_while_hashed_gets_no_digest(tmp_path, monkeypatch):
+    """The hash runs after the plan; a file rewritten in between (its mtime moves) must not
+    vouch for the planned bytes: the digest stays null and the rerun starts over."""
+    table, log, work = make_pools(20), tmp_path / "calls.tsv", tmp_path / "w"
+    src = tmp_path / "pools.parquet"
+    pq.write_table(table, src)
+    st = src.stat()
+    _slow_digest(monkeypatch, lambda: os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9)))
+    LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    assert open_workdir(work).input["digest"] is None
+    before = calls(log)
+    LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), src)
+    assert sum((calls(log) - before).values()) == 3 * 3
+
+
+def test_a_costly_pipeline_hashes_its_input_first(tmp_path, monkeypatch):
+    """With a costly stage the digest is in the manifest before any shard runs, so a kill
+    at any moment never throws away model outputs."""
+    import prefdata.execute.workdir as workdir
+
+    def no_background(*args, **kwargs):
+        raise AssertionError("a costly pipeline hashed in the background")
+
+    monkeypatch.setattr(workdir, "BackgroundDigest", no_background)
+    table, log, work = make_pools(20), tmp_path / "calls.tsv", tmp_path / "w"
+    job = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
+    LocalExecutor(work, shard_rows=7).run(job, table)
+    assert open_workdir(work).input["digest"] == source_digest(table, 7)
+
+
+def test_a_failing_sink_ends_the_run(tmp_path):
+    """The sink runs on its own thread; what it raises still reaches the caller."""
+
+    def sink(shard, table):
+        if shard == 1:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), make_pools(30), sink=sink)
+
+
 def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):
     """Under checkpoint="auto" only costly stages and the last stage keep their output;
     a changed cheap stage reruns from the last kept output, never repeating a costly one."""

@@ -110,6 +110,36 @@ def test_stored_dictionaries_stay_dictionaries(tmp_path, merges):
     assert str(got.schema) == str(want.schema) and got.equals(want)
 
 
+def test_large_types_order_and_duplicate_names_match_pyarrow(tmp_path, merges):
+    """Repetitive large strings come back large (read as dictionaries, cast to the file's
+    type); columns come in the order asked; duplicate column names are left to pyarrow."""
+    n = 2000
+    table = pa.table(
+        {
+            "a": pa.array([f"id-{i}" for i in range(n)]),
+            "b": pa.array(
+                [[{"g": f"g{i % 2}", "x": float(i)}] for i in range(n)],
+                pa.large_list(pa.struct([("g", pa.large_string()), ("x", pa.float64())])),
+            ),
+            "c": pa.array(range(n)),
+        }
+    )
+    path = tmp_path / "large.parquet"
+    pq.write_table(table, path)
+    file = pq.ParquetFile(path)
+    for columns in (None, ["b", "a"], ["c", "b.list.element.g"], ["a", "c"]):
+        got = read_row_group(path, 0, columns=columns, threads=2)
+        want = file.read_row_group(0, columns=columns)
+        assert got.column_names == want.column_names, columns
+        assert got.schema == want.schema and got.equals(want), columns
+    assert got.schema.field("a").type == pa.string()
+    assert read_row_group(path, 0, threads=2).schema.field("b").type == table.schema.field("b").type
+
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], ["x", "x"]), twice)
+    assert read_row_group(twice, 0, threads=2).equals(pq.ParquetFile(twice).read_row_group(0))
+
+
 def test_small_or_unmergeable_row_groups_are_read_whole(tmp_path, merges, monkeypatch):
     path = tmp_path / "map.parquet"
     table = pa.table({"m": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())), "x": [1]})

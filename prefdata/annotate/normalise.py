@@ -84,7 +84,7 @@ class ScoreStats:
             return cls()
         mean = float(x.mean())
         d = x - mean
-        return cls(int(x.size), mean, float(np.dot(d, d)))
+        return cls(int(x.size), mean, float((d * d).sum()))  # pairwise sum, not BLAS: exact
 
     def merge(self, other: ScoreStats) -> ScoreStats:
         """Chan et al.'s pairwise update: exact for any split of the data."""
@@ -152,14 +152,20 @@ class ScoreStatsFit:
 
         >>> stats = ScoreStatsFit(("rm",)).update_files("pools/").stats()  # doctest: +SKIP
         """
-        columns = ["prompt_id", "candidates.list.element.scores"]
         for path in parquet_files(source):
-            meta = pq.ParquetFile(path).metadata
-            leaves = (meta.schema.column(j).path for j in range(meta.num_columns))
-            if not any(leaf.startswith(columns[1] + ".") for leaf in leaves):
+            file = pq.ParquetFile(path)
+            # candidates / <list> / <item> / scores / <name>: the list's inner names vary
+            # by writer ("list.element", "list.item", "bag.array_element")
+            scores = {
+                ".".join(p[:4])
+                for p in file.reader.column_paths
+                if len(p) > 4 and p[0] == "candidates" and p[3] == "scores"
+            }
+            if not scores:
                 continue  # a pool file without scores stores no scores struct
-            for g in range(meta.num_row_groups):
-                self.update(read_row_group(path, g, columns=columns, metadata=meta))
+            columns = ["prompt_id", *sorted(scores)]
+            for g in range(file.metadata.num_row_groups):
+                self.update(read_row_group(path, g, columns=columns, metadata=file.metadata))
         return self
 
     def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:

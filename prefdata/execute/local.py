@@ -27,7 +27,8 @@ and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its fil
 fed from memory see the very same table and write byte-identical outputs (the Ray executor,
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
-submission order, and at most two writes wait at any time, so memory stays a few shards.
+submission order, and at most three writes and exports wait at any time, so memory stays
+a few shards.
 ``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
 thread of its own (in shard order), so exports overlap the checkpoint writes and the work
 on the next shard.

@@ -171,18 +171,27 @@ def read_row_group(
     pf = pq.ParquetFile(path, metadata=metadata)
     meta = pf.metadata.row_group(group)
     threads = threads or min(os.cpu_count() or 1, 4)
+    whole = pf.schema_arrow
     chosen = list(range(meta.num_columns))
+    in_order = True
     if columns is not None:  # pyarrow's rule: a name is a dotted prefix of a leaf's path
-        wanted = set(columns)
-        chosen = [
-            j
-            for j, parts in enumerate(pf.reader.column_paths)
-            if any(".".join(parts[:k]) in wanted for k in range(1, len(parts) + 1))
-        ]
+        paths = pf.reader.column_paths
+        prefixes = [{".".join(p[:k]) for k in range(1, len(p) + 1)} for p in paths]
+        chosen = [j for j, pre in enumerate(prefixes) if pre & set(columns)]
+        # pyarrow returns columns in the order asked; merged parts come in file order
+        owners = list(zip(paths, prefixes, strict=True))
+        asked = [next((p[0] for p, pre in owners if c in pre), c) for c in columns]
+        asked = list(dict.fromkeys(asked))
+        in_order = asked == [f.name for f in whole if f.name in asked]
     size = sum(meta.column(j).total_uncompressed_size for j in chosen)
-    if threads < 2 or len(chosen) < 2 or size < PARALLEL_MIN_BYTES:
-        return pf.read_row_group(group, columns=columns)
-    if not all(_mergeable(f.type) for f in pf.schema_arrow):
+    if (
+        threads < 2
+        or len(chosen) < 2
+        or size < PARALLEL_MIN_BYTES
+        or not in_order
+        or len(set(whole.names)) != len(whole.names)
+        or not all(_mergeable(f.type) for f in whole)
+    ):
         return pf.read_row_group(group, columns=columns)
     parts = [
         [chosen[k] for k in part]
@@ -192,22 +201,22 @@ def read_row_group(
     # repetitive strings (generators, finish reasons, roles) decode far faster as a
     # dictionary (22 -> 6 ms per 65k-row group here) and are made plain again after
     repeated = [pf.schema.column(j).path for j in chosen if _repetitive(meta.column(j))]
-    if _plain(pf.schema_arrow) != pf.schema_arrow:  # stored as dictionaries: keep them so
-        repeated = []
 
     def read(indices: list[int]) -> pa.Table:
         # a reader per thread (one is not safe to share); leaves by index, since a dotted
         # name such as "scores.a" would also select a leaf "scores.a.z"
         reader = pq.ParquetFile(path, metadata=pf.metadata, read_dictionary=repeated).reader
         part = reader.read_row_group(group, column_indices=indices, use_threads=False)
-        return part.cast(_plain(part.schema)) if repeated else part
+        if not repeated:
+            return part
+        fields = [f.with_type(_restore(f.type, whole.field(f.name).type)) for f in part.schema]
+        return part.cast(pa.schema(fields, metadata=part.schema.metadata))
 
     with ThreadPoolExecutor(len(parts)) as pool:
         tables = list(pool.map(read, parts))
     if any(c.num_chunks != 1 for t in tables for c in t.columns):
-        # a column over 2 GB comes in chunks: no merging
+        del tables  # a column over 2 GB comes in chunks: no merging
         return pf.read_row_group(group, columns=columns)
-    whole = pf.schema_arrow
     fields, arrays = [], []
     for field in whole:  # the fields some part read, in schema order
         have = [t.column(field.name).chunk(0) for t in tables if field.name in t.column_names]
@@ -227,21 +236,23 @@ def _repetitive(column) -> bool:
     )
 
 
-def _plain(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with every dictionary type, however nested, replaced by its values'."""
+def _restore(t: pa.DataType, like: pa.DataType) -> pa.DataType:
+    """``t`` (a partial read) with each leaf read as a dictionary for speed given back its
+    type in the file schema, ``like``, at the same place.
 
-    def plain(t: pa.DataType) -> pa.DataType:
-        if pa.types.is_dictionary(t):
-            return t.value_type
-        if pa.types.is_struct(t):
-            return pa.struct([f.with_type(plain(f.type)) for f in t])
-        if pa.types.is_list(t):
-            return pa.list_(t.value_field.with_type(plain(t.value_type)))
-        if pa.types.is_large_list(t):
-            return pa.large_list(t.value_field.with_type(plain(t.value_type)))
-        return t
-
-    return pa.schema([f.with_type(plain(f.type)) for f in schema], metadata=schema.metadata)
+    >>> _restore(pa.struct([("g", pa.dictionary(pa.int32(), pa.string()))]),
+    ...          pa.struct([("g", pa.large_string()), ("n", pa.int64())]))
+    StructType(struct<g: large_string>)
+    """
+    if pa.types.is_dictionary(t):
+        return t if pa.types.is_dictionary(like) else like
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_restore(f.type, like.field(f.name).type)) for f in t])
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_restore(t.value_type, like.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_restore(t.value_type, like.value_type)))
+    return t
 
 
 def _balanced(sizes: list[int], bins: int) -> list[list[int]]:
