@@ -183,7 +183,8 @@ class Manifest:
         pending = self.pending_digest
         if pending is not None and (wait or pending.done.is_set()):
             pending.done.wait()
-            self.data["input"]["digest"] = pending.digest
+            if self.data["input"] is not None:
+                self.data["input"]["digest"] = pending.digest
             self.pending_digest = None
 
     def cancel_digest(self) -> None:
@@ -840,7 +841,9 @@ def begin_run(
             manifest.save()
             yield manifest, keys, shard_counts
         except Exception:  # a failed run is resumed too: it waits for the hash
-            if manifest.input is not None:
+            if manifest.input is None:  # the input was not planned: nothing to resume
+                manifest.cancel_digest()
+            else:
                 manifest.settle_digest()
                 manifest.save()
             raise
