@@ -182,6 +182,29 @@ def test_a_file_changed_while_hashed_gets_no_digest(tmp_path, monkeypatch):
     assert sum((calls(log) - before).values()) == 3 * 3
 
 
+def test_an_input_that_cannot_be_planned_stops_the_hash(tmp_path, monkeypatch):
+    """A folder with a file of another schema fails while planning; the background hash
+    of the (large) input is stopped instead of running on."""
+    import prefdata.execute.workdir as workdir
+
+    started = []
+
+    class Spy(workdir.BackgroundDigest):
+        def __init__(self, *args):
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(workdir, "BackgroundDigest", Spy)
+    _slow_digest(monkeypatch)
+    (tmp_path / "in").mkdir()
+    pq.write_table(make_pools(10), tmp_path / "in" / "a.parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "in" / "b.parquet")
+    with pytest.raises(ValueError, match="schema differs"):
+        LocalExecutor(tmp_path / "w").run(stages(), tmp_path / "in")
+    assert len(started) == 1 and started[0].stop.is_set()
+    assert started[0].done.wait(5) and started[0].digest is None
+
+
 def test_a_costly_pipeline_hashes_its_input_first(tmp_path, monkeypatch):
     """With a costly stage the digest is in the manifest before any shard runs, so a kill
     at any moment never throws away model outputs."""
