@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prefdata.ids import digest
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects, score_names
@@ -123,6 +124,22 @@ def rejects_from(
         },
         schema=REJECTS_SCHEMA,
     )
+
+
+def shift_reject_rows(rejects: pa.Table, offset: int) -> pa.Table:
+    """Conform rejects to ``REJECTS_SCHEMA`` and add ``offset`` to ``row``, so rows count
+    from the first input row over all shards rather than from the shard's.
+
+    >>> r = rejects_from(pa.table({"prompt_id": ["p"]}), "demo", "bad", rows=[2])
+    >>> shift_reject_rows(r, 10)["row"].to_pylist()
+    [12]
+    """
+    rejects = rejects.select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA)
+    if offset and rejects.num_rows:
+        i = REJECTS_SCHEMA.get_field_index("row")
+        rows = pc.add(rejects["row"], pa.scalar(offset, pa.int64()))
+        rejects = rejects.set_column(i, "row", rows)
+    return rejects
 
 
 def split(

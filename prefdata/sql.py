@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.io.parquet import read_parquet
+from prefdata.io.parquet import parquet_files, read_parquet
 from prefdata.pipeline import Stage, StageOutput, split
 from prefdata.schema import CANDIDATE_TYPE, POOL_SCHEMA, conform, conform_types
 
@@ -264,10 +264,7 @@ class Sql(Stage):
 def _load(source: Source) -> pa.Table:
     """A pa.Table as is; a Parquet file, a folder of ``*.parquet`` (sorted, not recursive)
     or a list of files through :func:`prefdata.io.parquet.read_parquet`."""
-    from prefdata.execute.workdir import resolve_source
-
-    src = resolve_source(source)
-    return src if isinstance(src, pa.Table) else read_parquet(src)
+    return source if isinstance(source, pa.Table) else read_parquet(parquet_files(source))
 
 
 def query(sql: str, tables: Mapping[str, Source], *, threads: int | None = None) -> pa.Table:

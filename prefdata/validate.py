@@ -194,9 +194,8 @@ def _check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
     # A prompt whose every message is blank says nothing.
     blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(content), ""), False))
     blank &= msg_valid
-    counts = np.bincount(flat.parent, minlength=len(col))
     blanks = np.bincount(flat.parent, weights=blank, minlength=len(col))
-    for r in np.flatnonzero((counts > 0) & (blanks == counts)):
+    for r in np.flatnonzero((lengths > 0) & (blanks == lengths)):
         out.append(ValidationError(int(r), "prompt", "empty prompt (every message is blank)"))
 
 

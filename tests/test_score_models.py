@@ -195,9 +195,16 @@ def test_vllm_classify_mapping(tiny_models):
     assert reqs[0]["prompt_token_ids"][1] != tok.bos_token_id
     assert cut == [False, True] and len(reqs[1]["prompt_token_ids"]) == 32
     outs = [NS(outputs=NS(probs=[0.25])), NS(outputs=NS(probs=[-3.0]))]
-    np.testing.assert_array_equal(vllm_classify_scores(outs, "rm")["rm"], [0.25, -3.0])
+    np.testing.assert_array_equal(vllm_classify_scores(outs, ["rm"])["rm"], [0.25, -3.0])
     with pytest.raises(ValueError, match="differing widths"):
-        vllm_classify_scores([NS(outputs=NS(probs=[1.0])), NS(outputs=NS(probs=[1.0, 2.0]))], "m")
+        vllm_classify_scores([NS(outputs=NS(probs=[1.0])), NS(outputs=NS(probs=[1.0, 2.0]))], ["m"])
+    # a labelled two-column head is named from its config, as RewardModel names it
+    two = [NS(outputs=NS(probs=[1.0, 2.0]))]
+    got = vllm_classify_scores(two, ["rm.helpful", "rm.safe"])
+    assert {k: v.tolist() for k, v in got.items()} == {"rm.helpful": [1.0], "rm.safe": [2.0]}
+    with pytest.raises(ValueError, match="2 values per candidate"):
+        vllm_classify_scores(two, ["rm"])
+    assert vllm_classify_scores([], ["rm.a", "rm.b"])["rm.b"].size == 0
 
 
 def _manual_logprob(model, tok, prompt, response):

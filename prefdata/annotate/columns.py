@@ -69,9 +69,7 @@ def plain_list(column: pa.ChunkedArray | pa.Array) -> pa.ListArray:
 
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
-    lists = one_chunk(table[column])
-    if pa.types.is_large_list(lists.type):
-        lists = lists.cast(pa.list_(lists.type.value_type))
+    lists = plain_list(table[column])
     offsets = lists.offsets.to_numpy().astype(np.int64)
     offsets = offsets - offsets[0]
     values = lists.flatten()
@@ -193,10 +191,12 @@ def first_per_pool(idx: np.ndarray, values: np.ndarray, pool: np.ndarray, n: int
     if idx.size > 1 and (idx[1:] <= idx[:-1]).any():
         idx = np.unique(idx)
     if idx.size == values.size:  # every candidate (idx is then 0..n-1): no gathers
-        p, v = pool, np.array(values, dtype=np.float64)
+        p, v = pool, np.asarray(values, dtype=np.float64)
     else:
         p, v = pool[idx], np.asarray(values[idx], dtype=np.float64)
-    v[np.isnan(v)] = np.inf
+    nan = np.isnan(v)
+    if nan.any():  # a copy only then: v may be the caller's array
+        v = np.where(nan, np.inf, v)
     sizes = np.bincount(p, minlength=n)
     present = np.flatnonzero(sizes)
     width = int(sizes[present[0]])

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prefdata.annotate.columns import (
+    FlatCandidates,
     flatten_candidates,
     float_array,
     rebuild_candidates,
@@ -126,8 +127,9 @@ class ScoreStatsFit:
     scorers: tuple[str, ...] = ()
     parts: dict[str, ScoreStats] = field(default_factory=dict)
 
-    def update(self, table: pa.Table) -> ScoreStatsFit:
-        flat = flatten_candidates(table)
+    def update(self, table: pa.Table, flat: FlatCandidates | None = None) -> ScoreStatsFit:
+        """Add one pool table (``flat``: its candidates, when the caller has flattened them)."""
+        flat = flatten_candidates(table) if flat is None else flat
         names = self.scorers or tuple(score_names(table))
         for name in names:
             x = score_array(flat.values, name)
@@ -279,7 +281,8 @@ class Normalise(Stage):
             missing = [n for n in names if n not in stats]
             if missing and self.stats is not None:
                 raise KeyError(f"no fitted statistics for scorers {missing}")
-            stats.update(fit_score_stats([table], tuple(missing)) if missing else {})
+            if missing:
+                stats.update(ScoreStatsFit(tuple(missing)).update(table, flat).stats())
         new = {}
         for name in names:
             x = score_array(flat.values, name)

@@ -112,6 +112,17 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
     return Flat(n, values, pool, scores, usable, flagged & ok, null_score & ok, sizes)
 
 
+def as_tuple(v: Any) -> tuple[str, ...]:
+    """A config value of names as a tuple: None is empty, one string is one name.
+
+    >>> as_tuple(None), as_tuple("empty"), as_tuple(["a", "b"])
+    ((), ('empty',), ('a', 'b'))
+    """
+    if v is None:
+        return ()
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
 def pool_seed(seed: int, prompt_id: str, purpose: str) -> int:
     """The seed of one pool's random choices: a digest of (purpose, run seed, prompt_id).
 
@@ -194,9 +205,7 @@ class ConstructStage(Stage):
     exclude_flags: tuple[str, ...] = field(default=("empty",), kw_only=True)
 
     def __post_init__(self) -> None:
-        flags = self.exclude_flags
-        flags = () if flags is None else (flags,) if isinstance(flags, str) else tuple(flags)
-        object.__setattr__(self, "exclude_flags", flags)
+        object.__setattr__(self, "exclude_flags", as_tuple(self.exclude_flags))
 
     def required_columns(self) -> tuple[str, ...]:
         score = getattr(self, "score", None)

@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +66,7 @@ from prefdata.annotate.columns import first_per_pool
 from prefdata.construct.candidates import (
     ConstructStage,
     Flat,
+    as_tuple,
     changed_config,
     dumps,
     few_usable_reasons,
@@ -101,12 +102,6 @@ def pair_schema(strategy: str | None = None) -> pa.Schema:
     if strategy == "curriculum":
         fields.append(CURRICULUM_FIELD)
     return pa.schema(fields)
-
-
-def _as_tuple(v: Any) -> tuple[str, ...]:
-    if v is None:
-        return ()
-    return (v,) if isinstance(v, str) else tuple(v)
 
 
 def invalid_pools(table: pa.Table) -> tuple[np.ndarray, list[str | None], list[str | None]]:
@@ -166,8 +161,8 @@ class Pairs(ConstructStage):
     provides: ClassVar[tuple[str, ...]] = tuple(PAIR_SCHEMA.names)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "chosen_generators", _as_tuple(self.chosen_generators))
-        object.__setattr__(self, "rejected_generators", _as_tuple(self.rejected_generators))
+        object.__setattr__(self, "chosen_generators", as_tuple(self.chosen_generators))
+        object.__setattr__(self, "rejected_generators", as_tuple(self.rejected_generators))
         super().__post_init__()
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
@@ -238,18 +233,10 @@ class Pairs(ConstructStage):
         seeds: dict[int, int] = {}
         s = self.strategy
         if s in ("best-worst", "best-random", "sweet-spot"):
-            grid = _grid(flat, usable)
-            if grid is not None:  # argmax/argmin take the first of equals, as first_per_pool
-                base = np.arange(n, dtype=np.int64) * grid.shape[1]
-                best = base + grid.argmax(axis=1)
-            else:
-                best = first_per_pool(idx, -score, pool, n)
+            best = first_per_pool(idx, -score, pool, n)
             has = best >= 0
             if s == "best-worst":
-                if grid is not None:
-                    worst = base + grid.argmin(axis=1)
-                else:
-                    worst = first_per_pool(idx, score, pool, n)
+                worst = first_per_pool(idx, score, pool, n)
                 # the worst must differ from the best even when all scores tie
                 same = (worst == best) & has
                 if same.any():
@@ -473,15 +460,6 @@ def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
     """The output schema with the input's prompt type, cast to canonical afterwards."""
     i = schema.get_field_index("prompt")
     return schema.set(i, pa.field("prompt", table.schema.field("prompt").type))
-
-
-def _grid(flat: Flat, usable: np.ndarray) -> np.ndarray | None:
-    """The scores as an (pools x K) view when every pool has the same K >= 1 candidates
-    and all are usable (the common case: a fixed number of samples per prompt)."""
-    sizes = flat.sizes
-    if sizes.size == 0 or sizes[0] < 1 or not (sizes == sizes[0]).all() or not usable.all():
-        return None
-    return flat.score.reshape(sizes.size, int(sizes[0]))
 
 
 def _pick(array: pa.Array, sel: np.ndarray) -> pa.Array:

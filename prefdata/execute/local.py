@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from prefdata.execute.workdir import (
     InputReader,
@@ -65,9 +64,9 @@ from prefdata.execute.workdir import (
     open_workdir,
 )
 from prefdata.io.parquet import from_parquet_layout, read_parquet, write_shard
-from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput
+from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput, shift_reject_rows
 from prefdata.progress import progress_bar
-from prefdata.schema import REJECTS_SCHEMA, empty_rejects
+from prefdata.schema import empty_rejects
 
 CHECKPOINT_MODES = ("auto", "all")
 
@@ -112,18 +111,6 @@ class ExecutionResult:
     def rejects(self) -> pa.Table:
         """All rejected rows: stage by stage, shard by shard (``REJECTS_SCHEMA``)."""
         return read_parquet(list(self.rejects_paths)) if self.rejects_paths else empty_rejects()
-
-
-def _shift_rows(rejects: pa.Table, offset: int) -> pa.Table:
-    """Conform rejects to ``REJECTS_SCHEMA`` and make ``row`` count from the stage's first
-    input row over all shards rather than from the shard's."""
-    rejects = rejects.select(REJECTS_SCHEMA.names).cast(REJECTS_SCHEMA)
-    if offset and rejects.num_rows:
-        i = REJECTS_SCHEMA.get_field_index("row")
-        rejects = rejects.set_column(
-            i, "row", pc.add(rejects["row"], pa.scalar(offset, pa.int64()))
-        )
-    return rejects
 
 
 class LocalExecutor:
@@ -299,7 +286,7 @@ class LocalExecutor:
         # the files in place before the record: a file without a record is redone
         if store:
             write_shard(out.table, manifest.output_path(key, shard))
-        write_shard(_shift_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
+        write_shard(shift_reject_rows(out.rejects, row_offset), manifest.rejects_path(key, shard))
         with self._lock:
             waiting = self._unrecorded.setdefault(shard, [])
             waiting.append((key, shard, rows_in, out.kept, out.rejects.num_rows, store))

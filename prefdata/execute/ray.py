@@ -6,7 +6,7 @@ one after the other, each as a Ray Data ``map_batches(batch_format="pyarrow",
 batch_size=1)`` over a dataset with one row (one block) per shard to do: the row names the
 shard's input (a file, or the source's row-group pieces) and where to write its output. A
 worker reads the input, runs the stage, and writes the kept rows and the rejects
-atomically with :func:`~prefdata.io.parquet.write_parquet`; only counts come back to the
+atomically with :func:`~prefdata.io.parquet.write_shard`; only counts come back to the
 driver, which alone writes the manifest (one writer, under the work directory lock) as
 results stream in. Every stage's output is kept (the local executor's
 ``checkpoint="all"``): the next wave reads it. A work directory a local
@@ -58,17 +58,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.execute.local import ExecutionResult, StageError, _canonical, _shift_rows
+from prefdata.execute.local import ExecutionResult, StageError, _canonical
 from prefdata.execute.workdir import (
     InputReader,
     Manifest,
+    RowGroupCache,
     Source,
     begin_run,
     open_workdir,
     read_pieces,
 )
 from prefdata.io.parquet import read_parquet, write_shard
-from prefdata.pipeline import Pipeline, Stage
+from prefdata.pipeline import Pipeline, Stage, shift_reject_rows
 from prefdata.progress import progress_bar
 
 # One row per shard to do: what a worker reads, writes, and the row offset of its rejects.
@@ -135,17 +136,23 @@ def stage_has_setup(stage: Stage) -> bool:
 # --------------------------------------------------------------------------- worker side
 
 
+# A worker keeps the last row group it decoded: the next shard of the same row group that
+# lands on this worker slices it instead of decoding it again.
+_ROW_GROUPS = RowGroupCache()
+
+
 def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
     """Run ``stage`` on one shard and write both files; the counts for the manifest."""
     if task["pieces"] is not None:
         spec = json.loads(task["pieces"])
-        table = _canonical(read_pieces(spec["sources"], spec["pieces"]))
+        table = read_pieces(spec["sources"], spec["pieces"], _ROW_GROUPS)
     else:
         table = read_parquet(task["src"])
+    table = _canonical(table)  # as the local executor gives it to the stage
     out = stage(table)
     rows_out = out.kept  # pools that yielded output, for pools-in, pairs-out stages
     write_shard(out.table, task["out"])
-    write_shard(_shift_rows(out.rejects, task["offset"]), task["rejects"])
+    write_shard(shift_reject_rows(out.rejects, task["offset"]), task["rejects"])
     return {
         "shard": task["shard"],
         "rows_in": table.num_rows,

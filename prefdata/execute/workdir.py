@@ -18,7 +18,8 @@ config switched back is free) until the input changes or the folder is deleted b
 The input: Parquet files are read where they are. The manifest records each shard as
 pieces of the files' row groups (``input.pieces``: ``[file, row_group, start, rows]``),
 computed from the footers, so nothing is copied and a shard is read by decoding its row
-groups (shards read in order decode each row group once). A table, a pipeline with no
+groups (the local executor reads shards in order and decodes each row group once; a Ray
+worker keeps the last row group it decoded). A table, a pipeline with no
 stage (its output is the input shards) and row groups too big to hold are cut into
 ``input/shard-*.parquet`` instead.
 
@@ -87,7 +88,7 @@ from prefdata.io.parquet import (
     read_row_group,
     write_shard,
 )
-from prefdata.pipeline import Funnel
+from prefdata.pipeline import Funnel, Pipeline
 from prefdata.schema import empty_rejects
 
 MANIFEST = "manifest.json"
@@ -242,11 +243,6 @@ class Manifest:
             and (not rec.get("stored", True) or self.output_path(key, shard).exists())
         )
 
-    def has_output(self, key: str, shard: int) -> bool:
-        """Done, with its output file in place (so the next stage can start from it)."""
-        rec = self.done(key, shard)
-        return rec is not None and rec.get("stored", True) and self.is_done(key, shard)
-
     def resume_point(self, keys: Sequence[str], shard: int) -> int:
         """The first stage to run on ``shard``: every stage before it is done and its input
         is at hand (the input shard, or the stored output of the stage before). Stages
@@ -259,13 +255,17 @@ class Manifest:
         >>> m.resume_point(["a", "b", "c"], 0)
         0
         """
-        done = [self.is_done(k, shard) for k in keys]
+        done = [self.is_done(k, shard) for k in keys]  # each record and file checked once
+        # done with its output file in place: the next stage can start from it
+        kept = [
+            d and self.done(k, shard).get("stored", True) for k, d in zip(keys, done, strict=True)
+        ]
         if keys:
-            done[-1] = self.has_output(keys[-1], shard)
+            done[-1] = kept[-1]
         i = done.index(False) if False in done else len(keys)
         if i == len(keys):
             return i
-        while i > 0 and not self.has_output(keys[i - 1], shard):
+        while i > 0 and not kept[i - 1]:
             i -= 1
         return i
 
@@ -544,11 +544,14 @@ class RowGroupCache:
     def __init__(self) -> None:
         self.key: tuple[str, int] | None = None
         self.table: pa.Table | None = None
+        self.footers: dict[str, pq.FileMetaData] = {}  # parsed once per file
 
     def get(self, path: str, group: int) -> pa.Table:
         if self.key != (path, group):
             self.key, self.table = None, None  # free the old group before reading the next
-            self.table = _conformed(read_row_group(path, group))
+            if path not in self.footers:
+                self.footers[path] = pq.ParquetFile(path).metadata
+            self.table = _conformed(read_row_group(path, group, metadata=self.footers[path]))
             self.key = (path, group)
         return self.table
 
@@ -806,15 +809,12 @@ def check_whole_input_fits(stages: Sequence[Any], num_shards: int) -> None:
 
 @contextlib.contextmanager
 def begin_run(
-    workdir: Path, stages: Sequence[Any], source: Any, shard_rows: int | None
+    workdir: Path, pipeline: Pipeline, source: Any, shard_rows: int | None
 ) -> Iterator[tuple[Manifest, list[str], list[int]]]:
     """What every executor does before the work: check the stages' columns against the
     source, lock the work directory, clear stray temp files, shard the input (once; None
     rows per shard: :func:`choose_shard_rows`) and record the pipeline in the manifest.
     Yields (manifest, stage keys, rows per shard)."""
-    from prefdata.pipeline import Pipeline
-
-    pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
     src = resolve_source(source)
     pipeline.check(source_schema(src))
     check_workdir(workdir)

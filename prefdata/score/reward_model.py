@@ -346,28 +346,27 @@ def vllm_classify_requests(
     return [{"prompt_token_ids": c[0]} for c in cut], [c[1] for c in cut]
 
 
-def vllm_classify_scores(
-    outputs: Sequence[Any], name: str, objectives: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Score fields from ``LLM.classify`` outputs (``ClassificationRequestOutput``).
+def vllm_classify_scores(outputs: Sequence[Any], fields: Sequence[str]) -> dict[str, np.ndarray]:
+    """Score fields from ``LLM.classify`` outputs (``ClassificationRequestOutput``): column i
+    of the head becomes ``fields[i]`` (the stage's :meth:`score_fields`, from
+    :func:`head_fields`, so labelled heads are named as :class:`RewardModel` names them).
 
     Each output's ``.outputs.probs`` holds one value per label; with
     ``PoolingParams(use_activation=False)`` these are the raw logits despite the name.
 
     >>> from types import SimpleNamespace as NS
     >>> outs = [NS(outputs=NS(probs=[0.5, -1.0])), NS(outputs=NS(probs=[2.0, 0.0]))]
-    >>> {k: v.tolist() for k, v in vllm_classify_scores(outs, "m", ["a", "b"]).items()}
+    >>> {k: v.tolist() for k, v in vllm_classify_scores(outs, ["m.a", "m.b"]).items()}
     {'m.a': [0.5, 2.0], 'm.b': [-1.0, 0.0]}
     """
-    if not outputs:
-        return {n: np.array([]) for n in _objective_names(name, objectives, len(objectives or [0]))}
     rows = [np.asarray(o.outputs.probs, dtype=np.float64).reshape(-1) for o in outputs]
     widths = {len(r) for r in rows}
-    if len(widths) != 1:
+    if len(widths) > 1:
         raise ValueError(f"vLLM returned outputs of differing widths {sorted(widths)}")
-    mat = np.stack(rows)
-    names = _objective_names(name, objectives, mat.shape[1])
-    return {n: mat[:, i] for i, n in enumerate(names)}
+    mat = np.stack(rows) if rows else np.zeros((0, len(fields)))
+    if mat.shape[1] != len(fields):
+        raise ValueError(f"the head gives {mat.shape[1]} values per candidate, not {list(fields)}")
+    return {n: mat[:, i] for i, n in enumerate(fields)}
 
 
 @dataclass(frozen=True)
@@ -412,8 +411,10 @@ class VLLMRewardModel(Scorer):
             **({"max_model_len": self.max_length} if self.max_length else {}),
             **dict(self.llm_kwargs),
         )
+        config = llm.llm_engine.model_config
+        check_head(self.name, self.objectives, config.hf_config, self.score_fields(), False)
         tok = llm.get_tokenizer()
-        limit = self.max_length or llm.llm_engine.model_config.max_model_len
+        limit = self.max_length or config.max_model_len
         self.resources.update(
             llm=llm, tokenizer=tok, params=PoolingParams(use_activation=False), max_length=limit
         )
@@ -431,14 +432,7 @@ class VLLMRewardModel(Scorer):
             ["" if x is None else x for x in view.responses],
             r["max_length"],
         )
-        if not reqs:
-            return with_scores(table, {f: np.array([]) for f in self.score_fields()})
-        outs = r["llm"].classify(reqs, pooling_params=r["params"], use_tqdm=False)
-        scores = vllm_classify_scores(outs, self.name, self.objectives)
-        if tuple(scores) != self.score_fields():
-            raise ValueError(
-                f"scorer {self.name!r}: the model gives {list(scores)} but the stage declared "
-                f"{list(self.score_fields())}"
-            )
+        outs = r["llm"].classify(reqs, pooling_params=r["params"], use_tqdm=False) if reqs else []
+        scores = vllm_classify_scores(outs, self.score_fields())
         flags = [[f"{self.name}_truncated"] if t else [] for t in truncated]
         return with_scores(table, scores, flags=flags)

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from prefdata.io.export._arrow import (
     Converted,
@@ -76,7 +75,7 @@ from prefdata.io.export.trl import (
     trl_reward_table,
     unpair,
 )
-from prefdata.pipeline import Funnel
+from prefdata.pipeline import Funnel, shift_reject_rows
 from prefdata.schema import empty_rejects
 
 FileFormat = Literal["jsonl", "parquet"]
@@ -297,9 +296,7 @@ class ShardedExport:
             part = self._shards[shard]
             paths += part.paths
             if part.rejects.num_rows:
-                rows = pc.add(part.rejects["row"], pa.scalar(offset, pa.int64()))
-                i = part.rejects.schema.get_field_index("row")
-                rejects.append(part.rejects.set_column(i, "row", rows))
+                rejects.append(shift_reject_rows(part.rejects, offset))
             # the export's own row count: trl-kto turns each pair into two rows
             offset += part.rows_in
             written += part.rows_written

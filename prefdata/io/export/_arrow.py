@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,7 @@ def column(table: pa.Table, name: str) -> pa.Array:
 
 
 def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    return values.cast(pa.string())
+    return one_chunk(values).cast(pa.string())
 
 
 def starts_of(lengths: np.ndarray) -> np.ndarray:
@@ -59,31 +56,19 @@ def offsets_of(lengths: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Messages:
     """A column of message lists held flat: ``role_array``/``contents`` and per-row
-    ``lengths``. Roles stay an Arrow array (a numpy object view, ``roles``, is made only
-    for the writers that index them in numpy): building and converting object arrays was
+    ``lengths``. Roles stay an Arrow array: building and converting numpy object arrays was
     half the cost of a TRL export.
 
     Null lists count as empty (validation rejects them before anything is written).
     """
 
-    role_array: pa.Array  # string (numpy or lists are converted)
+    role_array: pa.Array  # string
     contents: pa.Array  # string
     lengths: np.ndarray  # int64, one per row
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.role_array, pa.Array):
-            roles = pa.array(np.asarray(self.role_array, dtype=object), pa.string())
-            object.__setattr__(self, "role_array", roles)
-
-    @cached_property
-    def roles(self) -> np.ndarray:
-        """The roles as a numpy object array of str (or None)."""
-        return self.role_array.to_numpy(zero_copy_only=False)
-
     @classmethod
     def of(cls, lists: pa.Array | pa.ChunkedArray) -> Messages:
-        if isinstance(lists, pa.ChunkedArray):
-            lists = lists.combine_chunks()
+        lists = one_chunk(lists)
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
         flat = lists.flatten()
         return cls(
