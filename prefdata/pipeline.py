@@ -70,21 +70,25 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _records_json(table: pa.Table) -> list[str]:
-    """Each row as compact JSON, columnar through polars; per-row ``json.dumps`` for the
-    types polars cannot encode (the result is JSON-equal either way)."""
+def _records_json(table: pa.Table) -> pa.Array:
+    """Each row as compact JSON (a string array), columnar through polars; per-row
+    ``json.dumps`` for the types polars cannot encode (the result is JSON-equal either way).
+    """
     if table.num_rows == 0:
-        return []
+        return pa.array([], pa.string())
     try:
         import polars as pl
 
         encoded = pl.from_arrow(table).select(pl.struct(pl.all()).struct.json_encode())
-        return encoded.to_series().to_list()
+        return encoded.to_series().to_arrow().cast(pa.string())
     except Exception:  # noqa: BLE001 - any type polars rejects takes the slow, exact path
-        return [
-            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-            for r in table.to_pylist()
-        ]
+        return pa.array(
+            [
+                json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+                for r in table.to_pylist()
+            ],
+            pa.string(),
+        )
 
 
 def rejects_from(
@@ -107,17 +111,17 @@ def rejects_from(
     reasons = [reason] * n if isinstance(reason, str) else list(reason)
     fields = [field] * n if field is None or isinstance(field, str) else list(field)
     if prompt_ids is not None:
-        ids = list(prompt_ids)
+        ids = pa.array(list(prompt_ids), pa.string())
     elif "prompt_id" in table.column_names:
-        ids = table["prompt_id"].to_pylist()
+        ids = table["prompt_id"].cast(pa.string())
     else:
-        ids = [None] * n
+        ids = pa.nulls(n, pa.string())
     records = _records_json(table)
     return pa.table(
         {
             "stage": [stage] * n,
             "reason": reasons,
-            "row": list(rows) if rows is not None else [None] * n,
+            "row": pa.array(rows, pa.int64()) if rows is not None else pa.nulls(n, pa.int64()),
             "prompt_id": ids,
             "field": fields,
             "record": records,

@@ -33,6 +33,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -154,6 +155,7 @@ class ScoreStatsFit:
 
         >>> stats = ScoreStatsFit(("rm",)).update_files("pools/").stats()  # doctest: +SKIP
         """
+        reads = []
         for path in parquet_files(source):
             file = pq.ParquetFile(path)
             # candidates / <list> / <item> / scores / <name>: the list's inner names vary
@@ -166,8 +168,21 @@ class ScoreStatsFit:
             if not scores:
                 continue  # a pool file without scores stores no scores struct
             columns = ["prompt_id", *sorted(scores)]
-            for g in range(file.metadata.num_row_groups):
-                self.update(read_row_group(path, g, columns=columns, metadata=file.metadata))
+            reads += [
+                (path, g, columns, file.metadata) for g in range(file.metadata.num_row_groups)
+            ]
+
+        def read(job: tuple) -> pa.Table:
+            path, g, columns, metadata = job
+            return read_row_group(path, g, columns=columns, metadata=metadata)
+
+        # the next row group is read while this one is summed: two in memory at most
+        with ThreadPoolExecutor(1, thread_name_prefix="prefdata-stats") as pool:
+            ahead = pool.submit(read, reads[0]) if reads else None
+            for k in range(len(reads)):
+                table = ahead.result()
+                ahead = pool.submit(read, reads[k + 1]) if k + 1 < len(reads) else None
+                self.update(table)
         return self
 
     def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:

@@ -94,13 +94,13 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
     flagged = np.zeros(len(values), dtype=bool)
     if exclude_flags and values.type.get_field_index("flags") >= 0:
         flags = pc.struct_field(values, "flags")
-        hit = pc.is_in(pc.list_flatten(flags), pa.array(list(exclude_flags), pa.string()))
-        hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-        owner = pc.list_parent_indices(flags).to_numpy(zero_copy_only=False)
-        flagged = np.bincount(owner[hit], minlength=len(values)).astype(bool)
+        tags = pc.list_flatten(flags)
+        if len(tags):  # most pools carry no flag at all
+            hit = pc.is_in(tags, pa.array(list(exclude_flags), pa.string()))
+            hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
+            owner = pc.list_parent_indices(flags).to_numpy(zero_copy_only=False)
+            flagged = np.bincount(owner[hit], minlength=len(values)).astype(bool)
 
-    scores = np.full(len(values), np.nan)
-    null_score = np.zeros(len(values), dtype=bool)
     if score is not None:
         st = values.type.field("scores").type
         if st.get_field_index(score) < 0:
@@ -108,6 +108,9 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
         raw = pc.struct_field(values, ["scores", score])
         scores = pc.fill_null(raw.cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
         null_score = ~np.isfinite(scores)
+    else:
+        scores = np.full(len(values), np.nan)
+        null_score = np.zeros(len(values), dtype=bool)
     usable = ok & ~flagged & ~null_score
     return Flat(n, values, pool, scores, usable, flagged & ok, null_score & ok, sizes)
 

@@ -326,6 +326,17 @@ def _stamps(source: pa.Table | list[Path]) -> list[tuple[int, int]]:
     return [(st.st_size, st.st_mtime_ns) for st in (os.stat(p) for p in source)]
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (Linux: a thread's id is a task
+    id; elsewhere, or where not allowed, nothing changes). Work that can wait (hashing,
+    writing finished shards) then runs on the cores the stages leave idle."""
+    try:
+        if sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except Exception:  # noqa: BLE001 - not allowed here: normal priority
+        pass
+
+
 class BackgroundDigest:
     """:func:`source_digest` of a freshly planned input on a daemon thread, at low priority
     (Linux), so the first shards' decoding and stages get the cores; the run records it
@@ -344,11 +355,7 @@ class BackgroundDigest:
         thread.start()
 
     def _run(self, source, shard_rows: int, stamps) -> None:
-        try:
-            if sys.platform == "linux":  # nice this thread only (its id is a Linux tid)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
-        except Exception:  # noqa: BLE001 - not allowed here: normal priority
-            pass
+        lower_thread_priority(15)
         try:
             digest = source_digest(source, shard_rows, self.stop)
             if digest is not None and _stamps(source) == stamps:
