@@ -383,7 +383,7 @@ def polars_pairs(data: Path):
     )
 
 
-def run_polars(data: Path, out: Path, shard_rows: int) -> pa.Table:
+def run_polars(data: Path, out: Path, shard_rows: int):
     import polars as pl
 
     pools, pairs = polars_pairs(data)
@@ -396,21 +396,14 @@ def run_polars(data: Path, out: Path, shard_rows: int) -> pa.Table:
     )
     (out / "trl").mkdir(parents=True, exist_ok=True)
     trl.write_parquet(out / "trl/train.parquet")
-    all_pairs = pairs.select(
-        "prompt_id",
-        chosen_id="c_candidate_id",
-        rejected_id="r_candidate_id",
-        votes="votes",
-        strength_mean="strength_mean",
-    )
-    all_pairs.write_parquet(out / "all_pairs.parquet")  # for distilabel's check (untimed use)
-    return kept.select(
-        "prompt_id",
-        chosen_id="c_candidate_id",
-        rejected_id="r_candidate_id",
-        votes="votes",
-        strength_mean="strength_mean",
-    ).to_arrow()
+    cols = dict(chosen_id="c_candidate_id", rejected_id="r_candidate_id")
+    cols |= dict(votes="votes", strength_mean="strength_mean")
+
+    def check() -> pa.Table:  # after the clock stops: every pair, for distilabel's check
+        pairs.select("prompt_id", **cols).write_parquet(out / "all_pairs.parquet")
+        return kept.select("prompt_id", **cols).to_arrow()
+
+    return check
 
 
 # --------------------------------------------------------------------------- harness
@@ -441,19 +434,24 @@ def worker(impl: str, data: Path, out: Path, shard_rows: int, repeat: int) -> No
     sys.path.insert(0, str(ROOT))
     for mod in PRELOAD[impl]:
         importlib.import_module(mod)
-    times = []
+
+    def cpu() -> float:  # user + system time of every thread of this process
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return use.ru_utime + use.ru_stime
+
+    times, cpus = [], []
     for _ in range(repeat):
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu()
         check = RUNNERS[impl](data, out, shard_rows)
         times.append(time.perf_counter() - t0)
+        cpus.append(cpu() - c0)
     check = check() if callable(check) else check
     pq.write_table(check, out / "check.parquet")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps({"seconds": min(times), "times": times, "rss_mb": rss, "rows": check.num_rows})
-    )
+    res = {"seconds": min(times), "times": times, "cpu": cpus, "rss_mb": rss}
+    print(json.dumps({**res, "rows": check.num_rows}))
 
 
 def spawn(cmd: list[str], timeout: float | None) -> dict | str:
@@ -576,12 +574,16 @@ def main() -> None:
             if rnd and (impl in once or not isinstance(results.get(impl), dict)):
                 continue
             res = run_one(impl, args, data, root)
+            if isinstance(res, dict):
+                res["rounds"] = [res["seconds"]]  # this round's best, for paired ratios
             if isinstance(res, dict) and isinstance(results.get(impl), dict):
                 prev = results[impl]
                 res = {
                     **res,
                     "seconds": min(prev["seconds"], res["seconds"]),
                     "times": prev["times"] + res["times"],
+                    "cpu": prev.get("cpu", []) + res.get("cpu", []),
+                    "rounds": prev["rounds"] + res["rounds"],
                     "rss_mb": max(prev["rss_mb"], res["rss_mb"]),
                     "check": prev["check"]
                     if prev["check"] == res["check"]
@@ -600,25 +602,39 @@ def main() -> None:
     )
     print(
         f"{'implementation':<12} {'best s':>7} {'median s':>8} {'runs':>4} {'prompts/s':>10} "
-        f"{'cands/s':>11} {'x polars':>8} {'(median)':>8} {'peak RSS MB':>11}  pairs check"
+        f"{'cands/s':>11} {'x polars':>8} {'(median)':>8} {'CPU s':>6} {'peak RSS MB':>11}  "
+        "pairs check"
     )
     for impl, res in results.items():
         if not isinstance(res, dict):
             print(f"{impl:<12} {res}")
             continue
         s, med = res["seconds"], float(np.median(res.get("times", [res["seconds"]])))
+        cpu = float(np.median(res["cpu"])) if res.get("cpu") else float("nan")
         print(
             f"{impl:<12} {s:7.2f} {med:8.2f} {len(res.get('times', [s])):4d} {n / s:10,.0f} "
-            f"{n * K / s:11,.0f} {s / ref:8.2f} {med / ref_med:8.2f} {res['rss_mb']:11,.0f}  "
-            f"{res['check']}"
+            f"{n * K / s:11,.0f} {s / ref:8.2f} {med / ref_med:8.2f} {cpu:6.2f} "
+            f"{res['rss_mb']:11,.0f}  {res['check']}"
         )
-    if "prefdata" in ok:
-        best = ok["prefdata"]["seconds"]
+    print("CPU s: the median run's user + system seconds over all of its threads")
+    for fast in ("prefdata", "polars"):
+        if fast not in ok:
+            continue
+        best = ok[fast]["seconds"]
         for impl in ("loop", "distilabel", "pandas"):
-            if impl in ok:
-                print(
-                    f"prefdata is {ok[impl]['seconds'] / best:.1f}x faster than {impl} (best times)"
+            if impl in ok and impl != fast:
+                line = (
+                    f"{fast} is {ok[impl]['seconds'] / best:.1f}x faster than {impl} (best times)"
                 )
+                if impl == "loop" and len(ok[impl]["rounds"]) > 1:
+                    # each round's loop run against the same round's best: the box's speed
+                    # drifts between rounds, far less within one
+                    paired = [
+                        a / b for a, b in zip(ok[impl]["rounds"], ok[fast]["rounds"], strict=False)
+                    ]
+                    line += f"; per round {', '.join(f'{r:.1f}' for r in paired)}"
+                    line += f" (median {np.median(paired):.1f})"
+                print(line)
     if args.workdir is None:
         shutil.rmtree(root, ignore_errors=True)
 
