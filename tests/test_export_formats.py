@@ -288,6 +288,35 @@ def test_non_finite_margin_rejects_its_row_only(name, tmp_path):
     assert set(out.rejects["field"].to_pylist()) == {"margin"}
 
 
+@pytest.mark.parametrize(
+    ("name", "file_format"), [("openrlhf", None), ("trl-dpo", "jsonl"), ("trl-dpo", "parquet")]
+)
+def test_kept_non_finite_float_rejects_its_row_only_in_json(name, file_format, tmp_path):
+    """keep="all" carries strength_mean and the score structs; a NaN in them costs its row
+    in a JSON file (no NaN in JSON), and nothing in Parquet (which stores NaN)."""
+    rows = [
+        pair(0, [U], strength_mean=float("nan")),
+        pair(1, [U], strength_mean=0.5),
+        pair(2, [U], strength_mean=0.5),
+        pair(3, [U], chosen=None),  # the converter's own reject, in row order with the rest
+    ]
+    z = [0.1, 0.3, float("-inf"), 0.2]
+    scores = pa.array([{"rm": 1.0, "rm.z": x} for x in z])
+    table = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA).append_column("chosen_scores", scores)
+    out = export(table, name, tmp_path, keep="all", file_format=file_format)
+    assert out.rows_in == out.rows_written + out.rejects.num_rows == 4
+    if file_format == "parquet":
+        assert out.rejects["row"].to_pylist() == [3] and out.rows_written == 3
+        assert pq.read_table(out[0])["strength_mean"].is_nan().to_pylist()[0]
+        return
+    assert out.rejects["row"].to_pylist() == [0, 2, 3] and out.rows_written == 1
+    assert out.rejects["field"].to_pylist()[:2] == ["strength_mean", "chosen_scores.rm.z"]
+    assert out.rejects["reason"][0].as_py() == "strength_mean is NaN or infinite (JSON has no NaN)"
+    assert out.rejects["prompt_id"].to_pylist() == ["p0", "p2", "p3"]
+    lines = out[0].read_text().splitlines()
+    assert [json.loads(line)["strength_mean"] for line in lines] == [0.5]
+
+
 def test_listwise_rejects_a_nan_score_per_row(lists):
     bad = ranked([("a", 1.0, 1), ("b", float("nan"), 2)], pid="nan")
     table = pa.concat_tables([lists, pa.Table.from_pylist([bad], schema=LIST_SCHEMA)])

@@ -221,6 +221,8 @@ def export(
     converted = fmt.convert(table, **options)
     out = Path(out_dir)
     ff = file_format or fmt.file_format
+    if ff == "jsonl":  # JSON has no NaN: such a row is rejected, not the whole file
+        converted = converted.reject_non_finite()
     data_file = out / f"{split}.{ff}"
     if ff == "parquet":
         write_parquet_hf(converted.table, data_file)

@@ -289,11 +289,57 @@ class ExportResult(list):
 
 @dataclass(frozen=True)
 class Converted:
-    """A converted table and the input rows it rejected (``REJECTS_SCHEMA``)."""
+    """A converted table and the input rows it rejected (``REJECTS_SCHEMA``).
+
+    ``source`` and ``kept`` (when the converter gives them) are its input and the input row
+    of each converted row, so rows can still be moved to the rejects after conversion.
+    """
 
     table: pa.Table
     rejects: pa.Table
     rows_in: int
+    source: pa.Table | None = None
+    kept: np.ndarray | None = None
+    stage: str = "export"
+
+    def reject_non_finite(self) -> Converted:
+        """Move rows with a NaN or infinite float, at any depth, to the rejects (for JSON,
+        which has no NaN: its loaders would read null). The reason names the first such
+        field of the row.
+
+        >>> t = pa.table({"margin": [1.0, float("nan")], "s": [{"x": float("inf")}, {"x": 0.0}]})
+        >>> c = Converted(t, empty_rejects(), 2).reject_non_finite()
+        >>> c.table.num_rows, c.rejects["row"].to_pylist(), c.rejects["field"].to_pylist()
+        (0, [0, 1], ['s.x', 'margin'])
+        >>> c.rejects["reason"][0].as_py()
+        's.x is NaN or infinite (JSON has no NaN)'
+        """
+        n = self.table.num_rows
+        field = np.full(n, None, dtype=object)
+        for name, values, rows in _float_leaves(self.table):
+            finite = pc.fill_null(pc.is_finite(values), True).to_numpy(zero_copy_only=False)
+            hit = np.unique(rows[~finite])
+            hit = hit[field[hit] == None]  # noqa: E711 - elementwise: the first field counts
+            field[hit] = name
+        bad = np.flatnonzero(field != None)  # noqa: E711
+        if not bad.size:
+            return self
+        source = self.table if self.source is None else self.source
+        kept = np.arange(n) if self.kept is None else np.asarray(self.kept)
+        rows = kept[bad]
+        rejects = rejects_from(
+            source.take(pa.array(rows, pa.int64())),
+            self.stage,
+            [f"{f} is NaN or infinite (JSON has no NaN)" for f in field[bad]],
+            field=list(field[bad]),
+            rows=rows,
+        )
+        rejects = pa.concat_tables([self.rejects.cast(rejects.schema), rejects])
+        rejects = rejects.take(pc.sort_indices(rejects["row"]))  # input order, as elsewhere
+        ok = np.ones(n, dtype=bool)
+        ok[bad] = False
+        table = self.table.filter(pa.array(ok))
+        return Converted(table, rejects, self.rows_in, source, kept[ok], self.stage)
 
 
 def finish(
@@ -319,7 +365,7 @@ def finish(
     )
     # every row kept (the usual case): no copy of the whole table
     kept = source if not len(bad_idx) else source.take(pa.array(keep_idx, pa.int64()))
-    return Converted(build(kept, keep_idx), rejects, source.num_rows)
+    return Converted(build(kept, keep_idx), rejects, source.num_rows, source, keep_idx, stage)
 
 
 # ---------------------------------------------------------------- writing
@@ -331,7 +377,7 @@ def write_jsonl(table: pa.Table, path: Path) -> Path:
     Non-finite floats, at any depth, are refused: JSON has no NaN and the loaders would
     read null. The converters reject such rows first; this guards the writer itself.
     """
-    for name, values in _float_leaves(table):
+    for name, values, _ in _float_leaves(table):
         finite = pc.fill_null(pc.is_finite(values), True)
         if not pc.all(finite).as_py():
             raise ValueError(f"column {name!r} has NaN or infinite values")
@@ -341,27 +387,32 @@ def write_jsonl(table: pa.Table, path: Path) -> Path:
     return atomic_path(path, lambda p: df.write_ndjson(p))
 
 
-def _float_leaves(table: pa.Table) -> list[tuple[str, pa.Array]]:
-    """Every floating-point leaf of ``table`` (inside lists and structs too), flattened.
+def _float_leaves(table: pa.Table) -> list[tuple[str, pa.Array, np.ndarray]]:
+    """Every floating-point leaf of ``table`` (inside lists and structs too), flattened,
+    with the table row of each value.
 
-    >>> t = pa.table({"r": [[1.0, 2.0]], "s": [{"x": 0.5}], "n": [1]})
-    >>> [(name, len(v)) for name, v in _float_leaves(t)]
-    [('r', 2), ('s.x', 1)]
+    >>> t = pa.table({"r": [[1.0, 2.0], [3.0]], "s": [{"x": 0.5}, {"x": 1.5}], "n": [1, 2]})
+    >>> [(name, len(v), rows.tolist()) for name, v, rows in _float_leaves(t)]
+    [('r', 3, [0, 0, 1]), ('s.x', 2, [0, 1])]
     """
 
-    def walk(name: str, arr: pa.Array) -> list[tuple[str, pa.Array]]:
+    def walk(name: str, arr: pa.Array, rows: np.ndarray) -> list:
         t = arr.type
         if pa.types.is_floating(t):
-            return [(name, arr)]
+            return [(name, arr, rows)]
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            return walk(name, arr.flatten())
+            parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+            return walk(name, arr.flatten(), rows[parents])
         if pa.types.is_struct(t):
             return [
-                leaf for i, f in enumerate(t) for leaf in walk(f"{name}.{f.name}", arr.field(i))
+                leaf
+                for i, f in enumerate(t)
+                for leaf in walk(f"{name}.{f.name}", pc.struct_field(arr, [i]), rows)
             ]
         return []
 
-    return [leaf for name in table.column_names for leaf in walk(name, column(table, name))]
+    rows = np.arange(table.num_rows)
+    return [leaf for name in table.column_names for leaf in walk(name, column(table, name), rows)]
 
 
 def check_finite(reasons: Reasons, table: pa.Table, name: str) -> None:
