@@ -79,12 +79,14 @@ class Lists(ConstructStage):
             keep &= within < self.top_k
         order, src, rank = order[keep], src[keep], rank[keep]
 
-        for i in range(n):
+        # only the rejected pools get a reason: no Python runs per kept pool
+        tied = all_tied & (not self.allow_ties)
+        rejected = np.flatnonzero(invalid | few | tied)
+        for i in rejected.tolist():
             if reasons[i] is None and few[i]:
                 reasons[i], fields[i] = "fewer than two usable candidates", few_fields[i]
-            elif reasons[i] is None and all_tied[i] and not self.allow_ties:
+            elif reasons[i] is None:
                 reasons[i], fields[i] = "all usable candidates tie", f"scores.{self.score}"
-        rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
         rejects = pool_rejects(table, self.name, reasons, fields, rejected)
         return self._assemble(table, flat, order, src, rank), src, rejects
 

@@ -54,7 +54,7 @@ strategy's order.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -229,7 +229,8 @@ class Pairs(ConstructStage):
         idx = np.flatnonzero(usable)
         score_field = f"scores.{self.score}"
         tie = ("all usable candidates tie", score_field)
-        none_reason: list[tuple[str, str] | None] = [None] * n
+        # why a pool has no candidate pair; read only for the pools that end up rejected
+        none_reason: Callable[[int], tuple[str, str] | None] = lambda i: None  # noqa: E731
         seeds: dict[int, int] = {}
         s = self.strategy
         if s in ("best-worst", "best-random", "sweet-spot"):
@@ -243,10 +244,10 @@ class Pairs(ConstructStage):
                     worst = np.where(same, _second(idx, score, pool, n, best), worst)
             elif s == "sweet-spot":
                 worst = self._sweet_spot(idx, flat, best)
-                none_reason = [tie] * n
+                none_reason = lambda i: tie  # noqa: E731
             else:
                 worst, seeds = self._random_lower(table, idx, flat, best)
-                none_reason = [tie] * n
+                none_reason = lambda i: tie  # noqa: E731
             ok = has & (worst >= 0)
             c, r = best[ok], worst[ok]
             return c, r, (), none_reason, seeds
@@ -255,7 +256,7 @@ class Pairs(ConstructStage):
         if s == "all-pairs":
             keep = (sa > sb) | ((sa == sb) & (pos[a] < pos[b]))
             keys = (pos[b], pos[a], -(sa - sb))
-            none_reason = [tie] * n
+            none_reason = lambda i: tie  # noqa: E731
         elif s == "curriculum":
             best = first_per_pool(idx, -score, pool, n)
             keep = a == best[pool[a]]
@@ -265,14 +266,11 @@ class Pairs(ConstructStage):
             keys = (pos[b], pos[a], -(sa - sb))
             passing = np.bincount(pool[idx], weights=score[idx] >= self.threshold, minlength=n)
             failing = np.bincount(pool[idx], weights=score[idx] < self.threshold, minlength=n)
-            none_reason = [
-                ("no passing candidate", score_field)
-                if passing[i] == 0
-                else ("no failing candidate", score_field)
-                if failing[i] == 0
-                else None
-                for i in range(n)
-            ]
+
+            def none_reason(i: int) -> tuple[str, str] | None:
+                if passing[i] == 0:
+                    return ("no passing candidate", score_field)
+                return ("no failing candidate", score_field) if failing[i] == 0 else None
         else:  # by-generator
             gen = flat.column("generator")
             is_x = pc.fill_null(pc.is_in(gen, pa.array(self.chosen_generators)), False)
@@ -284,14 +282,14 @@ class Pairs(ConstructStage):
             nx = np.bincount(pool[idx], weights=is_x[idx], minlength=n)
             ny = np.bincount(pool[idx], weights=is_y[idx], minlength=n)
             gen_field = "candidates.generator"
-            none_reason = [
-                ("no usable candidate from the chosen generators", gen_field)
-                if nx[i] == 0
-                else ("no usable candidate from the rejected generators", gen_field)
-                if ny[i] == 0
-                else None
-                for i in range(n)
-            ]
+
+            def none_reason(i: int) -> tuple[str, str] | None:
+                if nx[i] == 0:
+                    return ("no usable candidate from the chosen generators", gen_field)
+                if ny[i] == 0:
+                    return ("no usable candidate from the rejected generators", gen_field)
+                return None
+
         c, r = a[keep], b[keep]
         return c, r, tuple(k[keep] for k in keys), none_reason, seeds
 
@@ -381,7 +379,7 @@ class Pairs(ConstructStage):
             elif few[i]:
                 reasons[i], fields[i] = "fewer than two usable candidates", few_fields[i]
             elif steps[0][0][i] == 0:
-                reasons[i], fields[i] = none_reason[i] or ("no candidate pair", "candidates")
+                reasons[i], fields[i] = none_reason(i) or ("no candidate pair", "candidates")
             else:
                 reasons[i], fields[i] = next((w, f) for cnt, w, f in steps[1:] if cnt[i] == 0)
         rejects = pool_rejects(table, self.name, reasons, fields, rejected)

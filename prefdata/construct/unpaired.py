@@ -61,7 +61,6 @@ class Unpaired(ConstructStage):
             raise ValueError("min_candidates must be at least 1")
 
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
-        n = table.num_rows
         invalid, reasons, fields = invalid_pools(table)
         flat = flatten(table, self.score, self.exclude_flags)
         few, few_fields = few_usable_reasons(flat, self.score, self.min_candidates)
@@ -71,10 +70,10 @@ class Unpaired(ConstructStage):
             if self.min_candidates == 1
             else f"fewer than {self.min_candidates} usable candidates"
         )
-        for i in range(n):
-            if reasons[i] is None and few[i]:
+        rejected = np.flatnonzero(invalid | few)  # only these get a reason (no loop over all)
+        for i in rejected.tolist():
+            if reasons[i] is None:
                 reasons[i], fields[i] = what, few_fields[i]
-        rejected = np.array([i for i in range(n) if reasons[i] is not None], dtype=np.int64)
         rejects = pool_rejects(table, self.name, reasons, fields, rejected)
         ii, src = pa.array(idx, pa.int64()), pa.array(flat.pool[idx], pa.int64())
         score = flat.score[idx]
