@@ -623,8 +623,11 @@ def main() -> None:
         best = ok[fast]["seconds"]
         for impl in ("loop", "distilabel", "pandas"):
             if impl in ok and impl != fast:
+                x = ok[impl]["seconds"] / best
                 line = (
-                    f"{fast} is {ok[impl]['seconds'] / best:.1f}x faster than {impl} (best times)"
+                    f"{fast} is {x:.1f}x faster than {impl} (best times)"
+                    if x >= 1
+                    else f"{fast} takes {1 / x:.2f}x {impl}'s time (best times)"
                 )
                 if impl == "loop" and len(ok[impl]["rounds"]) > 1:
                     # each round's loop run against the same round's best: the box's speed
