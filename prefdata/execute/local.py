@@ -61,7 +61,6 @@ from prefdata.execute.workdir import (
     Source,
     WorkdirInfo,
     begin_run,
-    lower_thread_priority,
     open_workdir,
 )
 from prefdata.io.parquet import from_parquet_layout, read_parquet, write_shard
@@ -200,18 +199,8 @@ class LocalExecutor:
                 initial=sum(n for n, i in zip(shard_counts, starts, strict=True) if i == len(keys)),
                 enabled=self.progress,
             ) as bar,
-            ThreadPoolExecutor(
-                1,
-                thread_name_prefix="prefdata-write",
-                initializer=lower_thread_priority,
-                initargs=(5,),
-            ) as writer,
-            ThreadPoolExecutor(
-                1,
-                thread_name_prefix="prefdata-sink",
-                initializer=lower_thread_priority,
-                initargs=(5,),
-            ) as exporter,
+            ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
+            ThreadPoolExecutor(1, thread_name_prefix="prefdata-sink") as exporter,
         ):
 
             def submit(fn: Callable, *args, on: ThreadPoolExecutor = writer) -> None:
