@@ -56,6 +56,8 @@ for every prompt, the same kept prompts, and (a, b, c) the same ``votes`` and
 Timing: the implementations alternate over ``--rounds`` fresh processes (``--repeat`` runs
 in each; distilabel runs once), and the best and the median of all runs are reported, with
 their ratios to polars' best and median: on a shared box the speed drifts within minutes.
+Also reported: the median run's CPU seconds (user + system, all threads), and each round's
+loop run against prefdata's and polars' best of the same round (and their median).
 
     .venv/bin/python benchmarks/bench_construct.py                   # P = 50,000 (about 2 min)
     .venv/bin/python benchmarks/bench_construct.py --prompts 100000 --repeat 3 --rounds 4
