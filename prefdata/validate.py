@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_parents
 from prefdata.schema import PROMPT_END_ROLES, ROLES, conform_types
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "source", "metadata", "candidates")
@@ -82,7 +83,7 @@ class _Flat:
 
     def __init__(self, arr: pa.Array):
         self.values = arr.flatten()
-        self.parent = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.parent = list_parents(arr)
         k = np.arange(len(self.parent), dtype=np.int64)
         self.pos = k - np.searchsorted(self.parent, self.parent, side="left")
 

@@ -131,6 +131,20 @@ def test_update_files_reads_only_scores_and_matches_update(tmp_path, monkeypatch
     assert read[0].names == ["prompt_id", "candidates"] and [f.name for f in cand] == ["scores"]
 
 
+def test_a_null_candidate_list_over_hidden_candidates_counts_none():
+    """A null list may still span values (valid Arrow; polars leaves such lists): the
+    statistics and the z-scores see only the visible candidates."""
+    t = pools([[100.0, 200.0], [1.0, 3.0]])
+    lists = t["candidates"].combine_chunks()
+    hidden = pa.ListArray.from_arrays(lists.offsets, lists.values, mask=pa.array([True, False]))
+    t = t.set_column(t.schema.get_field_index("candidates"), "candidates", hidden)
+    stats = ScoreStatsFit().update(t).stats()["rm"]
+    assert (stats.count, stats.mean, stats.m2) == (2, 2.0, 2.0)
+    out = Normalise("zscore")(t).table
+    first, second = out["candidates"].to_pylist()
+    assert first is None and [c["scores"]["rm.z"] for c in second] == [-1.0, 1.0]
+
+
 def test_prompt_zscore_and_rank_hand_computed():
     table = pools([[1.0, 3.0], [3.0, 1.0, 3.0], [7.0], [2.0, 2.0]])
     pz = normalised(Normalise(method="prompt_zscore")(table).table, "rm.pz")

@@ -139,6 +139,26 @@ def test_null_scores_and_flags():
     assert ("f/1", "f/2", 8.0) in picks(unflagged)
 
 
+def test_flags_hidden_under_a_null_candidate_are_ignored():
+    """A null candidate whose struct still holds a flag list (valid Arrow, which masked
+    structs and polars produce): the hidden flag flags nobody, the visible one its own."""
+    good = table(pool("h", [1.0, 3.0, 2.0], flags=[("empty",), (), ("empty",)]))
+    cands = good["candidates"].combine_chunks()
+    values = cands.values
+    kids = [values.field(i) for i in range(values.type.num_fields)]
+    hidden = pa.StructArray.from_arrays(
+        kids, fields=list(values.type), mask=pa.array([True, False, False])
+    )
+    lists = pa.ListArray.from_arrays(cands.offsets, hidden)
+    t = good.set_column(good.schema.get_field_index("candidates"), "candidates", lists)
+    assert t["candidates"].to_pylist()[0][0] is None
+    out = Pairs("best-worst", score="rm")(t)
+    assert picks(out) == []  # one usable candidate left: position 1
+    assert reasons(out) == [("h", "fewer than two usable candidates", "candidates.flags")]
+    kept = Pairs("best-worst", score="rm", exclude_flags=())(t)
+    assert picks(kept) == [("h/1", "h/2", 1.0)]
+
+
 def test_sweet_spot_picks_mean_minus_k_std():
     # 12 candidates: 0, 1 and ten 2s. mean = 21/12 = 1.75; population variance =
     # (1.75^2 + 0.75^2 + 10 * 0.25^2) / 12 = 4.25 / 12, std = 0.5951; mean - 2 std = 0.5598,

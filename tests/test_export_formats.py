@@ -317,6 +317,26 @@ def test_kept_non_finite_float_rejects_its_row_only_in_json(name, file_format, t
     assert [json.loads(line)["strength_mean"] for line in lines] == [0.5]
 
 
+def test_non_finite_check_follows_rows_through_null_lists_and_structs():
+    """Values a null list or struct still spans (polars' when/then/otherwise, masked
+    structs) belong to no row: they neither shift the row mapping nor reject anything."""
+    import polars as pl
+
+    from prefdata.io.export._arrow import Converted
+    from prefdata.schema import empty_rejects
+
+    nan = float("nan")
+    df = pl.DataFrame({"x": [[1.0, nan], [nan], [4.0, nan]], "k": [False, True, True]})
+    x = df.select(pl.when(pl.col("k")).then(pl.col("x")).otherwise(None)).to_arrow()["x"]
+    s = pa.StructArray.from_arrays(
+        [pa.array([[nan], [1.0], [2.0]])], ["a"], mask=pa.array([True, False, False])
+    )
+    conv = Converted(pa.table({"x": x, "s": s}), empty_rejects(), 3).reject_non_finite()
+    assert conv.rejects["row"].to_pylist() == [1, 2]
+    assert conv.rejects["field"].to_pylist() == ["x", "x"]
+    assert conv.table.num_rows == 1 and conv.table["s"].to_pylist() == [None]
+
+
 def test_listwise_rejects_a_nan_score_per_row(lists):
     bad = ranked([("a", 1.0, 1), ("b", float("nan"), 2)], pid="nan")
     table = pa.concat_tables([lists, pa.Table.from_pylist([bad], schema=LIST_SCHEMA)])

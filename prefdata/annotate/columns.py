@@ -67,13 +67,32 @@ def plain_list(column: pa.ChunkedArray | pa.Array) -> pa.ListArray:
     return arr.cast(pa.list_(arr.type.value_type)) if pa.types.is_large_list(arr.type) else arr
 
 
+def list_lengths(lists: pa.Array) -> np.ndarray:
+    """Each list's length as int64, 0 for a null list."""
+    return (
+        pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    )
+
+
+def list_parents(lists: pa.Array) -> np.ndarray:
+    """The row of each value of ``lists.flatten()``. Unlike ``pc.list_parent_indices`` it
+    has no entry for the values a null list may still span (valid Arrow, which polars and
+    masked structs produce), which ``flatten()`` leaves out.
+
+    >>> null = pa.array([False, True, False])
+    >>> lists = pa.ListArray.from_arrays([0, 2, 3, 4], [1, 2, 3, 4], mask=null)
+    >>> lists.flatten().to_pylist(), list_parents(lists).tolist()
+    ([1, 2, 4], [0, 0, 2])
+    """
+    return np.repeat(np.arange(len(lists), dtype=np.int64), list_lengths(lists))
+
+
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
     lists = plain_list(table[column])
-    offsets = lists.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
+    counts = list_lengths(lists)  # not the offsets: a null list may span hidden values
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     values = lists.flatten()
-    counts = np.diff(offsets)
     parents = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
     mask = lists.is_null() if lists.null_count else None
     return FlatCandidates(values, parents, offsets, mask)

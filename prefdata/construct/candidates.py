@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import plain_list
+from prefdata.annotate.columns import list_lengths, list_parents, plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, rejects_from
 from prefdata.schema import empty_rejects
@@ -81,8 +81,7 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
     """Flatten the ``candidates`` column of a pool table (see the module docstring)."""
     lists = plain_list(table["candidates"])
     n = len(lists)
-    sizes = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    sizes = sizes.astype(np.int64)
+    sizes = list_lengths(lists)
     values = pc.list_flatten(lists)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
@@ -98,7 +97,7 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
         if len(tags):  # most pools carry no flag at all
             hit = pc.is_in(tags, pa.array(list(exclude_flags), pa.string()))
             hit = pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
-            owner = pc.list_parent_indices(flags).to_numpy(zero_copy_only=False)
+            owner = list_parents(flags)
             flagged = np.bincount(owner[hit], minlength=len(values)).astype(bool)
 
     if score is not None:

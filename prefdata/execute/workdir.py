@@ -327,7 +327,7 @@ def _stamps(source: pa.Table | list[Path]) -> list[tuple[int, int]]:
 
 
 def lower_thread_priority(nice: int) -> None:
-    """Lower the calling thread's CPU priority by ``nice`` (Linux: a thread's id is a task
+    """Set the calling thread's nice value to ``nice`` (Linux: a thread's id is a task
     id; elsewhere, or where not allowed, nothing changes), so work that can wait runs on
     the cores the stages leave idle. Threads it starts inherit the priority: use it only
     on threads that start none (the digest: hashlib over file bytes or IPC buffers)."""

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_parents
 from prefdata.generate.base import (
     ChatBackend,
     ChatResult,
@@ -218,10 +219,9 @@ class Sample(Stage):
     def _first_indices(self, candidates: pa.Array) -> np.ndarray:
         """Per row, the first free sample index of this generator (vectorised)."""
         rows = len(candidates)
-        lengths = pc.fill_null(pc.list_value_length(candidates), 0).to_numpy(zero_copy_only=False)
-        if not lengths.sum():
+        parents = list_parents(candidates)
+        if not parents.size:
             return np.zeros(rows, dtype=np.int64)
-        parents = pc.list_parent_indices(candidates).to_numpy()
         flat = pc.list_flatten(candidates)
         mine = pc.fill_null(pc.equal(flat.field("generator"), self.generator_name), False)
         mine = mine.to_numpy(zero_copy_only=False)

@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata import ids
+from prefdata.annotate.columns import list_parents
 from prefdata.io.hh import split_pair
 from prefdata.pipeline import StageOutput, rejects_from
 from prefdata.schema import (
@@ -752,7 +753,7 @@ def _ultrafeedback(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
     for r in np.flatnonzero(~_np_bool(comps.is_valid())):
         rej.add(r, "completions", "missing (null)")
     flat = comps.flatten()
-    parent = pc.list_parent_indices(comps).to_numpy().astype(np.int64)
+    parent = list_parents(comps)
     pos = np.arange(len(parent)) - np.searchsorted(parent, parent, side="left")
     m = len(flat)
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import one_chunk
+from prefdata.annotate.columns import list_parents, one_chunk
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
@@ -401,8 +401,7 @@ def _float_leaves(table: pa.Table) -> list[tuple[str, pa.Array, np.ndarray]]:
         if pa.types.is_floating(t):
             return [(name, arr, rows)]
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-            return walk(name, arr.flatten(), rows[parents])
+            return walk(name, arr.flatten(), rows[list_parents(arr)])
         if pa.types.is_struct(t):
             return [
                 leaf
