@@ -159,6 +159,18 @@ def test_flags_hidden_under_a_null_candidate_are_ignored():
     assert picks(kept) == [("h/1", "h/2", 1.0)]
 
 
+def test_recorded_pairs_skip_a_null_lists_hidden_candidates():
+    from prefdata.construct.recorded import RecordedPairs
+
+    t = pa.Table.from_pylist([pool(p, [1.0, 0.0]) for p in ("a", "b")], schema=pool_schema(["rm"]))
+    lists = t["candidates"].combine_chunks()
+    hidden = pa.ListArray.from_arrays(lists.offsets, lists.values, mask=pa.array([True, False]))
+    t = t.set_column(t.schema.get_field_index("candidates"), "candidates", hidden)
+    out = RecordedPairs(preference="rm")(t)
+    assert picks(out) == [("b/0", "b/1", None)]
+    assert reasons(out)[0][0] == "a"
+
+
 def test_sweet_spot_picks_mean_minus_k_std():
     # 12 candidates: 0, 1 and ten 2s. mean = 21/12 = 1.75; population variance =
     # (1.75^2 + 0.75^2 + 10 * 0.25^2) / 12 = 4.25 / 12, std = 0.5951; mean - 2 std = 0.5598,

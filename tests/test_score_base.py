@@ -58,6 +58,29 @@ def test_with_scores_on_sliced_and_chunked_tables(pools):
     assert again["candidates"].to_pylist()[0][0]["flags"] == ["f", "h"]
 
 
+def hide_first_pool(table):
+    """The first pool's candidate list made null while its offsets still span its two
+    candidates (valid Arrow: polars and masked arrays leave such lists)."""
+    lists = table["candidates"].combine_chunks()
+    null = pa.array([True] + [False] * (len(lists) - 1))
+    hidden = pa.ListArray.from_arrays(lists.offsets, lists.values, mask=null)
+    return table.set_column(table.schema.get_field_index("candidates"), "candidates", hidden)
+
+
+def test_with_scores_and_views_skip_a_null_lists_hidden_candidates(pools):
+    from prefdata.score.base import candidates_view
+
+    t = hide_first_pool(pools)
+    assert t["candidates"].to_pylist()[0] is None
+    view = candidates_view(t)
+    assert view.row.tolist() == [1] and view.offsets.tolist() == [0, 0, 1, 1]
+    assert view.responses == ["- apple\n- pear\n- fig"]
+    out = with_scores(t, {"a": [5.0]}, flags=[["x"]])
+    first, second, third = out["candidates"].to_pylist()
+    assert first is None and third == []
+    assert second[0]["scores"]["a"] == 5.0 and second[0]["flags"] == ["x"]
+
+
 def test_with_scores_rejects_misaligned_values(pools):
     with pytest.raises(ValueError, match="3 candidates"):
         with_scores(pools, {"s": [1.0]})

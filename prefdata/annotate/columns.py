@@ -74,6 +74,12 @@ def list_lengths(lists: pa.Array) -> np.ndarray:
     )
 
 
+def list_offsets(lists: pa.Array) -> np.ndarray:
+    """List offsets (int64, from 0, one more than rows) into ``lists.flatten()``, which
+    leaves out what a null list still spans (see :func:`list_parents`)."""
+    return np.concatenate([[0], np.cumsum(list_lengths(lists))]).astype(np.int64)
+
+
 def list_parents(lists: pa.Array) -> np.ndarray:
     """The row of each value of ``lists.flatten()``. Unlike ``pc.list_parent_indices`` it
     has no entry for the values a null list may still span (valid Arrow, which polars and
@@ -90,10 +96,9 @@ def list_parents(lists: pa.Array) -> np.ndarray:
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
     lists = plain_list(table[column])
-    counts = list_lengths(lists)  # not the offsets: a null list may span hidden values
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    offsets = list_offsets(lists)  # not lists.offsets: a null list may span hidden values
     values = lists.flatten()
-    parents = np.repeat(np.arange(len(lists), dtype=np.int64), counts)
+    parents = list_parents(lists)
     mask = lists.is_null() if lists.null_count else None
     return FlatCandidates(values, parents, offsets, mask)
 

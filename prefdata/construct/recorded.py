@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_offsets
 from prefdata.construct.candidates import ConstructStage, dumps, provenance_prefix
 from prefdata.construct.pairs import pair_schema
 from prefdata.pipeline import rejects_from
@@ -63,7 +64,7 @@ class RecordedPairs(ConstructStage):
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         lists = table["candidates"].combine_chunks()
         flat = pc.list_flatten(lists)
-        offsets = lists.offsets.to_numpy()
+        offsets = list_offsets(lists)
         ids = pc.struct_field(flat, "candidate_id").to_pylist()
         has_pref = flat.type.field("scores").type.get_field_index(self.preference) >= 0
         pref = (

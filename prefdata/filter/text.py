@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import one_chunk
+from prefdata.annotate.columns import list_offsets, one_chunk
 
 _array = one_chunk
 
@@ -132,13 +132,19 @@ def text_hash(texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def prompt_text(table: pa.Table, column: str = "prompt") -> pa.Array:
-    """The contents of every prompt turn joined with newlines, one string per row."""
+    """The contents of every prompt turn joined with newlines, one string per row (a null
+    prompt gives ``""``, also when its list still spans messages).
+
+    >>> msgs = pa.array([[{"role": "system", "content": "Be brief."},
+    ...                   {"role": "user", "content": "Hi"}], [{"role": "user", "content": "x"}]])
+    >>> null = pa.ListArray.from_arrays(msgs.offsets, msgs.values, mask=pa.array([False, True]))
+    >>> prompt_text(pa.table({"prompt": null})).to_pylist()
+    ['Be brief.\\nHi', '']
+    """
     lists = _array(table[column])
-    offsets = lists.offsets
     contents = pc.struct_field(lists.flatten(), "content")
-    base = offsets[0].as_py()
-    rebased = pc.subtract(offsets, pa.scalar(base, offsets.type))
-    joined = pa.ListArray.from_arrays(rebased, contents)
+    offsets = pa.array(list_offsets(lists).astype(np.int32))
+    joined = pa.ListArray.from_arrays(offsets, contents)  # a null prompt joins to ""
     return pc.binary_join(joined, "\n")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import plain_list
+from prefdata.annotate.columns import list_lengths, list_offsets, list_parents, plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage
 from prefdata.schema import empty_scores
@@ -58,7 +58,7 @@ def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.L
     n = len(old)
     if len(new) != n:
         raise ValueError(f"flags has {len(new)} entries for {n} candidates")
-    old_off = old.offsets.to_numpy()
+    old_off = list_offsets(old)
     old_vals = old.flatten()
     existing = None
     add_counts = np.zeros(n, dtype=np.int64)
@@ -70,7 +70,7 @@ def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.L
         fresh = [f for f in dict.fromkeys(new[i]) if f not in have]
         add_counts[i] = len(fresh)
         add_vals.extend(fresh)
-    old_counts = np.diff(old_off)
+    old_counts = list_lengths(old)
     counts = old_counts + add_counts
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     # Index into concat(old values, new values): candidate i takes its old range, then its new.
@@ -104,8 +104,7 @@ def with_scores(
     if "candidates" not in table.column_names:
         raise KeyError("pool table lacks column 'candidates'")
     lists = plain_list(table["candidates"])
-    offsets = lists.offsets
-    cands: pa.StructArray = lists.flatten()  # respects slicing
+    cands: pa.StructArray = lists.flatten()  # respects slicing and hidden values
     n = len(cands)
     cand_type: pa.StructType = cands.type
     old_scores: pa.StructArray = cands.field("scores")
@@ -136,7 +135,7 @@ def with_scores(
         children.append(col)
         names.append(f.name)
     new_cands = pa.StructArray.from_arrays(children, names=names, mask=pc.invert(cands.is_valid()))
-    off = pc.subtract(offsets, offsets[0]) if len(offsets) else offsets
+    off = pa.array(list_offsets(lists).astype(np.int32))
     new_lists = pa.ListArray.from_arrays(off, new_cands, mask=pc.invert(lists.is_valid()))
     i = table.column_names.index("candidates")
     return table.set_column(i, pa.field("candidates", new_lists.type), new_lists)
@@ -166,15 +165,10 @@ class Candidates:
 
 def candidates_view(table: pa.Table) -> Candidates:
     lists = plain_list(table["candidates"])
-    off = lists.offsets.to_numpy().astype(np.int64)
-    off = off - off[0]
-    counts = np.diff(off)
-    if lists.null_count:
-        counts = np.where(lists.is_valid().to_numpy(zero_copy_only=False), counts, 0)
     struct = lists.flatten()
     return Candidates(
-        row=np.repeat(np.arange(len(lists)), counts),
-        offsets=off,
+        row=list_parents(lists),
+        offsets=list_offsets(lists),
         responses=struct.field("response").to_pylist(),
         struct=struct,
     )
