@@ -149,6 +149,21 @@ def test_same_generator_again_continues_sample_indices(sampler):
         assert len({c["seed"] for c in row["candidates"]}) == 6
 
 
+def test_first_free_index_ignores_a_null_candidates_hidden_fields(sampler):
+    """A null candidate may keep child values (valid Arrow): its hidden generator and
+    sample_index must not move where this generator's new samples start."""
+    name = sampler.generator_name
+    rows = [{"generator": name, "sample_index": i} for i in (7, 0, 1)]
+    kids = pa.Table.from_pylist(rows)
+    cands = pa.StructArray.from_arrays(
+        [kids["generator"].combine_chunks(), kids["sample_index"].combine_chunks()],
+        names=["generator", "sample_index"],
+        mask=pa.array([True, False, False]),
+    )
+    lists = pa.ListArray.from_arrays(pa.array([0, 3], pa.int32()), cands)
+    assert sampler._first_indices(lists).tolist() == [2]
+
+
 def test_bad_and_too_long_prompts_go_to_rejects(sampler):
     bad = [
         [{"role": "user", "content": "sea sky " * 400}],  # longer than the 512-token context

@@ -223,9 +223,12 @@ class Sample(Stage):
         if not parents.size:
             return np.zeros(rows, dtype=np.int64)
         flat = pc.list_flatten(candidates)
-        mine = pc.fill_null(pc.equal(flat.field("generator"), self.generator_name), False)
+        # struct_field, not field(): a null candidate's hidden children must not count
+        gen = pc.struct_field(flat, "generator")
+        mine = pc.fill_null(pc.equal(gen, self.generator_name), False)
         mine = mine.to_numpy(zero_copy_only=False)
-        idx = pc.fill_null(flat.field("sample_index"), -1).to_numpy(zero_copy_only=False)
+        idx = pc.struct_field(flat, "sample_index")
+        idx = pc.fill_null(idx, -1).to_numpy(zero_copy_only=False)
         count = np.bincount(parents[mine], minlength=rows)
         top = np.full(rows, -1, dtype=np.int64)
         np.maximum.at(top, parents[mine], idx[mine].astype(np.int64))
