@@ -23,9 +23,10 @@ def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
     """The flags that say how an input is laid out (shared by ``prefdata convert`` and the
     recipes); :func:`read_args` turns them into :func:`prefdata.io.readers.read_pools`'s
     keyword arguments."""
-    from prefdata.io.layouts import LAYOUTS
+    from prefdata.io.layouts import LAYOUTS, LayoutOptions
 
     a = parser.add_argument
+    d = LayoutOptions()  # the defaults live in one place
     a("--layout", choices=LAYOUTS, default=default_layout, help="how the input is laid out")
     a("--split", help="split to read from a Hugging Face dataset")
     a("--prompt-col", help="prompt column (a string or a message list)")
@@ -38,8 +39,8 @@ def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
         help="score column; repeat it for several scorers",
     )
     a("--id-col", help="column holding a given prompt_id")
-    a("--chosen-col", default="chosen", help="chosen column (pairs, hh)")
-    a("--rejected-col", default="rejected", help="rejected column (pairs, hh)")
+    a("--chosen-col", default=d.chosen_col, help="chosen column (pairs, hh)")
+    a("--rejected-col", default=d.rejected_col, help="rejected column (pairs, hh)")
     a("--margin-col", help="recorded margin column (pairs, hh)")
     a(
         "--chosen-score-col",
@@ -50,7 +51,7 @@ def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
         "--rejected-score-col",
         help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
     )
-    a("--score-name", default="score", help="name the per-side scores get on each candidate")
+    a("--score-name", default=d.score_name, help="name the per-side scores get on each candidate")
     a("--source", help="source name recorded in each pool (default: the input)")
 
 
