@@ -67,11 +67,23 @@ def hide_first_pool(table):
     return table.set_column(table.schema.get_field_index("candidates"), "candidates", hidden)
 
 
+def mask_first_candidate(table):
+    """The first candidate made null while its struct children keep their values."""
+    lists = table["candidates"].combine_chunks()
+    values = lists.values
+    kids = [values.field(i) for i in range(values.type.num_fields)]
+    null = pa.array([True] + [False] * (len(values) - 1))
+    masked = pa.StructArray.from_arrays(kids, fields=list(values.type), mask=null)
+    lists = pa.ListArray.from_arrays(lists.offsets, masked)
+    return table.set_column(table.schema.get_field_index("candidates"), "candidates", lists)
+
+
 def test_with_scores_and_views_skip_a_null_lists_hidden_candidates(pools):
     from prefdata.score.base import candidates_view
 
     t = hide_first_pool(pools)
     assert t["candidates"].to_pylist()[0] is None
+    assert candidates_view(mask_first_candidate(pools)).responses[:2] == [None, "I think Lyon"]
     view = candidates_view(t)
     assert view.row.tolist() == [1] and view.offsets.tolist() == [0, 0, 1, 1]
     assert view.responses == ["- apple\n- pear\n- fig"]

@@ -160,7 +160,8 @@ class Candidates:
         return len(self.row)
 
     def field(self, name: str) -> list[Any]:
-        return self.struct.field(name).to_pylist()
+        """One candidate field per candidate (None for a null candidate)."""
+        return pc.struct_field(self.struct, name).to_pylist()
 
 
 def candidates_view(table: pa.Table) -> Candidates:
@@ -169,7 +170,8 @@ def candidates_view(table: pa.Table) -> Candidates:
     return Candidates(
         row=list_parents(lists),
         offsets=list_offsets(lists),
-        responses=struct.field("response").to_pylist(),
+        # struct_field honours a null candidate (field() would show its hidden child)
+        responses=pc.struct_field(struct, "response").to_pylist(),
         struct=struct,
     )
 
