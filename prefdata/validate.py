@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_parents
+from prefdata.annotate.columns import list_lengths, list_parents
 from prefdata.schema import PROMPT_END_ROLES, ROLES, conform_types
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "source", "metadata", "candidates")
@@ -142,7 +142,7 @@ def _check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
             )
             return
     valid = _valid_mask(col)
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(col), 0), dtype=np.int64)
+    lengths = list_lengths(col)
     for r in np.flatnonzero(~valid):
         out.append(ValidationError(int(r), "prompt", "missing (null); expected a list of messages"))
     for r in np.flatnonzero(valid & (lengths == 0)):

@@ -67,6 +67,26 @@ def plain_list(column: pa.ChunkedArray | pa.Array) -> pa.ListArray:
     return arr.cast(pa.list_(arr.type.value_type)) if pa.types.is_large_list(arr.type) else arr
 
 
+def starts_of(lengths: np.ndarray) -> np.ndarray:
+    """Start of each row in the flat values, from per-row lengths (empty input: empty).
+
+    >>> starts_of(np.array([2, 0, 3])).tolist(), starts_of(np.array([], dtype=np.int64)).tolist()
+    ([0, 2, 2], [])
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.cumsum(lengths) - lengths
+
+
+def offsets_of(lengths: np.ndarray, dtype: type = np.int32) -> np.ndarray:
+    """List offsets (one more than rows) from per-row lengths: int32 for Arrow's
+    ``ListArray.from_arrays``, int64 for indexing.
+
+    >>> offsets_of(np.array([2, 0, 3])).tolist()
+    [0, 2, 2, 5]
+    """
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(dtype)
+
+
 def list_lengths(lists: pa.Array) -> np.ndarray:
     """Each list's length as int64, 0 for a null list."""
     return (
@@ -77,7 +97,7 @@ def list_lengths(lists: pa.Array) -> np.ndarray:
 def list_offsets(lists: pa.Array) -> np.ndarray:
     """List offsets (int64, from 0, one more than rows) into ``lists.flatten()``, which
     leaves out what a null list still spans (see :func:`list_parents`)."""
-    return np.concatenate([[0], np.cumsum(list_lengths(lists))]).astype(np.int64)
+    return offsets_of(list_lengths(lists), np.int64)
 
 
 def list_parents(lists: pa.Array) -> np.ndarray:
@@ -116,7 +136,7 @@ def rebuild_candidates(
         keep = np.asarray(keep, dtype=bool)
         values = values.filter(pa.array(keep))
         counts = np.bincount(flat.parents[keep], minlength=table.num_rows)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        offsets = offsets_of(counts)
     lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, mask=flat.mask)
     i = table.schema.get_field_index(column)
     return table.set_column(i, pa.field(column, lists.type), lists)

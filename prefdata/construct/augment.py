@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_lengths, offsets_of, starts_of
 from prefdata.construct.candidates import dumps
 from prefdata.ids import digest
 from prefdata.pipeline import StageOutput, split
@@ -224,9 +225,9 @@ def _prepend_system(prompts: pa.ListArray, system: list[str]) -> pa.ListArray:
     never a second system turn."""
     prompts = prompts.cast(MESSAGES_TYPE)
     n = len(prompts)
-    lengths = pc.fill_null(pc.list_value_length(prompts), 0).to_numpy(zero_copy_only=False)
+    lengths = list_lengths(prompts)
     values = pc.list_flatten(prompts)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    starts = starts_of(lengths)
     roles = pc.struct_field(values, "role").to_numpy(zero_copy_only=False)
     contents = pc.struct_field(values, "content").to_pylist()
     has_sys = (lengths > 0) & np.array(
@@ -239,7 +240,7 @@ def _prepend_system(prompts: pa.ListArray, system: list[str]) -> pa.ListArray:
     allv = pa.concat_arrays([sys_msgs, values.cast(MESSAGE_TYPE)])
     new_len = 1 + lengths - has_sys
     idx = np.empty(int(new_len.sum()), dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(new_len)]).astype(np.int64)
+    offsets = offsets_of(new_len, np.int64)
     idx[offsets[:-1]] = np.arange(n)
     rest = np.ones(idx.size, dtype=bool)
     rest[offsets[:-1]] = False

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, plain_list
+from prefdata.annotate.columns import list_lengths, list_parents, plain_list, starts_of
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, rejects_from
 from prefdata.schema import empty_rejects
@@ -64,8 +64,7 @@ class Flat:
         """Each candidate's position in its pool (computed on first use)."""
         if not len(self.values):
             return self.pool
-        starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-        return np.arange(len(self.values), dtype=np.int64) - starts[self.pool]
+        return np.arange(len(self.values), dtype=np.int64) - starts_of(self.sizes)[self.pool]
 
     def column(self, name: str) -> pa.Array:
         """One candidate field as a flat Arrow array (nulls where the candidate is null)."""

@@ -62,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import first_per_pool
+from prefdata.annotate.columns import first_per_pool, starts_of
 from prefdata.construct.candidates import (
     ConstructStage,
     Flat,
@@ -126,7 +126,7 @@ def _within_pool_pairs(flat: Flat, usable: np.ndarray) -> tuple[np.ndarray, np.n
     if u.size == 0:
         return u, u
     counts = np.bincount(flat.pool[u], minlength=flat.n_pools)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    starts = starts_of(counts)
     rep = counts[flat.pool[u]]
     a = np.repeat(np.arange(u.size), rep)
     block = np.repeat(np.cumsum(rep) - rep, rep)
@@ -230,7 +230,7 @@ class Pairs(ConstructStage):
         score_field = f"scores.{self.score}"
         tie = ("all usable candidates tie", score_field)
         # why a pool has no candidate pair; read only for the pools that end up rejected
-        none_reason: Callable[[int], tuple[str, str] | None] = lambda i: None  # noqa: E731
+        none_reason: Callable[[int], tuple[str, str] | None] = _always(None)
         seeds: dict[int, int] = {}
         s = self.strategy
         if s in ("best-worst", "best-random", "sweet-spot"):
@@ -244,10 +244,10 @@ class Pairs(ConstructStage):
                     worst = np.where(same, _second(idx, score, pool, n, best), worst)
             elif s == "sweet-spot":
                 worst = self._sweet_spot(idx, flat, best)
-                none_reason = lambda i: tie  # noqa: E731
+                none_reason = _always(tie)
             else:
                 worst, seeds = self._random_lower(table, idx, flat, best)
-                none_reason = lambda i: tie  # noqa: E731
+                none_reason = _always(tie)
             ok = has & (worst >= 0)
             c, r = best[ok], worst[ok]
             return c, r, (), none_reason, seeds
@@ -256,7 +256,7 @@ class Pairs(ConstructStage):
         if s == "all-pairs":
             keep = (sa > sb) | ((sa == sb) & (pos[a] < pos[b]))
             keys = (pos[b], pos[a], -(sa - sb))
-            none_reason = lambda i: tie  # noqa: E731
+            none_reason = _always(tie)
         elif s == "curriculum":
             best = first_per_pool(idx, -score, pool, n)
             keep = a == best[pool[a]]
@@ -314,7 +314,7 @@ class Pairs(ConstructStage):
         lower = score[idx] <= top[pool[idx]] if self.allow_ties else score[idx] < top[pool[idx]]
         elig = idx[lower & (idx != best[pool[idx]])]  # pool-major, position order
         counts = np.bincount(pool[elig], minlength=n)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        starts = starts_of(counts)
         out = np.full(n, -1, dtype=np.int64)
         seeds: dict[int, int] = {}
         ids = table["prompt_id"].to_pylist()
@@ -458,6 +458,11 @@ def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
     """The output schema with the input's prompt type, cast to canonical afterwards."""
     i = schema.get_field_index("prompt")
     return schema.set(i, pa.field("prompt", table.schema.field("prompt").type))
+
+
+def _always(reason: tuple[str, str] | None) -> Callable[[int], tuple[str, str] | None]:
+    """A per-pool reason function that gives every pool ``reason``."""
+    return lambda _pool: reason
 
 
 def _pick(array: pa.Array, sel: np.ndarray) -> pa.Array:

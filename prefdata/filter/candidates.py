@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from prefdata.annotate.columns import (
     FlatCandidates,
     flatten_candidates,
+    offsets_of,
     rebuild_candidates,
     set_column,
     struct_with,
@@ -96,7 +97,7 @@ def record_dropped(
         names=["candidate_id", "reason"],
     )
     counts = np.bincount(flat.parents[idx], minlength=n)  # parents are sorted
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    offsets = offsets_of(counts)
     added = pa.ListArray.from_arrays(pa.array(offsets), new)
     if DROPPED in table.column_names:
         prev = table[DROPPED].combine_chunks().cast(DROPPED_TYPE)

@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from prefdata.annotate.columns import offsets_of
 from prefdata.filter.text import word_lists
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -62,7 +63,7 @@ def shingle_hashes(texts: pa.Array, ngram: int = 2) -> tuple[np.ndarray, np.ndar
             term = h[np.minimum(idx + k, total - 1)] if total else np.zeros(0, np.uint64)
             g = np.where(inside, (g * _MIX) ^ term, g)
     counts = np.maximum(lengths - ngram + 1, 0) + ((lengths > 0) & (lengths < ngram))
-    g_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    g_offsets = offsets_of(counts, np.int64)
     return g, g_offsets
 
 

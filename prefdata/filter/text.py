@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_offsets, one_chunk
+from prefdata.annotate.columns import list_lengths, offsets_of, one_chunk
 
 _array = one_chunk
 
@@ -143,7 +143,7 @@ def prompt_text(table: pa.Table, column: str = "prompt") -> pa.Array:
     """
     lists = _array(table[column])
     contents = pc.struct_field(lists.flatten(), "content")
-    offsets = pa.array(list_offsets(lists).astype(np.int32))
+    offsets = pa.array(offsets_of(list_lengths(lists)))
     joined = pa.ListArray.from_arrays(offsets, contents)  # a null prompt joins to ""
     return pc.binary_join(joined, "\n")
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_parents
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, starts_of
 from prefdata.generate.base import (
     ChatBackend,
     ChatResult,
@@ -342,17 +342,14 @@ def append_candidates(
     [2, 2]
     """
     rows = len(old)
-    old_len = pc.fill_null(pc.list_value_length(old), 0).to_numpy(zero_copy_only=False)
-    old_len = old_len.astype(np.int64)
+    old_len = list_lengths(old)
     old_values = pc.list_flatten(old)
     new_len = np.array([len(x) for x in new], dtype=np.int64)
     new_values = pa.array([c for row in new for c in row], type=ctype)
     values = pa.concat_arrays([old_values, new_values]) if len(new_values) else old_values
     total = old_len + new_len
-    offsets = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(total, out=offsets[1:])
-    old_start = np.concatenate([[0], np.cumsum(old_len)[:-1]]) if rows else old_len
-    new_start = np.concatenate([[0], np.cumsum(new_len)[:-1]]) if rows else new_len
+    offsets = offsets_of(total, np.int64)
+    old_start, new_start = starts_of(old_len), starts_of(new_len)
     row_of = np.repeat(np.arange(rows), total)
     within = np.arange(offsets[-1]) - offsets[:-1][row_of]
     is_old = within < old_len[row_of]

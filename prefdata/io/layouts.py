@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata import ids
-from prefdata.annotate.columns import list_parents
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of
 from prefdata.io.hh import split_pair
 from prefdata.pipeline import StageOutput, rejects_from
 from prefdata.schema import (
@@ -316,8 +316,7 @@ def _prompt_keys(prompt: pa.Array) -> pa.Array:
     joined = pc.binary_join_element_wise(
         pc.struct_field(flat, "role"), pc.struct_field(flat, "content"), "\x1f"
     )
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(prompt), 0), dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    offsets = offsets_of(list_lengths(prompt))
     return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), joined), "\x1e")
 
 
@@ -426,7 +425,7 @@ def _assemble(
     else:
         values = pa.array([], candidate_type(score_names))
         counts = np.zeros(n_pools, np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    offsets = offsets_of(counts)
     candidates = pa.ListArray.from_arrays(pa.array(offsets), values)
 
     firsts = pa.array(pool_first, pa.int64())
@@ -813,7 +812,7 @@ def _ultrafeedback(raw: pa.Table, rej: _Rejects, o: dict[str, Any]) -> _Entries:
             )
 
     # Entries: the completions, plus one prompt-only entry per row with no completions.
-    lengths = np.asarray(pc.fill_null(pc.list_value_length(comps), 0), dtype=np.int64)
+    lengths = list_lengths(comps)
     empty_rows = np.flatnonzero(lengths == 0)
     rows = np.concatenate([parent, empty_rows])
     order = np.argsort(rows, kind="stable")

@@ -32,7 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_offsets, list_parents, plain_list
+from prefdata.annotate.columns import (
+    list_lengths,
+    list_offsets,
+    list_parents,
+    offsets_of,
+    plain_list,
+)
 from prefdata.ids import digest
 from prefdata.pipeline import Stage
 from prefdata.schema import empty_scores
@@ -70,11 +76,11 @@ def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.L
         fresh = [f for f in dict.fromkeys(new[i]) if f not in have]
         add_counts[i] = len(fresh)
         add_vals.extend(fresh)
-    old_counts = list_lengths(old)
+    old_counts = np.diff(old_off)
     counts = old_counts + add_counts
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    offsets = offsets_of(counts)
     # Index into concat(old values, new values): candidate i takes its old range, then its new.
-    add_off = np.concatenate([[0], np.cumsum(add_counts)])
+    add_off = offsets_of(add_counts, np.int64)
     total = int(offsets[-1])
     pos = np.arange(total) - np.repeat(offsets[:-1], counts)
     owner = np.repeat(np.arange(n), counts)
@@ -135,7 +141,7 @@ def with_scores(
         children.append(col)
         names.append(f.name)
     new_cands = pa.StructArray.from_arrays(children, names=names, mask=pc.invert(cands.is_valid()))
-    off = pa.array(list_offsets(lists).astype(np.int32))
+    off = pa.array(offsets_of(list_lengths(lists)))
     new_lists = pa.ListArray.from_arrays(off, new_cands, mask=pc.invert(lists.is_valid()))
     i = table.column_names.index("candidates")
     return table.set_column(i, pa.field("candidates", new_lists.type), new_lists)

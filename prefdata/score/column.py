@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_lengths
 from prefdata.score.base import Scorer, candidates_view, with_scores
 
 __all__ = ["FromColumn"]
@@ -65,7 +66,7 @@ class FromColumn(Scorer):
             return with_scores(table, {self.name: self._numeric(vals)})
         col = table[self.column].combine_chunks()
         if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+            lengths = list_lengths(col)
             counts = np.diff(view.offsets)
             bad = np.flatnonzero(lengths != counts)
             if len(bad):

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import list_parents, one_chunk
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, one_chunk, starts_of
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
@@ -36,21 +36,6 @@ def column(table: pa.Table, name: str) -> pa.Array:
 
 def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return one_chunk(values).cast(pa.string())
-
-
-def starts_of(lengths: np.ndarray) -> np.ndarray:
-    """Start of each row in the flat values, from per-row lengths (empty input: empty).
-
-    >>> starts_of(np.array([2, 0, 3])).tolist(), starts_of(np.array([], dtype=np.int64)).tolist()
-    ([0, 2, 2], [])
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    return np.cumsum(lengths) - lengths
-
-
-def offsets_of(lengths: np.ndarray) -> np.ndarray:
-    """Arrow list offsets (int32, one more than rows) from per-row lengths."""
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -69,7 +54,7 @@ class Messages:
     @classmethod
     def of(cls, lists: pa.Array | pa.ChunkedArray) -> Messages:
         lists = one_chunk(lists)
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+        lengths = list_lengths(lists)
         flat = lists.flatten()
         return cls(
             flat.field("role").cast(pa.string()), flat.field("content").cast(pa.string()), lengths
@@ -315,23 +300,25 @@ class Converted:
         's.x is NaN or infinite (JSON has no NaN)'
         """
         n = self.table.num_rows
-        field = np.full(n, None, dtype=object)
+        names: list[str] = []
+        first = np.full(n, -1)  # per row, the index in names of its first bad field
         for name, values, rows in _float_leaves(self.table):
             finite = pc.fill_null(pc.is_finite(values), True).to_numpy(zero_copy_only=False)
             hit = np.unique(rows[~finite])
-            hit = hit[field[hit] == None]  # noqa: E711 - elementwise: the first field counts
-            field[hit] = name
-        bad = np.flatnonzero(field != None)  # noqa: E711
+            first[hit[first[hit] < 0]] = len(names)
+            names.append(name)
+        bad = np.flatnonzero(first >= 0)
         if not bad.size:
             return self
         source = self.table if self.source is None else self.source
         kept = np.arange(n) if self.kept is None else np.asarray(self.kept)
         rows = kept[bad]
+        fields = [names[k] for k in first[bad]]
         rejects = rejects_from(
             source.take(pa.array(rows, pa.int64())),
             self.stage,
-            [f"{f} is NaN or infinite (JSON has no NaN)" for f in field[bad]],
-            field=list(field[bad]),
+            [f"{f} is NaN or infinite (JSON has no NaN)" for f in fields],
+            field=fields,
             rows=rows,
         )
         rejects = pa.concat_tables([self.rejects.cast(rejects.schema), rejects])

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, starts_of
 from prefdata.io.export._arrow import (
     Converted,
     Messages,
@@ -40,8 +41,6 @@ from prefdata.io.export._arrow import (
     column,
     finish,
     keep_columns,
-    offsets_of,
-    starts_of,
 )
 from prefdata.io.export.trl import check_prompt_record
 
@@ -105,9 +104,9 @@ def listwise_table(
         "prompt",
     )
     resp = column(lists, "responses")
-    lengths = pc.fill_null(pc.list_value_length(resp), 0).to_numpy().astype(np.int64)
+    lengths = list_lengths(resp)
     flat = resp.flatten()
-    row_ids = np.repeat(np.arange(n), lengths)
+    row_ids = list_parents(resp)
     pos = np.arange(len(flat)) - np.repeat(starts_of(lengths), lengths)
     take = np.ones(len(flat), dtype=bool)
     if num_responses is not None:

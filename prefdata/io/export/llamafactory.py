@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from prefdata.annotate.columns import offsets_of
 from prefdata.io.export._arrow import (
     Converted,
     Messages,
@@ -38,7 +39,6 @@ from prefdata.io.export._arrow import (
     column,
     finish,
     keep_columns,
-    offsets_of,
     write_json,
 )
 from prefdata.io.export.trl import _pair_parts, _text, check_prompt_record, pair_reasons
