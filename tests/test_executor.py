@@ -7,19 +7,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pipeline_job import CostlyCount, CountCandidates, DropEvery, Slow, make_pools, stages
+from pipeline_job import (
+    RUNTIME,
+    CostlyCount,
+    CountCandidates,
+    DropEvery,
+    Slow,
+    make_pools,
+    row_index,
+    stages,
+)
 
 from prefdata.execute import LocalExecutor, StageError, open_workdir
 from prefdata.execute.workdir import MANIFEST, iter_shards, source_digest, workdir_lock
 from prefdata.io.parquet import from_parquet_layout
-from prefdata.pipeline import MissingColumnsError, Pipeline
+from prefdata.pipeline import MissingColumnsError, Pipeline, Stage
 from prefdata.schema import empty_pools
 
 JOB = Path(__file__).with_name("pipeline_job.py")
@@ -229,6 +240,49 @@ def test_a_failing_sink_ends_the_run(tmp_path):
 
     with pytest.raises(OSError, match="disk full"):
         LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), make_pools(30), sink=sink)
+
+
+READ_STARTED = {s: threading.Event() for s in range(5)}
+
+
+@dataclass(frozen=True)
+class WaitForNextRead(Stage):
+    """Passes pools through; on shard k (7 rows each) it waits up to 20 s for the read of
+    shard k + 1 to begin, and records whether it did."""
+
+    waited: list = field(default_factory=list, metadata=RUNTIME, compare=False)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        shard = int(row_index(table)[0].as_py()) // 7
+        if shard + 1 in READ_STARTED:
+            self.waited.append(READ_STARTED[shard + 1].wait(timeout=20))
+        return table
+
+
+def test_the_next_input_shard_is_read_while_this_one_computes(tmp_path, monkeypatch):
+    """While shard k runs through the stages, shard k + 1 is already being decoded, on a
+    thread of its own and on the cores the stages leave; the first shard on every core.
+    Without the read-ahead the stage would wait in vain (20 s) for the next read."""
+    from prefdata.execute import local, workdir
+
+    reads, real = [], workdir.InputReader.read
+
+    def read(self, shard, threads=None):
+        reads.append((shard, threads, threading.current_thread().name))
+        READ_STARTED[shard].set()
+        return real(self, shard, threads)
+
+    monkeypatch.setattr(workdir.InputReader, "read", read)
+    monkeypatch.setattr(local, "_spare_cores", lambda: 3)
+    for event in READ_STARTED.values():
+        event.clear()
+    src, wait = tmp_path / "pools.parquet", WaitForNextRead()
+    pq.write_table(make_pools(30), src, row_group_size=4)
+    result = LocalExecutor(tmp_path / "w", shard_rows=7).run([wait, *stages()], src)
+    assert wait.waited == [True] * 4
+    assert [(s, t) for s, t, _ in reads] == [(0, None), (1, 3), (2, 3), (3, 3), (4, 3)]
+    assert {name.rsplit("_", 1)[0] for *_, name in reads} == {"prefdata-read"}
+    assert result.read().equals(in_memory(make_pools(30), stages())[0])
 
 
 def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):

@@ -18,8 +18,8 @@ A shard is recorded in the manifest only after its files are in place; a cheap s
 record is written together with the next kept output of its shard (one manifest write per
 shard). A rerun starts each shard at its first stage not recorded, from the last kept
 output before it, so a run killed at any instant (even SIGKILL mid-write) finishes with
-exactly the rows of an uninterrupted run. Memory holds about one shard (plus the reader's
-row group), never the whole input.
+exactly the rows of an uninterrupted run. Memory holds about two shards (the one computing
+and the next, read ahead, plus the reader's row group), never the whole input.
 
 Within a shard, each stage takes the table the stage before produced in memory, conformed
 and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its file gives it
@@ -29,6 +29,8 @@ which always reads the files, is tested against this). Files are written by one 
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
 submission order, and at most three writes and exports wait at any time, so memory stays
 a few shards.
+The next shard to start from the input is decoded on a thread of its own while this one
+runs through the stages (on the cores the stages leave; the first shard on all of them).
 ``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
 thread of its own (in shard order), so exports overlap the checkpoint writes and the work
 on the next shard.
@@ -201,7 +203,19 @@ class LocalExecutor:
             ) as bar,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-write") as writer,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-sink") as exporter,
+            ThreadPoolExecutor(1, thread_name_prefix="prefdata-read") as reading,
         ):
+            # The next shard read from the input is decoded while this one computes, on
+            # the cores the stages leave; the first, which nothing overlaps, on them all.
+            fresh = [s for s in shards if starts[s] == 0 < len(stages)]
+            to_read = iter(fresh)
+            ahead: dict[int, Future] = {}
+
+            def read_ahead() -> None:
+                nxt = next(to_read, None)
+                if nxt is not None:
+                    threads = None if nxt == fresh[0] else _spare_cores()
+                    ahead[nxt] = reading.submit(lambda: _canonical(reader.read(nxt, threads)))
 
             def submit(fn: Callable, *args, on: ThreadPoolExecutor = writer) -> None:
                 while len(pending) >= 3:  # bound the tables waiting to be written
@@ -209,6 +223,7 @@ class LocalExecutor:
                 pending.append(on.submit(fn, *args))
 
             try:
+                read_ahead()
                 for shard, start in zip(shards, starts, strict=True):
                     with self._lock:
                         for i in range(start):
@@ -223,11 +238,12 @@ class LocalExecutor:
                             submit(sink, shard, _canonical(done), on=exporter)
                         continue
                     if start == 0:
-                        where, table = reader.describe(shard), reader.read(shard)
+                        where = reader.describe(shard)
+                        table = ahead.pop(shard).result()
+                        read_ahead()
                     else:
                         where = manifest.output_path(keys[start - 1], shard)
-                        table = read_parquet(where)
-                    table = _canonical(table)
+                        table = _canonical(read_parquet(where))
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
                         out = self._run_stage(stages[i], i, shard, where, table)
@@ -294,6 +310,12 @@ class LocalExecutor:
                 for record in self._unrecorded.pop(shard):
                     manifest.record(*record)
                 manifest.save()
+
+
+def _spare_cores() -> int:
+    """Cores a read-ahead may decode on: those the stages' one thread leaves (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
 
 
 def _canonical(table: pa.Table) -> pa.Table:

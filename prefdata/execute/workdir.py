@@ -554,25 +554,32 @@ class RowGroupCache:
         self.table: pa.Table | None = None
         self.footers: dict[str, pq.FileMetaData] = {}  # parsed once per file
 
-    def get(self, path: str, group: int) -> pa.Table:
+    def get(self, path: str, group: int, threads: int | None = None) -> pa.Table:
         if self.key != (path, group):
             self.key, self.table = None, None  # free the old group before reading the next
             if path not in self.footers:
                 self.footers[path] = pq.ParquetFile(path).metadata
-            self.table = _conformed(read_row_group(path, group, metadata=self.footers[path]))
+            group_table = read_row_group(path, group, metadata=self.footers[path], threads=threads)
+            self.table = _conformed(group_table)
             self.key = (path, group)
         return self.table
 
 
 def read_pieces(
-    sources: Sequence[str], pieces: Sequence[Sequence[int]], cache: RowGroupCache | None = None
+    sources: Sequence[str],
+    pieces: Sequence[Sequence[int]],
+    cache: RowGroupCache | None = None,
+    threads: int | None = None,
 ) -> pa.Table:
     """One shard from ``[[file, row_group, start, length], ...]`` pieces of ``sources``,
-    conformed, exactly the rows :func:`iter_shards` would cut."""
+    conformed, exactly the rows :func:`iter_shards` would cut; row groups decoded on
+    ``threads`` threads (see :func:`~prefdata.io.parquet.read_row_group`)."""
     if not pieces:  # the one empty shard of an empty input
         return source_schema([Path(sources[0])]).empty_table()
     cache = cache or RowGroupCache()
-    return pa.concat_tables(cache.get(sources[f], g).slice(start, n) for f, g, start, n in pieces)
+    return pa.concat_tables(
+        cache.get(sources[f], g, threads).slice(start, n) for f, g, start, n in pieces
+    )
 
 
 class InputReader:
@@ -601,11 +608,11 @@ class InputReader:
         files = sorted({sources[f] for f, *_ in pieces})
         return f"row groups {[g for _, g, *_ in pieces]} of {', '.join(files)}"
 
-    def read(self, shard: int) -> pa.Table:
+    def read(self, shard: int, threads: int | None = None) -> pa.Table:
         pieces = self.pieces(shard)
         if pieces is None:
             return read_parquet(self.manifest.input_path(shard))
-        return read_pieces(self.manifest.input["sources"], pieces, self.cache)
+        return read_pieces(self.manifest.input["sources"], pieces, self.cache, threads)
 
 
 # --------------------------------------------------------------------------- housekeeping
