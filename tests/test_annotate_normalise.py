@@ -128,7 +128,23 @@ def test_update_files_reads_only_scores_and_matches_update(tmp_path, monkeypatch
     assert got == want.stats() and got["rm"].count == 180
     assert len(read) == 6  # four row groups of a.parquet, one each of b and d
     cand = read[0].field("candidates").type.value_type
-    assert read[0].names == ["prompt_id", "candidates"] and [f.name for f in cand] == ["scores"]
+    assert read[0].names == ["candidates"] and [f.name for f in cand] == ["scores"]
+
+
+def test_update_files_names_the_file_row_group_row_and_prompt_of_a_bad_score(tmp_path):
+    """The statistics pass reads no prompt ids; a row group with an infinite score is read
+    again with them, and the error names the file, the row group, the row in it and the
+    field. Nothing of the bad row group is added."""
+    import pyarrow.parquet as pq
+
+    rows = [[1.0, 2.0]] * 5 + [[3.0, -math.inf]]
+    pq.write_table(pools(rows), tmp_path / "a.parquet", row_group_size=4)
+    fit = ScoreStatsFit(("rm",))
+    msg = r"a\.parquet, row group 1: row 1 \(prompt_id 'p5'\): "
+    msg += r"field candidates\[1\]\.scores\.rm is -inf"
+    with pytest.raises(ValueError, match=msg):
+        fit.update_files(tmp_path / "a.parquet")
+    assert fit.stats()["rm"].count == 8  # the first row group only
 
 
 def test_a_null_candidate_list_over_hidden_candidates_counts_none():

@@ -131,27 +131,35 @@ class ScoreStatsFit:
     def update(self, table: pa.Table, flat: FlatCandidates | None = None) -> ScoreStatsFit:
         """Add one pool table (``flat``: its candidates, when the caller has flattened them)."""
         flat = flatten_candidates(table) if flat is None else flat
-        names = self.scorers or tuple(score_names(table))
-        for name in names:
+        stats = {name: ScoreStats.of(x) for name, x in self._finite_scores(flat, table)}
+        for name, st in stats.items():  # all or nothing: a bad score adds no statistics
+            self.parts[name] = self.parts.get(name, ScoreStats()).merge(st)
+        return self
+
+    def _finite_scores(self, flat: FlatCandidates, table: pa.Table) -> list[tuple[str, np.ndarray]]:
+        """Each scorer's values; raises naming the row and field of the first infinite one."""
+        values = []
+        for name in self.scorers or tuple(score_names(table)):
             x = score_array(flat.values, name)
             bad = np.flatnonzero(np.isinf(x))
             if bad.size:
                 i = int(bad[0])
                 row = int(flat.parents[i])
+                pid = table["prompt_id"][row].as_py() if "prompt_id" in table.column_names else "?"
                 raise ValueError(
-                    f"row {row} (prompt_id {table['prompt_id'][row].as_py()!r}): field "
+                    f"row {row} (prompt_id {pid!r}): field "
                     f"candidates[{i - int(flat.offsets[row])}].scores.{name} is {x[i]}; "
                     "scores must be finite"
                 )
-            self.parts[name] = self.parts.get(name, ScoreStats()).merge(ScoreStats.of(x))
-        return self
+            values.append((name, x))
+        return values
 
     def update_files(
         self, source: str | os.PathLike | Sequence[str | os.PathLike]
     ) -> ScoreStatsFit:
         """:meth:`update` with every row group of Parquet pool files (a path, a folder or a
-        list), reading only ``prompt_id`` and the candidates' scores, one row group in
-        memory at a time.
+        list), reading only the candidates' scores, one row group in memory at a time (a
+        row group with a bad score is read again with its ``prompt_id``, to name the row).
 
         >>> stats = ScoreStatsFit(("rm",)).update_files("pools/").stats()  # doctest: +SKIP
         """
@@ -167,7 +175,7 @@ class ScoreStatsFit:
             }
             if not scores:
                 continue  # a pool file without scores stores no scores struct
-            columns = ["prompt_id", *sorted(scores)]
+            columns = sorted(scores)
             reads += [
                 (path, g, columns, file.metadata) for g in range(file.metadata.num_row_groups)
             ]
@@ -182,7 +190,16 @@ class ScoreStatsFit:
             for k in range(len(reads)):
                 table = ahead.result()
                 ahead = pool.submit(read, reads[k + 1]) if k + 1 < len(reads) else None
-                self.update(table)
+                try:
+                    self.update(table)
+                except ValueError:  # again with the prompt ids, to name the bad row
+                    path, g, columns, metadata = reads[k]
+                    named = read((path, g, ["prompt_id", *columns], metadata))
+                    try:
+                        ScoreStatsFit(self.scorers).update(named)
+                    except ValueError as e:
+                        raise ValueError(f"{path}, row group {g}: {e}") from None
+                    raise
         return self
 
     def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:

@@ -517,8 +517,10 @@ def prepare_input(
         if "pieces" in done:  # the same bytes, possibly at another path now
             done["sources"] = [os.path.abspath(p) for p in source]
         return list(done["shards"])
+    if (manifest.workdir / MANIFEST).exists():
+        manifest.data = Manifest.empty()
+        manifest.save()  # first forget, then delete: a crash in between leaves no false record
     manifest.data = Manifest.empty()
-    manifest.save()  # first forget, then delete: a crash in between leaves no false record
     if fresh:
         manifest.pending_digest = BackgroundDigest(source, shard_rows, stamps)
     for sub in (INPUT_DIR, STAGES_DIR):
@@ -542,8 +544,7 @@ def prepare_input(
     }
     if pieces is not None:
         manifest.data["input"]["pieces"] = pieces
-    manifest.save()
-    return rows
+    return rows  # the caller saves the plan with its stages: until then a rerun replans
 
 
 class RowGroupCache:
