@@ -72,8 +72,9 @@ def _vote_split(
     if reasons is None:
         # a reason only for the rows that go (split reads no other): no Python per kept row
         reasons = [None] * len(keep)
-        for i in np.flatnonzero(~keep).tolist():
-            reasons[i] = f"vote: {votes[i]} of {m[i]} scorers agree, need {k}"
+        drop = np.flatnonzero(~keep)
+        for i, v, n in zip(drop.tolist(), votes[drop].tolist(), m[drop].tolist(), strict=True):
+            reasons[i] = f"vote: {v} of {n} scorers agree, need {k}"
     return split(table, keep, stage, reasons, field=field)
 
 
