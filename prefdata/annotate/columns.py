@@ -116,9 +116,10 @@ def list_parents(lists: pa.Array) -> np.ndarray:
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
     lists = plain_list(table[column])
-    offsets = list_offsets(lists)  # not lists.offsets: a null list may span hidden values
+    lengths = list_lengths(lists)  # not lists.offsets: a null list may span hidden values
+    offsets = offsets_of(lengths, np.int64)  # list_offsets and list_parents, lengths once
     values = lists.flatten()
-    parents = list_parents(lists)
+    parents = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
     mask = lists.is_null() if lists.null_count else None
     return FlatCandidates(values, parents, offsets, mask)
 
