@@ -149,3 +149,20 @@ def test_small_or_unmergeable_row_groups_are_read_whole(tmp_path, merges, monkey
     pq.write_table(_pools(5), path)
     assert read_row_group(path, 0, threads=4).equals(pq.ParquetFile(path).read_row_group(0))
     assert merges == []
+
+
+def test_one_thread_reads_on_the_calling_thread_alone(tmp_path, merges, monkeypatch):
+    """``threads=1`` (the executor's read-ahead, beside the stages' thread) asks pyarrow for
+    no threads of its own; the table is the same."""
+    path = tmp_path / "pools.parquet"
+    pq.write_table(_pools(60), path, row_group_size=30)
+    asked, real = [], pq.ParquetFile.read_row_group
+
+    def spy(self, i, columns=None, use_threads=True, **kw):
+        asked.append(use_threads)
+        return real(self, i, columns=columns, use_threads=use_threads, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    got = read_row_group(path, 1, threads=1)
+    assert asked == [False] and merges == []
+    assert got.equals(real(pq.ParquetFile(path), 1))

@@ -154,9 +154,9 @@ def read_row_group(
     metadata=None,
 ) -> pa.Table:
     """Row group ``group`` of a Parquet file, its leaf columns decoded on ``threads``
-    threads (default: the CPU count, at most 4), then put back together. ``columns``
-    selects columns or nested fields by dotted path (``"candidates.list.element.scores"``),
-    as pyarrow does; None reads every column.
+    threads (default: the CPU count, at most 4; 1: on the calling thread alone), then put
+    back together. ``columns`` selects columns or nested fields by dotted path
+    (``"candidates.list.element.scores"``), as pyarrow does; None reads every column.
 
     pyarrow decodes a row group one top-level column per thread, so a pool table, whose
     bytes are almost all in the one ``candidates`` column, decodes on one core. Here the
@@ -191,8 +191,8 @@ def read_row_group(
         or not in_order
         or len(set(whole.names)) != len(whole.names)
         or not all(_mergeable(f.type) for f in whole)
-    ):
-        return pf.read_row_group(group, columns=columns)
+    ):  # pyarrow's own threads (a top-level column each) unless one thread was asked for
+        return pf.read_row_group(group, columns=columns, use_threads=threads > 1)
     parts = [
         [chosen[k] for k in part]
         for part in _balanced([meta.column(j).total_uncompressed_size for j in chosen], threads)
