@@ -371,3 +371,33 @@ def test_empty_and_fully_rejected_tables_convert(name, pairs, unpaired, lists):
         bad = table.set_column(table.schema.get_field_index("prompt"), "prompt", prompt)
         conv = fmt.convert(bad)
         assert conv.table.num_rows == 0 and conv.rejects.num_rows == conv.rows_in >= table.num_rows
+
+
+def _hide(table: pa.Table, column: str, flat_index: int) -> pa.Table:
+    """``table`` with one struct of the list column ``column`` null while its children
+    still hold values (valid Arrow: masked structs, polars' when/then/otherwise)."""
+    lists = table[column].combine_chunks()
+    values = lists.values
+    mask = pa.array([i == flat_index for i in range(len(values))])
+    children = [values.field(j) for j in range(values.type.num_fields)]
+    masked = pa.StructArray.from_arrays(children, fields=list(values.type), mask=mask)
+    lists = pa.ListArray.from_arrays(lists.offsets, masked, type=lists.type)
+    return table.set_column(table.schema.get_field_index(column), column, lists)
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_a_null_message_or_response_is_rejected_not_read_through(
+    name, kind, pairs, unpaired, lists
+):
+    """A null prompt message (or ranked response) whose struct still hides a valid value is
+    rejected like the record converter rejects it, not exported as the hidden value."""
+    table = {"pair": pairs, "unpaired": unpaired, "list": lists}[kind]
+    masked = _hide(table, "prompt", 0)  # row 0's only message: a valid user turn, hidden
+    if kind == "list":
+        masked = _hide(masked, "responses", 5)  # row 1's second response
+    fmt = FORMATS[name]
+    conv = fmt.convert(masked)
+    bad = [i for i, r in enumerate(masked.to_pylist()) if _record_outcome(fmt.records[kind], r)[1]]
+    assert conv.rejects["row"].to_pylist() == bad
+    assert 0 in bad and (kind != "list" or 1 in bad)
+    assert masked.num_rows == conv.table.num_rows + conv.rejects.num_rows

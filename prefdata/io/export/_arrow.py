@@ -56,9 +56,10 @@ class Messages:
         lists = one_chunk(lists)
         lengths = list_lengths(lists)
         flat = lists.flatten()
-        return cls(
-            flat.field("role").cast(pa.string()), flat.field("content").cast(pa.string()), lengths
-        )
+        # struct_field, not StructArray.field: a null message reads as a null role and
+        # content, not as the values its struct still hides
+        role, content = (pc.struct_field(flat, f).cast(pa.string()) for f in ("role", "content"))
+        return cls(role, content, lengths)
 
     @classmethod
     def single(cls, role: str, contents: pa.Array | pa.ChunkedArray) -> Messages:

@@ -69,6 +69,8 @@ def to_listwise(lst: Mapping[str, Any], *, num_responses: int | None = None) -> 
     if len(responses) < 2:
         raise ValueError("responses has fewer than 2 entries")
     for i, r in enumerate(responses):
+        if r is None:
+            raise ValueError(f"responses[{i}] is null")
         if r.get("response") is None:
             raise ValueError(f"responses[{i}].response is null")
         if r.get("score") is None or not math.isfinite(r["score"]):
@@ -114,9 +116,11 @@ def listwise_table(
         take = pos < num_responses
     used = np.bincount(row_ids[take], minlength=n)
     reasons.add(used < 2, "fewer than 2 responses", "responses")
-    text_null = flat.field("response").is_null().to_numpy(zero_copy_only=False) & take
+    # struct_field honours a null response's mask (StructArray.field reads what it hides)
+    text_null = pc.struct_field(flat, "response").is_null().to_numpy(zero_copy_only=False) & take
     reasons.add(np.bincount(row_ids[text_null], minlength=n) > 0, "a response is null", "responses")
-    s = pc.fill_null(flat.field("score").cast(pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    s = pc.fill_null(pc.struct_field(flat, "score").cast(pa.float64()), np.nan)
+    s = s.to_numpy(zero_copy_only=False)
     score_null = ~np.isfinite(s) & take  # null, NaN or infinite: no reward to train on
     reasons.add(
         np.bincount(row_ids[score_null], minlength=n) > 0,
@@ -155,11 +159,15 @@ def listwise_table(
         prefix = pa.ListArray.from_arrays(offsets, copies)
         out = {
             "prefix": prefix,
-            "suffix": pa.ListArray.from_arrays(offsets, sel.field("response")),
-            "reward": pa.ListArray.from_arrays(offsets, sel.field("score").cast(pa.float64())),
+            "suffix": pa.ListArray.from_arrays(offsets, pc.struct_field(sel, "response")),
+            "reward": pa.ListArray.from_arrays(
+                offsets, pc.struct_field(sel, "score").cast(pa.float64())
+            ),
             "sft_index": pa.array(np.zeros(len(idx), dtype=np.int64)),
             "prompt": sub_msgs.to_array(),
-            "rank": pa.ListArray.from_arrays(offsets, sel.field("rank").cast(pa.int32())),
+            "rank": pa.ListArray.from_arrays(
+                offsets, pc.struct_field(sel, "rank").cast(pa.int32())
+            ),
         }
         return pa.table(keep_columns(kept, out, keep, {"prompt", "responses"}))
 

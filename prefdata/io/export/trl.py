@@ -55,6 +55,9 @@ def check_prompt_record(prompt: Any, field: str = "prompt") -> list[dict[str, st
         raise ValueError(f"{field} is null")
     if isinstance(prompt, str):
         raise ValueError(f"{field} is a string; expected a message list")
+    nulls = [i for i, m in enumerate(prompt) if m is None]
+    if nulls:
+        raise ValueError(f"{field}[{nulls[0]}] is null")
     msgs = [{"role": m["role"], "content": m["content"]} for m in prompt]
     if not msgs:
         raise ValueError(f"{field} is an empty message list")
