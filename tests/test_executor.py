@@ -285,6 +285,37 @@ def test_the_next_input_shard_is_read_while_this_one_computes(tmp_path, monkeypa
     assert result.read().equals(in_memory(make_pools(30), stages())[0])
 
 
+SHARD_ONE_DONE = threading.Event()
+
+
+@dataclass(frozen=True)
+class SignalShardOne(Stage):
+    """Passes pools through; sets ``SHARD_ONE_DONE`` when it has run on shard 1."""
+
+    def process(self, table: pa.Table) -> pa.Table:
+        if table.num_rows and int(row_index(table)[0].as_py()) // 7 == 1:
+            SHARD_ONE_DONE.set()
+        return table
+
+
+def test_small_writes_do_not_wait_behind_a_slow_export(tmp_path):
+    """What waits to be written is bounded by bytes (about three input shards), not by
+    count: while shard 0's export is still running, shard 1 runs through every stage and
+    submits its small writes. A bound of three pending writes would stop the stages there,
+    and the export, which waits for shard 1, would wait in vain (20 s)."""
+    SHARD_ONE_DONE.clear()
+    waited = []
+
+    def sink(shard, table):
+        if shard == 0:
+            waited.append(SHARD_ONE_DONE.wait(timeout=20))
+
+    job = [*stages(), SignalShardOne()]
+    result = LocalExecutor(tmp_path / "w", shard_rows=7).run(job, make_pools(30), sink=sink)
+    assert waited == [True]
+    assert result.read().equals(in_memory(make_pools(30), stages())[0])
+
+
 def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):
     """Under checkpoint="auto" only costly stages and the last stage keep their output;
     a changed cheap stage reruns from the last kept output, never repeating a costly one."""

@@ -27,8 +27,9 @@ and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its fil
 fed from memory see the very same table and write byte-identical outputs (the Ray executor,
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
-submission order, and at most three writes and exports wait at any time, so memory stays
-a few shards.
+submission order; the tables waiting to be written or exported hold at most about three
+input shards' bytes (so a small rejects file never waits behind a large checkpoint), and
+memory stays a few shards.
 The next shard to start from the input is decoded on a thread of its own while this one
 runs through the stages (on the cores the stages leave; the first shard on all of them).
 ``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
@@ -193,7 +194,9 @@ class LocalExecutor:
         shards = range(len(shard_counts))
         starts = [manifest.resume_point(keys, s) for s in shards]
         offsets = [0] * len(stages)  # rows of each stage's input in the shards before
-        pending: deque[Future] = deque()  # checkpoint writes, then exports, in order
+        # checkpoint writes and exports in submission order, with the bytes each holds
+        pending: deque[tuple[Future, int]] = deque()
+        held = budget = 0
         with (
             progress_bar(
                 sum(shard_counts),
@@ -217,10 +220,16 @@ class LocalExecutor:
                     threads = None if nxt == fresh[0] else _spare_cores()
                     ahead[nxt] = reading.submit(lambda: _canonical(reader.read(nxt, threads)))
 
-            def submit(fn: Callable, *args, on: ThreadPoolExecutor = writer) -> None:
-                while len(pending) >= 3:  # bound the tables waiting to be written
-                    pending.popleft().result()
-                pending.append(on.submit(fn, *args))
+            def submit(fn: Callable, *args, size: int, on: ThreadPoolExecutor = writer) -> None:
+                # Bound the bytes waiting to be written (about three input shards), not the
+                # number of writes: a small rejects file need not wait for a checkpoint.
+                nonlocal held
+                while pending and held + size > budget:
+                    done, weight = pending.popleft()
+                    done.result()
+                    held -= weight
+                pending.append((on.submit(fn, *args), size))
+                held += size
 
             try:
                 read_ahead()
@@ -235,7 +244,9 @@ class LocalExecutor:
                                 if keys
                                 else reader.read(shard)
                             )
-                            submit(sink, shard, _canonical(done), on=exporter)
+                            done = _canonical(done)
+                            budget = max(budget, 3 * done.nbytes)
+                            submit(sink, shard, done, size=done.nbytes, on=exporter)
                         continue
                     if start == 0:
                         where = reader.describe(shard)
@@ -244,6 +255,7 @@ class LocalExecutor:
                     else:
                         where = manifest.output_path(keys[start - 1], shard)
                         table = _canonical(read_parquet(where))
+                    budget = max(budget, 3 * table.nbytes)
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
                         out = self._run_stage(stages[i], i, shard, where, table)
@@ -256,18 +268,19 @@ class LocalExecutor:
                             out,
                             offsets[i],
                             keep[i],
+                            size=out.rejects.nbytes + (out.table.nbytes if keep[i] else 0),
                         )
                         offsets[i] += table.num_rows
                         where = f"the output of stage {i} {stages[i].name}"
                         table = _canonical(out.table) if i < last or sink else None
                     if sink is not None:  # the table its file reads back as
-                        submit(sink, shard, table, on=exporter)
+                        submit(sink, shard, table, size=table.nbytes, on=exporter)
                     bar.update(shard_counts[shard])
                 while pending:
-                    pending.popleft().result()
+                    pending.popleft()[0].result()
             except BaseException:
                 # what finished before the failure is written and recorded, as if in order
-                for f in pending:
+                for f, _ in pending:
                     f.exception()
                 raise
 
