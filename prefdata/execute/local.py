@@ -18,8 +18,9 @@ A shard is recorded in the manifest only after its files are in place; a cheap s
 record is written together with the next kept output of its shard (one manifest write per
 shard). A rerun starts each shard at its first stage not recorded, from the last kept
 output before it, so a run killed at any instant (even SIGKILL mid-write) finishes with
-exactly the rows of an uninterrupted run. Memory holds about two shards (the one computing
-and the next, read ahead, plus the reader's row group), never the whole input.
+exactly the rows of an uninterrupted run. Memory holds a few shards (the one computing, the
+next one read ahead, the reader's row group and the tables waiting to be written), never
+the whole input.
 
 Within a shard, each stage takes the table the stage before produced in memory, conformed
 and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its file gives it
@@ -28,8 +29,7 @@ fed from memory see the very same table and write byte-identical outputs (the Ra
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
 submission order; the tables waiting to be written or exported hold at most about three
-input shards' bytes (so a small rejects file never waits behind a large checkpoint), and
-memory stays a few shards.
+input shards' bytes (so a small rejects file never waits behind a large checkpoint).
 The next shard to start from the input is decoded on a thread of its own while this one
 runs through the stages (on the cores the stages leave; the first shard on all of them).
 ``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
