@@ -147,6 +147,18 @@ def test_update_files_names_the_file_row_group_row_and_prompt_of_a_bad_score(tmp
     assert fit.stats()["rm"].count == 8  # the first row group only
 
 
+def test_update_files_passes_other_errors_through_unchanged(tmp_path):
+    """Only an infinite score is read again and renamed; a scorer the file lacks raises
+    pyarrow's own error, and adds nothing."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(pools([[1.0, 2.0]] * 3), tmp_path / "a.parquet")
+    fit = ScoreStatsFit(("other",))
+    with pytest.raises(pa.ArrowInvalid, match="other"):
+        fit.update_files(tmp_path / "a.parquet")
+    assert fit.stats() == {}
+
+
 def test_a_null_candidate_list_over_hidden_candidates_counts_none():
     """A null list may still span values (valid Arrow; polars leaves such lists): the
     statistics and the z-scores see only the visible candidates."""

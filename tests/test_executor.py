@@ -316,6 +316,57 @@ def test_small_writes_do_not_wait_behind_a_slow_export(tmp_path):
     assert result.read().equals(in_memory(make_pools(30), stages())[0])
 
 
+def test_a_fresh_run_that_fails_while_copying_its_input_can_be_rerun(tmp_path):
+    """Input copied into shard files (here: no stages) lands in a folder that already reads
+    as a work directory, so a run that dies half-way is simply run again."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(make_pools(12), src / "a.parquet")
+    pq.write_table(make_pools(12, 12).drop_columns(["metadata"]), src / "b.parquet")
+    with pytest.raises(KeyError, match="metadata"):
+        LocalExecutor(tmp_path / "w", shard_rows=5).run([], src)
+    assert (tmp_path / "w" / "input").is_dir()  # half the input copied
+    pq.write_table(make_pools(12, 12), src / "b.parquet")
+    result = LocalExecutor(tmp_path / "w", shard_rows=5).run([], src)
+    assert result.read().num_rows == 24
+
+
+def test_a_hash_done_before_the_input_is_copied_is_still_recorded(tmp_path, monkeypatch):
+    """A copied input (a table) is marked as a work directory before its shard files are
+    written; that early manifest write must not use up a background hash that is already
+    done, or the plan would record no digest and a rerun would start over."""
+    import prefdata.execute.workdir as workdir
+
+    class Quick(workdir.BackgroundDigest):
+        def __init__(self, *args):
+            super().__init__(*args)
+            assert self.done.wait(10)  # finished before the planning goes on
+
+    monkeypatch.setattr(workdir, "BackgroundDigest", Quick)
+    table = make_pools(30)
+    LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), table)
+    assert open_workdir(tmp_path / "w").input["digest"] == source_digest(table, 7)
+
+
+def test_a_write_that_does_not_store_the_table_does_not_hold_it(tmp_path, monkeypatch):
+    """Under checkpoint="auto" a cheap stage's write only records the shard, so the write
+    waiting in the queue gets an empty table with the kept count: memory is not held for
+    outputs nobody writes."""
+    seen, real = [], LocalExecutor._write
+
+    def spy(self, manifest, key, shard, rows_in, out, row_offset, store):
+        seen.append((store, out.table.num_rows, out.kept))
+        return real(self, manifest, key, shard, rows_in, out, row_offset, store)
+
+    monkeypatch.setattr(LocalExecutor, "_write", spy)
+    result = LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), make_pools(30))
+    kept = {e.stage: e.rows_out for e in result.funnel.entries}
+    assert {s for s, *_ in seen} == {True, False}
+    assert all(rows == 0 for store, rows, _ in seen if not store)
+    assert sum(k for store, _, k in seen if not store) == kept["CountCandidates"] + kept["Slow"]
+    assert sum(rows for store, rows, _ in seen if store) == result.read().num_rows
+
+
 def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path):
     """Under checkpoint="auto" only costly stages and the last stage keep their output;
     a changed cheap stage reruns from the last kept output, never repeating a costly one."""

@@ -60,6 +60,10 @@ Method = Literal["none", "zscore", "prompt_zscore", "rank"]
 SUFFIX = {"zscore": "z", "prompt_zscore": "pz", "rank": "rank"}
 
 
+class NonFiniteScoreError(ValueError):
+    """A score is infinite: the statistics (and z-scores) would be meaningless."""
+
+
 @dataclass(frozen=True)
 class ScoreStats:
     """Mergeable running statistics of one scorer: count, mean and M2 (sum of squared
@@ -146,7 +150,7 @@ class ScoreStatsFit:
                 i = int(bad[0])
                 row = int(flat.parents[i])
                 pid = table["prompt_id"][row].as_py() if "prompt_id" in table.column_names else "?"
-                raise ValueError(
+                raise NonFiniteScoreError(
                     f"row {row} (prompt_id {pid!r}): field "
                     f"candidates[{i - int(flat.offsets[row])}].scores.{name} is {x[i]}; "
                     "scores must be finite"
@@ -192,13 +196,13 @@ class ScoreStatsFit:
                 ahead = pool.submit(read, reads[k + 1]) if k + 1 < len(reads) else None
                 try:
                     self.update(table)
-                except ValueError:  # again with the prompt ids, to name the bad row
+                except NonFiniteScoreError:  # again with the prompt ids, to name the row
                     path, g, columns, metadata = reads[k]
                     named = read((path, g, ["prompt_id", *columns], metadata))
                     try:
                         ScoreStatsFit(self.scorers).update(named)
-                    except ValueError as e:
-                        raise ValueError(f"{path}, row group {g}: {e}") from None
+                    except NonFiniteScoreError as e:
+                        raise NonFiniteScoreError(f"{path}, row group {g}: {e}") from None
                     raise
         return self
 
@@ -329,4 +333,4 @@ class Normalise(Stage):
         return rebuild_candidates(table, flat, values)
 
 
-__all__ = ["Normalise", "ScoreStats", "ScoreStatsFit", "fit_score_stats"]
+__all__ = ["Normalise", "NonFiniteScoreError", "ScoreStats", "ScoreStatsFit", "fit_score_stats"]

@@ -29,7 +29,8 @@ fed from memory see the very same table and write byte-identical outputs (the Ra
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
 submission order; the tables waiting to be written or exported hold at most about three
-input shards' bytes (so a small rejects file never waits behind a large checkpoint).
+input shards' bytes, or 64 MiB if more (so a small rejects file never waits behind a large
+checkpoint).
 The next shard to start from the input is decoded on a thread of its own while this one
 runs through the stages (on the cores the stages leave; the first shard on all of them).
 ``run(..., sink=...)`` hands every output shard to an exporter as it is computed, on a
@@ -196,7 +197,7 @@ class LocalExecutor:
         offsets = [0] * len(stages)  # rows of each stage's input in the shards before
         # checkpoint writes and exports in submission order, with the bytes each holds
         pending: deque[tuple[Future, int]] = deque()
-        held = budget = 0
+        held, budget = 0, MIN_WRITE_BUDGET
         with (
             progress_bar(
                 sum(shard_counts),
@@ -259,16 +260,18 @@ class LocalExecutor:
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
                         out = self._run_stage(stages[i], i, shard, where, table)
+                        # a write that does not store the table must not hold it either
+                        written = out if keep[i] else _without_table(out)
                         submit(
                             self._write,
                             manifest,
                             keys[i],
                             shard,
                             table.num_rows,
-                            out,
+                            written,
                             offsets[i],
                             keep[i],
-                            size=out.rejects.nbytes + (out.table.nbytes if keep[i] else 0),
+                            size=written.rejects.nbytes + written.table.nbytes,
                         )
                         offsets[i] += table.num_rows
                         where = f"the output of stage {i} {stages[i].name}"
@@ -325,10 +328,21 @@ class LocalExecutor:
                 manifest.save()
 
 
+# The least the tables waiting to be written may hold, so tiny shards still overlap.
+MIN_WRITE_BUDGET = 64 << 20
+
+
+def _without_table(out: StageOutput) -> StageOutput:
+    """``out`` with an empty table (its kept count preserved): what a write that records
+    but does not store the output needs."""
+    return StageOutput(out.table.schema.empty_table(), out.rejects, out.kept)
+
+
 def _spare_cores() -> int:
-    """Cores a read-ahead may decode on: those the stages' one thread leaves (at least 1)."""
+    """Cores a read-ahead may decode on: those the stages' one thread leaves (at least 1,
+    at most 4, as for any row group read)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)
+    return max(1, min(4, (cores or 1) - 1))
 
 
 def _canonical(table: pa.Table) -> pa.Table:

@@ -182,6 +182,8 @@ class Manifest:
         not vouch for the planned bytes, the input records ``"digest": null``, which a
         rerun treats as a changed input."""
         pending = self.pending_digest
+        if not wait and self.data["input"] is None:
+            return  # no plan to put it in yet: a save before planning must not drop it
         if pending is not None and (wait or pending.done.is_set()):
             pending.done.wait()
             if self.data["input"] is not None:
@@ -517,10 +519,10 @@ def prepare_input(
         if "pieces" in done:  # the same bytes, possibly at another path now
             done["sources"] = [os.path.abspath(p) for p in source]
         return list(done["shards"])
-    if (manifest.workdir / MANIFEST).exists():
-        manifest.data = Manifest.empty()
-        manifest.save()  # first forget, then delete: a crash in between leaves no false record
+    had_manifest = (manifest.workdir / MANIFEST).exists()
     manifest.data = Manifest.empty()
+    if had_manifest:
+        manifest.save()  # first forget, then delete: a crash in between leaves no false record
     if fresh:
         manifest.pending_digest = BackgroundDigest(source, shard_rows, stamps)
     for sub in (INPUT_DIR, STAGES_DIR):
@@ -529,6 +531,8 @@ def prepare_input(
     if pieces is not None:
         rows = [sum(p[3] for p in shard) for shard in pieces]
     else:
+        if not had_manifest:  # the folder must read as a work directory before files land
+            manifest.save()
         rows = []
         for i, shard in enumerate(iter_shards(source, shard_rows)):
             write_shard(shard, manifest.input_path(i))
