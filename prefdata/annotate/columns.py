@@ -87,6 +87,16 @@ def offsets_of(lengths: np.ndarray, dtype: type = np.int32) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lengths)]).astype(dtype)
 
 
+def parents_of(lengths: np.ndarray) -> np.ndarray:
+    """The row of each flat value, from per-row lengths.
+
+    >>> parents_of(np.array([2, 0, 1])).tolist()
+    [0, 0, 2]
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+
+
 def list_lengths(lists: pa.Array) -> np.ndarray:
     """Each list's length as int64, 0 for a null list."""
     return (
@@ -110,16 +120,16 @@ def list_parents(lists: pa.Array) -> np.ndarray:
     >>> lists.flatten().to_pylist(), list_parents(lists).tolist()
     ([1, 2, 4], [0, 0, 2])
     """
-    return np.repeat(np.arange(len(lists), dtype=np.int64), list_lengths(lists))
+    return parents_of(list_lengths(lists))
 
 
 def flatten_candidates(table: pa.Table, column: str = "candidates") -> FlatCandidates:
     """Flatten the candidate lists of ``table`` (one pass, no Python per row)."""
     lists = plain_list(table[column])
     lengths = list_lengths(lists)  # not lists.offsets: a null list may span hidden values
-    offsets = offsets_of(lengths, np.int64)  # list_offsets and list_parents, lengths once
+    offsets = offsets_of(lengths, np.int64)
     values = lists.flatten()
-    parents = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+    parents = parents_of(lengths)
     mask = lists.is_null() if lists.null_count else None
     return FlatCandidates(values, parents, offsets, mask)
 

@@ -34,7 +34,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, plain_list, starts_of
+from prefdata.annotate.columns import (
+    list_lengths,
+    list_parents,
+    parents_of,
+    plain_list,
+    starts_of,
+)
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, rejects_from
 from prefdata.schema import empty_rejects
@@ -84,7 +90,7 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
     values = pc.list_flatten(lists)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    pool = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    pool = parents_of(sizes)
     ok = ~values.is_null().to_numpy(zero_copy_only=False)
     response = pc.struct_field(values, "response")
     ok &= ~response.is_null().to_numpy(zero_copy_only=False)

@@ -37,6 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prefdata.annotate.columns import parents_of
 from prefdata.filter.minhash import shingle_hashes
 from prefdata.filter.text import normalise_text, prompt_text
 from prefdata.pipeline import Stage, StageOutput, split
@@ -78,7 +79,7 @@ def read_benchmark(path: str | Path, field: str | None = None) -> list[str]:
 def _grams(texts: pa.Array, n: int) -> pl.DataFrame:
     """Distinct (row, gram hash) pairs and each row's gram count."""
     h, off = shingle_hashes(normalise_text(texts), n)
-    rows = np.repeat(np.arange(len(off) - 1), np.diff(off))
+    rows = parents_of(np.diff(off))
     return pl.DataFrame({"row": rows, "g": h}).unique()
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, starts_of
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, parents_of, starts_of
 from prefdata.generate.base import (
     ChatBackend,
     ChatResult,
@@ -341,7 +341,6 @@ def append_candidates(
     >>> [len(x) for x in append_candidates(old, [[c], [c, c]], t).to_pylist()]
     [2, 2]
     """
-    rows = len(old)
     old_len = list_lengths(old)
     old_values = pc.list_flatten(old)
     new_len = np.array([len(x) for x in new], dtype=np.int64)
@@ -350,7 +349,7 @@ def append_candidates(
     total = old_len + new_len
     offsets = offsets_of(total, np.int64)
     old_start, new_start = starts_of(old_len), starts_of(new_len)
-    row_of = np.repeat(np.arange(rows), total)
+    row_of = parents_of(total)
     within = np.arange(offsets[-1]) - offsets[:-1][row_of]
     is_old = within < old_len[row_of]
     take = np.where(

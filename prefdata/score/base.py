@@ -34,9 +34,8 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.columns import (
     list_lengths,
-    list_offsets,
-    list_parents,
     offsets_of,
+    parents_of,
     plain_list,
 )
 from prefdata.ids import digest
@@ -64,7 +63,8 @@ def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.L
     n = len(old)
     if len(new) != n:
         raise ValueError(f"flags has {len(new)} entries for {n} candidates")
-    old_off = list_offsets(old)
+    old_counts = list_lengths(old)
+    old_off = offsets_of(old_counts, np.int64)
     old_vals = old.flatten()
     existing = None
     add_counts = np.zeros(n, dtype=np.int64)
@@ -76,14 +76,13 @@ def _merge_flags(old: pa.ListArray, new: Sequence[Sequence[str]] | None) -> pa.L
         fresh = [f for f in dict.fromkeys(new[i]) if f not in have]
         add_counts[i] = len(fresh)
         add_vals.extend(fresh)
-    old_counts = np.diff(old_off)
     counts = old_counts + add_counts
     offsets = offsets_of(counts)
     # Index into concat(old values, new values): candidate i takes its old range, then its new.
     add_off = offsets_of(add_counts, np.int64)
     total = int(offsets[-1])
-    pos = np.arange(total) - np.repeat(offsets[:-1], counts)
-    owner = np.repeat(np.arange(n), counts)
+    owner = parents_of(counts)
+    pos = np.arange(total) - offsets[:-1][owner]
     is_old = pos < old_counts[owner]
     idx = np.where(
         is_old,
@@ -173,9 +172,10 @@ class Candidates:
 def candidates_view(table: pa.Table) -> Candidates:
     lists = plain_list(table["candidates"])
     struct = lists.flatten()
+    lengths = list_lengths(lists)
     return Candidates(
-        row=list_parents(lists),
-        offsets=list_offsets(lists),
+        row=parents_of(lengths),
+        offsets=offsets_of(lengths, np.int64),
         # struct_field honours a null candidate (field() would show its hidden child)
         responses=pc.struct_field(struct, "response").to_pylist(),
         struct=struct,

@@ -23,7 +23,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, one_chunk, starts_of
+from prefdata.annotate.columns import (
+    list_lengths,
+    list_parents,
+    offsets_of,
+    one_chunk,
+    parents_of,
+    starts_of,
+)
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects
@@ -79,7 +86,7 @@ class Messages:
     @property
     def row_ids(self) -> np.ndarray:
         """The row each flat message belongs to."""
-        return np.repeat(np.arange(self.num_rows), self.lengths)
+        return parents_of(self.lengths)
 
     @property
     def positions(self) -> np.ndarray:

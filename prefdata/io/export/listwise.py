@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, starts_of
+from prefdata.annotate.columns import list_lengths, offsets_of, parents_of, starts_of
 from prefdata.io.export._arrow import (
     Converted,
     Messages,
@@ -108,8 +108,8 @@ def listwise_table(
     resp = column(lists, "responses")
     lengths = list_lengths(resp)
     flat = resp.flatten()
-    row_ids = list_parents(resp)
-    pos = np.arange(len(flat)) - np.repeat(starts_of(lengths), lengths)
+    row_ids = parents_of(lengths)
+    pos = np.arange(len(flat)) - starts_of(lengths)[row_ids]
     take = np.ones(len(flat), dtype=bool)
     if num_responses is not None:
         reasons.add(lengths < num_responses, f"fewer than {num_responses} responses", "responses")
