@@ -120,7 +120,9 @@ def _check_prompt_id(col: pa.Array, out: list[ValidationError]) -> None:
         )
 
 
-def _check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
+def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
+    """Append the problems of a prompt column (message lists) to ``out``: table-level ones
+    with row -1, then one per bad row."""
     t = col.type
     if not (_is_list(t) and pa.types.is_struct(t.value_type)):
         out.append(
@@ -397,7 +399,7 @@ def validate(table: pa.Table) -> list[ValidationError]:
         else:
             out.append(ValidationError(-1, "prompt_id", f"type {col.type}; expected string"))
     if (col := column("prompt")) is not None:
-        _check_prompt(col, out)
+        check_prompt(col, out)
     for name in ("source", "metadata"):
         if (col := column(name)) is not None and not _is_string(col.type):
             out.append(ValidationError(-1, name, f"type {col.type}; expected string"))
@@ -409,7 +411,7 @@ def validate(table: pa.Table) -> list[ValidationError]:
     return sorted(out, key=lambda e: (e.row, order.get(e.field.split("[")[0].split(".")[0], 9)))
 
 
-__all__ = ["REQUIRED_COLUMNS", "ValidationError", "validate"]
+__all__ = ["REQUIRED_COLUMNS", "ValidationError", "check_prompt", "validate"]
 
 
 def record_type(table: pa.Table | pa.Schema) -> str | None:
@@ -459,7 +461,7 @@ def validate_records(table: pa.Table, kind: str) -> list[ValidationError]:
     table = conform_types(table)
     out: list[ValidationError] = []
     if "prompt" in table.column_names:
-        _check_prompt(table["prompt"].combine_chunks(), out)
+        check_prompt(table["prompt"].combine_chunks(), out)
     prompt_rows = {e.row for e in out}
     for i, row in enumerate(table.to_pylist()):
         for err in validator.iter_errors(row):
