@@ -24,7 +24,7 @@ import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +32,9 @@ import pyarrow.compute as pc
 
 from prefdata.ids import digest
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects, score_names
+
+if TYPE_CHECKING:
+    from prefdata.fit import Fit
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,16 @@ class Stage:
         executors refuse it over more than one shard (fit first, then pass it in).
 
         >>> Stage().fits_on_input() is None
+        True
+        """
+        return None
+
+    def fit(self) -> Fit | None:
+        """The unfitted :class:`~prefdata.fit.Fit` this stage needs before it can process
+        shards independently, or None (a row-local or already fitted stage). Its
+        ``finalize()`` returns this stage with the fitted state filled in.
+
+        >>> Stage().fit() is None
         True
         """
         return None

@@ -7,7 +7,9 @@ Methods (``Normalise(method=...)``):
   scored candidate of the dataset. Two-pass: :class:`ScoreStatsFit` collects mergeable
   statistics (count, mean, M2; Chan et al.'s parallel merge) over batches or shards, possibly
   on different workers, and ``Normalise(method="zscore", stats=fit.stats())`` applies them
-  row-locally. Without ``stats`` the stage fits on the table it is given (whole-table mode).
+  row-locally (or, through the fit protocol, ``Normalise().fit()`` gives the fit bound to
+  the stage: :mod:`prefdata.fit`). Without ``stats`` the stage fits on the table it is
+  given (whole-table mode).
 - ``"prompt_zscore"``: z-score within each pool (row-local).
 - ``"rank"``: rank within each pool scaled to [0, 1] (0 = lowest; ties get their average
   rank; a pool with one scored candidate gets 0.5). Row-local.
@@ -34,7 +36,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -51,6 +53,7 @@ from prefdata.annotate.columns import (
     score_array,
     struct_with,
 )
+from prefdata.fit import StageFit, check_config
 from prefdata.ids import digest
 from prefdata.io.parquet import parquet_files, read_row_group
 from prefdata.pipeline import Stage
@@ -214,6 +217,32 @@ class ScoreStatsFit:
     def stats(self) -> dict[str, ScoreStats]:
         return dict(sorted(self.parts.items()))
 
+    def fitted(self, stage: Normalise) -> Normalise:
+        """``stage`` with the statistics of the scorers it normalises."""
+        names = set(stage.scorer_names(self.parts))
+        return replace(stage, stats={k: v for k, v in self.stats().items() if k in names})
+
+    def dumps(self) -> bytes:
+        """JSON: ``{"config": {"scorers": [...]}, "stats": {name: [count, mean, m2]}}``
+        (floats written exactly)."""
+        stats = {k: [v.count, v.mean, v.m2] for k, v in self.stats().items()}
+        state = {"config": {"scorers": list(self.scorers)}, "stats": stats}
+        return json.dumps(state, sort_keys=True, allow_nan=False).encode()
+
+    def load(self, data: bytes) -> ScoreStatsFit:
+        """Merge in the statistics :meth:`dumps` wrote.
+
+        >>> fit = ScoreStatsFit(parts={"rm": ScoreStats.of([1.0, 2.5])})
+        >>> ScoreStatsFit().load(fit.dumps()).stats() == fit.stats()
+        True
+        """
+        state = json.loads(data)
+        check_config(state["config"], {"scorers": list(self.scorers)})
+        parts = {
+            k: ScoreStats(int(c), float(m), float(m2)) for k, (c, m, m2) in state["stats"].items()
+        }
+        return self.merge(ScoreStatsFit(self.scorers, parts))
+
 
 def fit_score_stats(
     tables: Iterable[pa.Table], scorers: tuple[str, ...] = ()
@@ -287,8 +316,16 @@ class Normalise(Stage):
 
     def fits_on_input(self) -> str | None:
         if self.method == "zscore" and self.stats is None:
-            return "z-score statistics (pass stats=ScoreStatsFit(...).update(...).stats())"
+            return (
+                "z-score statistics (fit it first: prefdata.fit.fit_stage(stage, shards), "
+                "or pass stats=ScoreStatsFit(...).update(...).stats())"
+            )
         return None
+
+    def fit(self) -> StageFit | None:
+        """The :class:`ScoreStatsFit` of the dataset z-score, bound to this stage (None
+        unless ``method="zscore"`` without ``stats``)."""
+        return None if self.fits_on_input() is None else StageFit(self, ScoreStatsFit(self.scorers))
 
     def required_columns(self) -> tuple[str, ...]:
         return self.requires + tuple(f"scores.{n}" for n in self.scorers)
@@ -301,17 +338,23 @@ class Normalise(Stage):
     def output_name(self, name: str) -> str:
         return name if self.replace else f"{name}.{SUFFIX[self.method]}"
 
-    def _names(self, table: pa.Table) -> list[str]:
+    def scorer_names(self, available: Iterable[str]) -> list[str]:
+        """The scorers this stage normalises, of the score fields ``available``:
+        ``scorers``, or every field that is not itself a normalised one.
+
+        >>> Normalise().scorer_names(["rm", "rm.z", "judge"])
+        ['rm', 'judge']
+        """
         if self.scorers:
             return list(self.scorers)
         suffixes = tuple(f".{s}" for s in SUFFIX.values())
-        return [n for n in score_names(table) if not n.endswith(suffixes)]
+        return [n for n in available if not n.endswith(suffixes)]
 
     def process(self, table: pa.Table) -> pa.Table:
         if self.method == "none" or table.num_rows == 0:
             return table
         flat = flatten_candidates(table)
-        names = self._names(table)
+        names = self.scorer_names(score_names(table))
         stats = dict(self.stats or {})
         if self.method == "zscore":
             missing = [n for n in names if n not in stats]

@@ -12,7 +12,8 @@ Strategies (``score`` is the construction score, higher is better):
   pools whose margin is at least the q-quantile of all margins; that needs the whole
   dataset, so it is two-pass: ``Pairs(..., quantile=q).fit(tables)`` computes the threshold
   and returns a stage that applies it row-locally (P(best > worst) = sigmoid(margin) under a
-  Bradley-Terry model is monotone in the margin, so a margin quantile is a confidence one).
+  Bradley-Terry model is monotone in the margin, so a margin quantile is a confidence one);
+  ``Pairs(..., quantile=q).fit()`` is the same first pass as a :mod:`prefdata.fit` fit.
 - ``best-random``: the highest against a uniformly drawn lower-scored candidate; the draw
   is ``floor(pool_seed / 2**63 * n_lower)`` with ``pool_seed`` a digest of (run seed,
   prompt_id), recorded in provenance.
@@ -55,8 +56,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, overload
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +76,7 @@ from prefdata.construct.candidates import (
     pool_seed,
     provenance_prefix,
 )
+from prefdata.fit import StageFit, fit_stage, table_dumps, table_loads
 from prefdata.schema import PAIR_SCHEMA
 
 STRATEGIES = (
@@ -191,26 +193,37 @@ class Pairs(ConstructStage):
         return (*pair_schema(self.strategy).names, "chosen_scores", "rejected_scores")
 
     # -- two-pass confidence quantile --------------------------------------------------
-    def fit(self, tables: pa.Table | Iterable[pa.Table]) -> Pairs:
+    @overload
+    def fit(self) -> StageFit | None: ...
+
+    @overload
+    def fit(self, tables: pa.Table | Iterable[pa.Table]) -> Pairs: ...
+
+    def fit(self, tables: pa.Table | Iterable[pa.Table] | None = None) -> StageFit | Pairs | None:
         """First pass of the quantile filter: the margins this strategy gives on every
         batch of ``tables`` (before any margin filter), their ``quantile``, and a copy of the
-        stage that keeps pairs with margin >= that value. The state is the list of margins,
-        so batches (shards) can be read in any order.
+        stage that keeps pairs with margin >= that value (fitted again when it already is).
+        The state is the list of margins (:class:`MarginQuantileFit`), so batches (shards)
+        can be read in any order. Without ``tables``: that fit bound to this stage
+        (:meth:`Stage.fit <prefdata.pipeline.Stage.fit>`), None unless ``quantile`` is set
+        and not yet fitted.
 
         >>> Pairs("best-worst", score="rm", quantile=0.5).fit([]).fitted_min_margin is None
         True
+        >>> Pairs("best-worst", score="rm").fit() is None
+        True
         """
+        if tables is None:
+            if self.quantile is None or self.fitted_min_margin is not None:
+                return None
+            return StageFit(self, MarginQuantileFit(self.unfiltered()))
         if self.quantile is None:
             raise ValueError("fit() is for quantile=...; this stage has none")
-        first = dataclasses.replace(self, quantile=None, min_margin=None, fitted_min_margin=None)
-        tables = [tables] if isinstance(tables, pa.Table) else tables
-        margins = []
-        for t in tables:
-            out = first(t).table
-            margins.append(pc.drop_null(out["margin"]).to_numpy(zero_copy_only=False))
-        m = np.concatenate(margins) if margins else np.array([])
-        thr = float(np.quantile(m, self.quantile)) if m.size else None
-        return dataclasses.replace(self, fitted_min_margin=thr)
+        return fit_stage(dataclasses.replace(self, fitted_min_margin=None), tables)
+
+    def unfiltered(self) -> Pairs:
+        """This stage without any margin filter (the quantile's first pass)."""
+        return dataclasses.replace(self, quantile=None, min_margin=None, fitted_min_margin=None)
 
     def effective_min_margin(self) -> float | None:
         if self.quantile is not None and self.fitted_min_margin is None:
@@ -454,6 +467,57 @@ class Pairs(ConstructStage):
         return out
 
 
+@dataclass
+class MarginQuantileFit:
+    """First pass of ``Pairs(quantile=q)``: the margins ``stage`` (the pairs stage without
+    a margin filter) gives, one array per update, mergeable in any order.
+
+    >>> from prefdata.schema import pool_schema
+    >>> cands = [{"candidate_id": c, "response": c, "scores": {"rm": s}} for c, s in
+    ...          [("a", 0.0), ("b", 2.0)]]
+    >>> pools = pa.Table.from_pylist([{"prompt_id": "p", "prompt": [{"role": "user",
+    ...     "content": "Q"}], "candidates": cands}], schema=pool_schema(["rm"]))
+    >>> stage = Pairs("best-worst", score="rm", quantile=0.5)
+    >>> fit = MarginQuantileFit(stage.unfiltered()).update(pools)
+    >>> fit.threshold(0.5), fit.fitted(stage).fitted_min_margin
+    (2.0, 2.0)
+    """
+
+    stage: Pairs
+    margins: list[np.ndarray] = field(default_factory=list)
+
+    def update(self, table: pa.Table) -> MarginQuantileFit:
+        out = self.stage(table).table
+        self.margins.append(pc.drop_null(out["margin"]).to_numpy(zero_copy_only=False))
+        return self
+
+    def merge(self, other: MarginQuantileFit) -> MarginQuantileFit:
+        self.margins += other.margins
+        return self
+
+    def threshold(self, quantile: float) -> float | None:
+        """The ``quantile`` of every margin gathered; None when there is none."""
+        m = np.concatenate(self.margins) if self.margins else np.array([])
+        return float(np.quantile(m, quantile)) if m.size else None
+
+    def fitted(self, stage: Pairs) -> Pairs:
+        """``stage`` with ``fitted_min_margin`` set to its quantile of the margins."""
+        assert stage.quantile is not None
+        return dataclasses.replace(stage, fitted_min_margin=self.threshold(stage.quantile))
+
+    def dumps(self) -> bytes:
+        """Arrow IPC: one float64 column ``margin``."""
+        m = np.concatenate(self.margins) if self.margins else np.array([])
+        config = {"stage": self.stage.fingerprint}
+        return table_dumps(pa.table({"margin": pa.array(m, pa.float64())}), {"config": config})
+
+    def load(self, data: bytes) -> MarginQuantileFit:
+        """Add the margins :meth:`dumps` wrote."""
+        table, _ = table_loads(data, {"stage": self.stage.fingerprint})
+        self.margins.append(table["margin"].to_numpy())
+        return self
+
+
 def _cast_schema(schema: pa.Schema, table: pa.Table) -> pa.Schema:
     """The output schema with the input's prompt type, cast to canonical afterwards."""
     i = schema.get_field_index("prompt")
@@ -501,4 +565,4 @@ def curriculum_order(pairs: pa.Table) -> pa.Table:
     return pairs.take(pc.sort_indices(pairs, [("curriculum_stage", "ascending")]))
 
 
-__all__ = ["Pairs", "STRATEGIES", "curriculum_order", "pair_schema"]
+__all__ = ["MarginQuantileFit", "Pairs", "STRATEGIES", "curriculum_order", "pair_schema"]

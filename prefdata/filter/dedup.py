@@ -19,7 +19,9 @@ first row of every cluster in that order. The result is a :class:`DedupIndex`: a
 table of decisions keyed by ``prompt_id \\x1f source`` (that key must be unique over the
 dataset: pools are one per prompt and source). ``DedupPrompts(index=...)`` applies it
 row-locally on each shard. ``DedupPrompts()`` without an index fits on the table it is
-given (whole-table mode, positional, so duplicate keys are fine there).
+given (whole-table mode, positional, so duplicate keys are fine there); ``DedupPrompts().fit()``
+is the same fit bound to the stage (:mod:`prefdata.fit`), whose ``finalize()`` returns
+``DedupPrompts(index=...)``.
 
 Reject reasons: ``"exact_duplicate: of <prompt_id>"``, ``"near_duplicate: of <prompt_id>
 (jaccard 0.91)"``, ``"semantic_duplicate: of <prompt_id> (cosine 0.97)"``, where
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -55,6 +57,7 @@ from prefdata.annotate.columns import flatten_candidates
 from prefdata.filter import minhash
 from prefdata.filter.candidates import drop_candidates, ensure_dropped
 from prefdata.filter.text import normalise_text, prompt_text, text_hash
+from prefdata.fit import StageFit, table_dumps, table_loads
 from prefdata.pipeline import Stage, StageOutput, split
 
 Method = Literal["exact", "minhash", "semantic"]
@@ -121,7 +124,18 @@ def semantic_links(
 @dataclass
 class DedupFit:
     """Two-pass prompt dedup (module docstring): ``update``/``sketch`` per shard, ``merge``,
-    ``finalize`` on one worker."""
+    ``finalize`` on one worker. The rows are kept in (shard, row) order: give ``shard=``
+    to fits merged in any order; without it a fit numbers its updates 0, 1, 2, ...
+
+    >>> import pyarrow as pa
+    >>> from prefdata.schema import pool_schema
+    >>> t = pa.Table.from_pylist([{"prompt_id": p, "prompt": [{"role": "user", "content": "Hi"}],
+    ...     "candidates": []} for p in ("a", "b")], schema=pool_schema())
+    >>> b = DedupFit("exact").update(t.slice(1), shard=1)
+    >>> index = b.merge(DedupFit("exact").update(t.slice(0, 1), shard=0)).finalize()
+    >>> index.table["reason"].to_pylist()
+    ['', 'exact_duplicate: of a']
+    """
 
     method: Method = "minhash"
     threshold: float = 0.8
@@ -148,7 +162,7 @@ class DedupFit:
             h, off = minhash.shingle_hashes(norm, self.ngram)
             sk = minhash.signatures(h, off, self.num_perm, self.seed)
         elif self.method == "semantic":
-            encoder = encoder or _load_encoder(self.model_path)
+            encoder = encoder or self._encoder()
             texts = prompt_text(table).to_pylist()
             sk = np.asarray(
                 encoder.encode(
@@ -162,6 +176,15 @@ class DedupFit:
             ).reshape(len(texts), -1)
         pids = table["prompt_id"].combine_chunks()
         return DedupSketch(shard, row_keys(table), pids, exact, sk)
+
+    def _encoder(self) -> Any:
+        """The sentence encoder, loaded once per fit (never pickled)."""
+        if self.__dict__.get("_encoder_cache") is None:
+            self.__dict__["_encoder_cache"] = _load_encoder(self.model_path)
+        return self.__dict__["_encoder_cache"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_encoder_cache"}
 
     def update(self, table: pa.Table, shard: int | None = None, encoder: Any = None) -> DedupFit:
         self.sketches.append(
@@ -217,6 +240,55 @@ class DedupFit:
             )
         return keys, keep, reasons
 
+    def fitted(self, stage: DedupPrompts) -> DedupPrompts:
+        """``stage`` with the index of this fit."""
+        return replace(stage, index=self.finalize())
+
+    def sketch_config(self) -> dict[str, Any]:
+        """The settings the sketches depend on (a stored fit must match them)."""
+        return {k: getattr(self, k) for k in ("method", "num_perm", "ngram", "seed", "model_path")}
+
+    def dumps(self) -> bytes:
+        """Arrow IPC, a row per gathered prompt: key, prompt_id, exact hash and (MinHash,
+        semantic) its signature or embedding; the shards and their sizes in the metadata."""
+        parts = self.sketches
+        cat = lambda xs, t: pa.concat_arrays([x.cast(t) for x in xs]) if xs else pa.array([], t)  # noqa: E731
+        cols = {
+            "key": cat([p.keys for p in parts], pa.string()),
+            "prompt_id": cat([p.prompt_ids for p in parts], pa.string()),
+            "exact": pa.array(
+                np.concatenate([p.exact for p in parts]) if parts else [], pa.uint64()
+            ),
+        }
+        meta: dict[str, Any] = {
+            "config": self.sketch_config(),
+            "shards": [[p.shard, len(p.exact)] for p in parts],
+        }
+        sketched = [p.sketch for p in parts if p.sketch is not None]
+        if sketched:
+            meta["width"] = width = int(sketched[0].shape[1])
+            values = np.concatenate([s.reshape(-1) for s in sketched])
+            cols["sketch"] = pa.FixedSizeListArray.from_arrays(pa.array(values), width)
+        return table_dumps(pa.table(cols), meta)
+
+    def load(self, data: bytes) -> DedupFit:
+        """Add the sketches :meth:`dumps` wrote (after the ones this fit holds)."""
+        table, meta = table_loads(data, self.sketch_config())
+        keys, pids = (table[c].combine_chunks() for c in ("key", "prompt_id"))
+        exact = table["exact"].to_numpy()
+        sk = None
+        if "sketch" in table.column_names:
+            flat = pc.list_flatten(table["sketch"]).to_numpy()
+            sk = flat.reshape(-1, meta["width"])
+        lo = 0
+        for shard, n in meta["shards"]:
+            part = None if sk is None else sk[lo : lo + n]
+            self.sketches.append(
+                DedupSketch(shard, keys.slice(lo, n), pids.slice(lo, n), exact[lo : lo + n], part)
+            )
+            lo += n
+        return self
+
     def finalize(self) -> DedupIndex:
         keys, keep, reasons = self.decide()
         counts = pl.Series(keys).value_counts()
@@ -257,7 +329,10 @@ class DedupPrompts(Stage):
 
     def fits_on_input(self) -> str | None:
         if self.index is None:
-            return "the dedup index (pass index=stage.fit().update(...).finalize())"
+            return (
+                "the dedup index (fit it first: prefdata.fit.fit_stage(stage, shards), or pass "
+                "index=DedupFit(...).update(...).finalize())"
+            )
         return None
 
     def config(self) -> dict[str, Any]:
@@ -270,14 +345,18 @@ class DedupPrompts(Stage):
         if self.method == "semantic" and self.index is None:
             self.resources["encoder"] = _load_encoder(self.model_path)
 
-    def fit(self) -> DedupFit:
-        """The two-pass fit with this stage's settings (every field they share, by name)."""
+    def dedup_fit(self) -> DedupFit:
+        """A :class:`DedupFit` with this stage's settings (every field they share, by name)."""
         shared = {f.name for f in fields(DedupFit)} - {"sketches"}
         return DedupFit(**{name: getattr(self, name) for name in shared})
 
+    def fit(self) -> StageFit | None:
+        """:meth:`dedup_fit` bound to this stage (None when it has an index)."""
+        return None if self.index is not None else StageFit(self, self.dedup_fit())
+
     def process(self, table: pa.Table) -> StageOutput:
         if self.index is None:
-            fit = self.fit().update(table, 0, self.resources.get("encoder"))
+            fit = self.dedup_fit().update(table, 0, self.resources.get("encoder"))
             _, keep, reasons = fit.decide()
             return split(table, keep, self.name, reasons, field="prompt")
         idx = pc.index_in(row_keys(table), value_set=self.index.table["key"])

@@ -9,7 +9,8 @@ Flags (appended to each candidate's ``flags`` list, never removed by this stage)
   ``repeated_min_prompts`` different pools. Dataset-level, two-pass:
   :class:`RepeatedResponsesFit` collects (text hash, prompt_id) pairs per batch or shard
   (mergeable), ``finalize()`` gives the hashes to flag, and ``FlagDegenerate(repeated=...)``
-  flags row-locally. Without ``repeated`` the stage counts within the table it is given.
+  flags row-locally (``FlagDegenerate().fit()`` is that fit bound to the stage:
+  :mod:`prefdata.fit`). Without ``repeated`` the stage counts within the table it is given.
 - ``"judge_injection"``: the response addresses or instructs a judge. A set of RE2 regexes
   (``JUDGE_INJECTION_PATTERNS``, case-insensitive): "ignore the above/previous
   instructions", judge-template headers ("## Model Outputs", "## Instruction",
@@ -42,7 +43,7 @@ Flags (appended to each candidate's ``flags`` list, never removed by this stage)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,6 +59,7 @@ from prefdata.filter.text import (
     script_counts,
     text_hash,
 )
+from prefdata.fit import StageFit, table_dumps, table_loads
 from prefdata.pipeline import Stage, StageOutput, split
 
 JUDGE_INJECTION_PATTERNS: tuple[str, ...] = (
@@ -136,6 +138,29 @@ class RepeatedResponsesFit:
         fp = _hash_digest([hashes.tobytes(), str((self.min_prompts, self.min_chars)).encode()])
         return RepeatedResponses(hashes.astype(np.uint64), self.min_prompts, self.min_chars, fp)
 
+    def fitted(self, stage: FlagDegenerate) -> FlagDegenerate:
+        """``stage`` with the repeated responses of this fit."""
+        return replace(stage, repeated=self.finalize())
+
+    def dumps(self) -> bytes:
+        """Arrow IPC: the distinct (text hash ``h``, prompt_id hash ``p``) pairs, sorted."""
+        schema = {"h": pl.UInt64, "p": pl.UInt64}
+        df = pl.concat([pl.DataFrame(schema=schema), *self.parts]).unique().sort(["h", "p"])
+        return table_dumps(df.to_arrow(), {"config": {"min_chars": self.min_chars}})
+
+    def load(self, data: bytes) -> RepeatedResponsesFit:
+        """Add the pairs :meth:`dumps` wrote.
+
+        >>> t = pa.table({"prompt_id": ["p"], "candidates": [[{"response": "Hi"}]]})
+        >>> fit = RepeatedResponsesFit(min_prompts=1, min_chars=1).update(t)
+        >>> back = RepeatedResponsesFit(min_prompts=1, min_chars=1).load(fit.dumps())
+        >>> back.finalize().fingerprint == fit.finalize().fingerprint
+        True
+        """
+        table, _ = table_loads(data, {"min_chars": self.min_chars})
+        self.parts.append(pl.from_arrow(table))
+        return self
+
 
 def _response_hashes(values: pa.StructArray, min_chars: int) -> tuple[np.ndarray, np.ndarray]:
     text = pc.utf8_trim_whitespace(pc.utf8_lower(pc.struct_field(values, "response")))
@@ -167,10 +192,21 @@ class FlagDegenerate(Stage):
     def fits_on_input(self) -> str | None:
         if self.repeated is None and self.repeated_min_prompts is not None:
             return (
-                "the responses repeated across prompts (pass repeated="
-                "RepeatedResponsesFit(...).update(...).finalize(), or repeated_min_prompts=None)"
+                "the responses repeated across prompts (fit it first: prefdata.fit.fit_stage("
+                "stage, shards), pass repeated=RepeatedResponsesFit(...).update(...).finalize(), "
+                "or repeated_min_prompts=None)"
             )
         return None
+
+    def fit(self) -> StageFit | None:
+        """The :class:`RepeatedResponsesFit` of this stage's settings, bound to it (None with
+        ``repeated`` or ``repeated_min_prompts=None``)."""
+        if self.fits_on_input() is None:
+            return None
+        assert self.repeated_min_prompts is not None
+        return StageFit(
+            self, RepeatedResponsesFit(self.repeated_min_prompts, self.repeated_min_chars)
+        )
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
@@ -192,12 +228,8 @@ class FlagDegenerate(Stage):
                 zero_copy_only=False
             )
         repeated = self.repeated
-        if repeated is None and self.repeated_min_prompts is not None:
-            repeated = (
-                RepeatedResponsesFit(self.repeated_min_prompts, self.repeated_min_chars)
-                .update(table)
-                .finalize()
-            )
+        if (fit := self.fit()) is not None:  # whole-table mode
+            repeated = fit.update(table).finalize().repeated
         if repeated is not None:
             h, eligible = _response_hashes(flat.values, repeated.min_chars)
             flags["repeated_across_prompts"] = eligible & np.isin(h, repeated.hashes)

@@ -23,7 +23,8 @@ first (ties by key), written as ``curriculum_rank`` (0 = easiest); sort with
 Dataset-level, two-pass: :class:`PeerFit` collects (key, margin A, margin B) per batch or
 shard (mergeable: lists of arrays), ``finalize()`` ranks the whole set once and returns a
 :class:`PeerSelection` (an Arrow table keyed by pair key); ``PeerFilter(selection=...)``
-applies it row-locally. ``PeerFilter`` without a selection fits on the table it is given
+applies it row-locally (``PeerFilter(...).fit()`` is the fit bound to the stage:
+:mod:`prefdata.fit`). ``PeerFilter`` without a selection fits on the table it is given
 (whole-table mode: only dataset-level when that table is the whole dataset).
 
 Reject reasons: ``"peer: high loss under A"``, ``"... under B"``, ``"... under A and B"``,
@@ -42,7 +43,7 @@ Reject reasons: ``"peer: high loss under A"``, ``"... under B"``, ``"... under A
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -57,6 +58,7 @@ from prefdata.annotate.columns import (
     pair_keys,
 )
 from prefdata.annotate.columns import set_column as _set
+from prefdata.fit import StageFit, table_dumps, table_loads
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, split
 
@@ -118,7 +120,7 @@ class PeerFit:
     margins_b: list[np.ndarray] = field(default_factory=list)
 
     def update(self, pairs: pa.Table) -> PeerFit:
-        self.keys.append(pair_keys(pairs))
+        self.keys.append(pair_keys(pairs).cast(pa.string()))
         self.margins_a.append(_margin(pairs, self.scorer_a))
         self.margins_b.append(_margin(pairs, self.scorer_b))
         return self
@@ -202,12 +204,54 @@ class PeerFit:
             }
         )
         h = hashlib.blake2b(digest_size=8)
-        for part in ("\x1e".join(keys.tolist()).encode(), ma.tobytes(), mb.tobytes()):
+        by_key = np.argsort(keys, kind="stable")  # the same for fits merged in any order
+        for part in (
+            "\x1e".join(keys[by_key].tolist()).encode(),
+            ma[by_key].tobytes(),
+            mb[by_key].tobytes(),
+        ):
             h.update(part)
         fp = digest(
             self.scorer_a, self.scorer_b, float(tau), select, require_sign_agreement, h.hexdigest()
         )
         return PeerSelection(table, float(tau), fp)
+
+    def fitted(self, stage: PeerFilter) -> PeerFilter:
+        """``stage`` with the selection of this fit under its ``tau`` and ``select``."""
+        selection = self.finalize(
+            stage.tau, select=stage.select, require_sign_agreement=stage.require_sign_agreement
+        )
+        return replace(stage, selection=selection)
+
+    def _config(self) -> dict[str, str]:
+        return {"scorer_a": self.scorer_a, "scorer_b": self.scorer_b}
+
+    def dumps(self) -> bytes:
+        """Arrow IPC: key, margin_a, margin_b of every pair gathered, in order."""
+        keys, ma, mb = self.arrays()
+        table = pa.table(
+            {
+                "key": pa.array(keys, pa.string()),
+                "margin_a": pa.array(ma, pa.float64()),
+                "margin_b": pa.array(mb, pa.float64()),
+            }
+        )
+        return table_dumps(table, {"config": self._config()})
+
+    def load(self, data: bytes) -> PeerFit:
+        """Add the pairs :meth:`dumps` wrote (after the ones this fit holds).
+
+        >>> t = pa.table({"prompt_id": ["p"], "chosen": ["C"], "rejected": ["R"],
+        ...     "chosen_scores": [{"a": 1.0, "b": 2.0}], "rejected_scores": [{"a": 0.0, "b": 0.0}]})
+        >>> fit = PeerFit("a", "b").update(t)
+        >>> PeerFit("a", "b").load(fit.dumps()).finalize(0.0) == fit.finalize(0.0)
+        True
+        """
+        table, _ = table_loads(data, self._config())
+        self.keys.append(table["key"].combine_chunks())
+        self.margins_a.append(table["margin_a"].to_numpy())
+        self.margins_b.append(table["margin_b"].to_numpy())
+        return self
 
 
 @dataclass(frozen=True)
@@ -225,8 +269,19 @@ class PeerFilter(Stage):
 
     def fits_on_input(self) -> str | None:
         if self.selection is None:
-            return "the peer selection (pass selection=PeerFit(...).update(...).finalize(tau))"
+            return (
+                "the peer selection (fit it first: prefdata.fit.fit_stage(stage, shards), or "
+                "pass selection=PeerFit(...).update(...).finalize(tau))"
+            )
         return None
+
+    def fit(self) -> StageFit | None:
+        """The :class:`PeerFit` of this stage's scorers, bound to it (None with a selection)."""
+        if self.selection is not None:
+            return None
+        if not (self.scorer_a and self.scorer_b):
+            raise ValueError("PeerFilter needs scorer_a and scorer_b (or a selection)")
+        return StageFit(self, PeerFit(self.scorer_a, self.scorer_b))
 
     def config(self) -> dict[str, Any]:
         cfg = super().config()
@@ -236,16 +291,8 @@ class PeerFilter(Stage):
 
     def process(self, table: pa.Table) -> StageOutput:
         sel = self.selection
-        if sel is None:
-            if not (self.scorer_a and self.scorer_b):
-                raise ValueError("PeerFilter needs scorer_a and scorer_b (or a selection)")
-            sel = (
-                PeerFit(self.scorer_a, self.scorer_b)
-                .update(table)
-                .finalize(
-                    self.tau, select=self.select, require_sign_agreement=self.require_sign_agreement
-                )
-            )
+        if (fit := self.fit()) is not None:  # whole-table mode
+            sel = fit.update(table).finalize().selection
         keys = pair_keys(table)
         idx = pc.index_in(keys, value_set=sel.table["key"])
         if idx.null_count:

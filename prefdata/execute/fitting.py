@@ -1,0 +1,181 @@
+"""Fit passes for any executor: a pipeline with two-pass stages runs as segments.
+
+:func:`split_at_fits` cuts the stages before every stage whose :meth:`~prefdata.pipeline.Stage.fit`
+is not None. :func:`run_with_fits` runs the first segment, fits the next segment's first
+stage over that segment's output shards (one shard in memory at a time), replaces it by the
+fitted stage and runs that segment on the output, and so on. ``run_segment(stages, source,
+workdir)`` is the executor's own run, so the local and the Ray executor share this::
+
+    workdir/segments/00/    the stages before the first fitting stage (a work directory)
+    workdir/segments/01/    the first fitting stage, fitted, and the stages up to the next
+    workdir/fits/<stage fingerprint>-<input identity>.fit      a finished fit (its dumps())
+
+A fit is identified by the unfitted stage's fingerprint and its input: the stage keys and
+the input digest of the segment that produced it (the source's content digest for a fit of
+the source itself). A rerun loads the fit instead of refitting; a changed stage or input
+gives another file.
+
+>>> from prefdata.annotate import Normalise
+>>> stages = [Normalise("rank"), Normalise(), Normalise("rank"), Normalise()]
+>>> [[s.method for s in seg] for seg in split_at_fits(stages)]
+[['rank'], ['zscore', 'rank'], ['zscore']]
+>>> from prefdata.execute import LocalExecutor
+>>> run = lambda stages, source, workdir: LocalExecutor(workdir).run(stages, source)
+>>> result = run_with_fits(run, stages, "pools.parquet", Path("runs/z"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prefdata.execute.workdir import resolve_source, source_digest
+from prefdata.fit import Fit, loads
+from prefdata.ids import digest
+from prefdata.io.atomic import atomic_path
+from prefdata.io.parquet import from_parquet_layout, read_parquet, read_row_group
+from prefdata.pipeline import Funnel, Pipeline, Stage
+
+if TYPE_CHECKING:
+    from prefdata.execute.local import ExecutionResult
+
+SEGMENTS_DIR = "segments"
+FITS_DIR = "fits"
+
+RunSegment = Callable[[list[Stage], Any, Path], "ExecutionResult"]
+
+
+def split_at_fits(stages: Sequence[Stage] | Pipeline) -> list[list[Stage]]:
+    """Segments of ``stages``: the first holds the stages before the first fitting stage
+    (possibly none), every other one starts with a fitting stage.
+
+    >>> from prefdata.filter import DropFlagged, FlagDegenerate
+    >>> [[s.name for s in seg] for seg in split_at_fits([FlagDegenerate(), DropFlagged()])]
+    [[], ['FlagDegenerate', 'DropFlagged']]
+    >>> split_at_fits([DropFlagged()]) == [[DropFlagged()]]
+    True
+    """
+    stages = stages.stages if isinstance(stages, Pipeline) else stages
+    segments: list[list[Stage]] = [[]]
+    for stage in stages:
+        if stage.fit() is not None:
+            segments.append([])
+        segments[-1].append(stage)
+    return segments
+
+
+def run_with_fits(
+    run_segment: RunSegment,
+    stages: Sequence[Stage] | Pipeline,
+    source: Any,
+    workdir: Path,
+) -> ExecutionResult:
+    """Run ``stages`` over ``source`` with ``run_segment``, fitting every two-pass stage
+    over its whole input first (module docstring); ``run_segment(stages, source, workdir)``
+    itself when no stage needs a fit.
+
+    The result has the last segment's outputs (and ``info``), the rejects of every segment
+    in order, and one funnel over all stages (entries added as one run adds them, so it
+    equals the funnel of the same stages, fitted, run at once).
+    """
+    segments = split_at_fits(stages)
+    if len(segments) == 1:
+        return run_segment(segments[0], source, workdir)
+    workdir = Path(workdir)
+    results: list[ExecutionResult] = []
+    first, *rest = segments
+    if first:
+        results.append(run_segment(first, source, workdir / SEGMENTS_DIR / "00"))
+    else:  # the first stage fits on the source itself
+        tables, identity = input_tables(source), source_identity(source)
+    for k, (stage, *others) in enumerate(rest, 1):
+        if results:  # the previous segment's output, shard by shard
+            source = list(results[-1].output_paths)
+            tables, identity = read_shards(source), output_identity(results[-1])
+        fitted = fit_checkpointed(stage, tables, workdir / FITS_DIR, identity)
+        results.append(run_segment([fitted, *others], source, workdir / SEGMENTS_DIR / f"{k:02d}"))
+    funnel = Funnel()
+    for r in results:
+        funnel.merge(r.funnel)
+    rejects = [p for r in results for p in r.rejects_paths]
+    return dataclasses.replace(results[-1], workdir=workdir, rejects_paths=rejects, funnel=funnel)
+
+
+def fit_checkpointed(
+    stage: Stage, tables: Iterable[pa.Table], fits_dir: Path, identity: str | None
+) -> Stage:
+    """``stage`` fitted over ``tables`` (read only when needed); the fit is loaded from,
+    or saved to, ``fits_dir/<fingerprint>-<identity>.fit`` (atomically). ``identity`` None
+    (an input without a digest) fits every time and saves nothing. A file that does not
+    load (another format) is fitted again and replaced."""
+    fit = stage.fit()
+    if fit is None:
+        return stage
+    path = fits_dir / f"{stage.fingerprint}-{identity}.fit" if identity else None
+    loaded: Fit | None = None
+    if path is not None and path.exists():
+        try:
+            loaded = loads(stage, path.read_bytes())
+        except ValueError:
+            loaded = None
+    if loaded is None:
+        for table in tables:
+            fit.update(table)
+        if path is not None:
+            data = fit.dumps()
+            atomic_path(path, lambda p: p.write_bytes(data))
+    fitted = (loaded or fit).finalize()
+    if fitted.fit() is not None:
+        raise ValueError(f"stage {stage.name} is still unfitted after its fit (an empty input?)")
+    return fitted
+
+
+def input_tables(source: Any) -> Iterator[pa.Table]:
+    """The tables of a source, one in memory at a time: a table as is; Parquet files (a
+    path, a folder or a list) row group by row group, conformed."""
+    src = resolve_source(source)
+    if isinstance(src, pa.Table):
+        yield src
+        return
+    for path in src:
+        for group in range(pq.ParquetFile(path).metadata.num_row_groups):
+            yield from_parquet_layout(read_row_group(path, group))
+
+
+def output_identity(result: ExecutionResult) -> str | None:
+    """Digest of a finished segment: its stage keys and its input's content digest (None
+    when the manifest has no digest or the run is not complete)."""
+    info = result.info
+    input_digest = (info.input or {}).get("digest")
+    if input_digest is None or not info.complete:
+        return None
+    return digest("segment", info.manifest.get("pipeline", []), input_digest)
+
+
+def source_identity(source: Any) -> str:
+    """Digest of a source's content (files byte by byte, a table by its IPC bytes)."""
+    content = source_digest(resolve_source(source), 0)
+    assert content is not None
+    return digest("source", content)
+
+
+def read_shards(paths: Sequence[Path]) -> Iterator[pa.Table]:
+    """The output shards of a segment, one at a time (:func:`~prefdata.io.parquet.read_parquet`)."""
+    for path in paths:
+        yield read_parquet(path)
+
+
+__all__ = [
+    "fit_checkpointed",
+    "input_tables",
+    "output_identity",
+    "read_shards",
+    "run_with_fits",
+    "source_identity",
+    "split_at_fits",
+]

@@ -1,0 +1,202 @@
+"""One protocol for two-pass (dataset-level) state: update, merge, finalize into a stage.
+
+A stage that needs statistics of the whole dataset before it can run on shards
+independently (z-score statistics, a dedup index, repeated responses, a peer selection, a
+margin quantile) returns an unfitted :class:`Fit` from :meth:`Stage.fit
+<prefdata.pipeline.Stage.fit>`, bound to its config; a row-local or already fitted stage
+returns None. ``update`` adds one batch or shard of the stage's *input* (on any worker),
+``merge`` adds another worker's fit, ``finalize`` returns the fitted stage, which is
+row-local again. ``dumps`` and :func:`loads` checkpoint a fit (JSON or Arrow IPC, never
+pickle), so an executor resumes without refitting.
+
+The five stages share :class:`StageFit`: the stage plus its family's own fit (its
+``state``: :class:`~prefdata.annotate.normalise.ScoreStatsFit`,
+:class:`~prefdata.filter.dedup.DedupFit`,
+:class:`~prefdata.filter.degenerate.RepeatedResponsesFit`,
+:class:`~prefdata.filter.peer.PeerFit`,
+:class:`~prefdata.construct.pairs.MarginQuantileFit`), which follows :class:`FitState`.
+
+>>> import pyarrow as pa
+>>> from prefdata.annotate import Normalise
+>>> from prefdata.schema import pool_schema
+>>> rows = [{"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": "q"}],
+...          "candidates": [{"candidate_id": "a", "response": "x", "scores": {"rm": s}}]}
+...         for i, s in enumerate([1.0, 3.0])]
+>>> t = pa.Table.from_pylist(rows, schema=pool_schema(["rm"]))
+>>> fit = Normalise().fit()
+>>> isinstance(fit, Fit), Normalise(stats={}).fit() is None
+(True, True)
+>>> a, b = Normalise().fit().update(t.slice(0, 1)), Normalise().fit().update(t.slice(1))
+>>> stage = loads(Normalise(), b.merge(a).dumps()).finalize()
+>>> stage.stats["rm"].mean, stage.fingerprint == fit_stage(Normalise(), [t]).fingerprint
+(2.0, True)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from prefdata.pipeline import Stage
+
+FORMAT = 1
+META_KEY = b"prefdata.fit"
+
+
+@runtime_checkable
+class Fit(Protocol):
+    """Mergeable dataset-level state of one stage, bound to that stage's config."""
+
+    def update(self, table: pa.Table) -> Fit:
+        """Add one batch or shard of the stage's input table."""
+        ...
+
+    def merge(self, other: Fit) -> Fit:
+        """Add another fit of the same stage (exact; fits of shards in any order)."""
+        ...
+
+    def finalize(self) -> Stage:
+        """The fitted stage: the one that asked, with its state filled in."""
+        ...
+
+    def dumps(self) -> bytes:
+        """The state as bytes (JSON or Arrow IPC), for :func:`loads`."""
+        ...
+
+    def load(self, data: bytes) -> Fit:
+        """Add the state that :meth:`dumps` wrote (into a fresh fit: restore it)."""
+        ...
+
+
+class FitState(Protocol):
+    """A stage family's own fit, wrapped by :class:`StageFit`."""
+
+    def update(self, table: pa.Table, /) -> Any: ...
+
+    def merge(self, other: Self, /) -> Any: ...
+
+    def fitted(self, stage: Any, /) -> Stage: ...
+
+    def dumps(self) -> bytes: ...
+
+    def load(self, data: bytes, /) -> Any: ...
+
+
+@dataclass
+class StageFit:
+    """A :class:`FitState` bound to the stage that asked for it; ``finalize()`` is
+    ``state.fitted(stage)``. Keywords of ``update`` go to the state (``DedupFit``:
+    ``shard=``, so fits merged in any order keep the shards' order)."""
+
+    stage: Stage
+    state: FitState
+
+    def update(self, table: pa.Table, **kwargs: Any) -> StageFit:
+        self.state.update(table, **kwargs)
+        return self
+
+    def merge(self, other: Fit) -> StageFit:
+        if not isinstance(other, StageFit) or type(other.state) is not type(self.state):
+            raise TypeError(f"cannot merge {type(other).__name__} into a fit of {self.stage.name}")
+        if other.stage.fingerprint != self.stage.fingerprint:
+            raise ValueError(f"cannot merge fits of two different {self.stage.name} configs")
+        self.state.merge(other.state)
+        return self
+
+    def finalize(self) -> Stage:
+        return self.state.fitted(self.stage)
+
+    def _header(self) -> dict[str, Any]:
+        return {"format": FORMAT, "fit": type(self.state).__name__, "stage": self.stage.fingerprint}
+
+    def dumps(self) -> bytes:
+        """One JSON header line (format, fit type, the stage's fingerprint), then the state."""
+        return json.dumps(self._header(), sort_keys=True).encode() + b"\n" + self.state.dumps()
+
+    def load(self, data: bytes) -> StageFit:
+        head, _, payload = data.partition(b"\n")
+        try:
+            header = json.loads(head)
+        except ValueError:
+            raise ValueError("not a prefdata fit: no JSON header") from None
+        if header != self._header():
+            raise ValueError(f"the fit {header} is not one of this stage: {self._header()}")
+        self.state.load(payload)
+        return self
+
+
+def loads(stage: Stage, data: bytes) -> Fit:
+    """The fit of ``stage`` that ``fit.dumps()`` wrote; ValueError when ``data`` is the fit
+    of another stage (config) or ``stage`` needs no fit."""
+    fit = stage.fit()
+    if fit is None:
+        raise ValueError(f"stage {stage.name} needs no fit")
+    return fit.load(data)
+
+
+def fit_stage(stage: Stage, tables: pa.Table | Iterable[pa.Table]) -> Stage:
+    """``stage`` fitted over ``tables`` (its input, in batches or shards); ``stage`` itself
+    when it needs no fit.
+
+    >>> import pyarrow as pa
+    >>> from prefdata.filter import FlagDegenerate
+    >>> from prefdata.schema import pool_schema
+    >>> rows = [{"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": "q"}],
+    ...          "candidates": [{"candidate_id": "a", "response": "Same long answer here."}]}
+    ...         for i in range(3)]
+    >>> t = pa.Table.from_pylist(rows, schema=pool_schema())
+    >>> stage = fit_stage(FlagDegenerate(repeated_min_prompts=2), [t.slice(0, 1), t.slice(1)])
+    >>> len(stage.repeated.hashes), stage.fit() is None
+    (1, True)
+    """
+    fit = stage.fit()
+    if fit is None:
+        return stage
+    for table in [tables] if isinstance(tables, pa.Table) else tables:
+        fit.update(table)
+    return fit.finalize()
+
+
+# ---------------------------------------------------------------- persistence helpers
+
+
+def table_dumps(table: pa.Table, meta: dict[str, Any]) -> bytes:
+    """``table`` as an Arrow IPC stream, with ``meta`` (JSON) in its schema metadata."""
+    table = table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True)})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def table_loads(data: bytes, expect: dict[str, Any] | None = None) -> tuple[pa.Table, dict]:
+    """The table and meta :func:`table_dumps` wrote; ValueError when ``expect`` (the
+    config the state was collected with) differs from the meta's ``"config"``."""
+    table = pa.ipc.open_stream(data).read_all()
+    meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    check_config(meta.get("config"), expect)
+    return table.replace_schema_metadata(None), meta
+
+
+def check_config(got: Any, expect: Any) -> None:
+    """Raise ValueError when a stored fit was collected with another config."""
+    if expect is not None and got != expect:
+        raise ValueError(f"the stored fit was collected with {got}, not {expect}")
+
+
+__all__ = [
+    "Fit",
+    "FitState",
+    "StageFit",
+    "check_config",
+    "fit_stage",
+    "loads",
+    "table_dumps",
+    "table_loads",
+]
