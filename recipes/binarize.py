@@ -26,24 +26,22 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from prefdata.annotate.normalise import Normalise, ScoreStatsFit
+from prefdata.annotate.normalise import Normalise
 from prefdata.annotate.strength import Strength
 from prefdata.cli import add_layout_arguments, read_args
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
-from prefdata.execute import LocalExecutor
-from prefdata.filter.degenerate import DropFlagged, FlagDegenerate, RepeatedResponsesFit
+from prefdata.execute import Ingest, LocalExecutor
+from prefdata.filter.degenerate import DropFlagged, FlagDegenerate
 from prefdata.filter.voting import Vote
 from prefdata.io.export import FORMATS, export, hub_table
-from prefdata.io.hub import push_to_hub, write_hub_folder
 from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
 from prefdata.pipeline import count_rejects_by_reason
-from prefdata.report.card import CardInfo
 from prefdata.schema import score_names
 
 STRATEGIES = (
@@ -211,9 +209,19 @@ def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs | Recorde
     return Pairs(args.strategy, score=score, **cfg)
 
 
+def _source(args: argparse.Namespace) -> Ingest | str | pa.Table:
+    """What the executor reads: a raw source with its layout (converted as the run's
+    first, checkpointed step), or pools (Parquet read in place; anything else read whole)."""
+    options = read_args(args)
+    if args.layout != "pool":
+        return Ingest(args.input, args.layout, **options)
+    if str(args.input).endswith(".parquet") and options["split"] is None:
+        return args.input
+    return read_pools(args.input, "pool", **options).table
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    datasets.disable_progress_bars()
     if args.sample:
         args.input = str(SAMPLE)
         for k, v in SAMPLE_OPTIONS.items():
@@ -228,36 +236,31 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     workdir = Path(args.workdir) if args.workdir else out / "work"
 
-    # 1. read into pools
-    pools, read_rejects, funnel = read_pools(args.input, args.layout, **read_args(args))
-    scores = score_names(pools)
+    # 1. read into pools, flag degenerate candidates (the repeated-response statistics are
+    # a pass over every pool, run by the executor) and drop them
+    pool_stages = [FlagDegenerate(repeated_min_prompts=args.repeated_min_prompts)]
+    if not args.keep_flagged:
+        pool_stages.append(DropFlagged())
+    filtered = LocalExecutor(workdir / "pools", shard_rows=args.shard_rows).run(
+        pool_stages, _source(args)
+    )
+    funnel = filtered.funnel
+    scores = score_names(pq.read_schema(filtered.output_paths[0]))
     score = args.score or (scores[0] if scores else None)
     if score is None and args.strategy != "by-generator":
         raise SystemExit(f"no score to rank by: give --score-col (input scores: {scores})")
     if score is not None and score not in scores:
         raise SystemExit(f"--score {score!r} is not among the scores {scores}")
-
-    # 2. flag and drop degenerate candidates (the repeated-response fit is a dataset pass)
-    repeated = RepeatedResponsesFit(args.repeated_min_prompts).update(pools).finalize()
-    pool_stages = [FlagDegenerate(repeated=repeated)]
-    if not args.keep_flagged:
-        pool_stages.append(DropFlagged())
     if args.vote and args.vote > len(scores):
         raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
-    executor = LocalExecutor(workdir / "pools", shard_rows=args.shard_rows)
-    filtered = executor.run(pool_stages, pools)
-    funnel = funnel.then(filtered.funnel)
-    kept_pools = filtered.read()
 
-    # 3. normalise the kept candidates' scores (scorers live on different scales: strength,
-    # soft labels and votes use z-scores, fitted on what survived step 2), construct pairs,
-    # vote, annotate strength
+    # 2. z-normalise the kept candidates' scores (scorers live on different scales:
+    # strength, soft labels and votes use z-scores; the statistics are fitted by the
+    # executor on what survived step 1), construct pairs, vote, annotate strength
     pair_stages = []
     z_scores: tuple[str, ...] = ()
     if scores:
-        # one row group at a time, reading only the scores
-        fit = ScoreStatsFit(tuple(scores)).update_files(filtered.output_paths)
-        pair_stages.append(Normalise("zscore", scorers=tuple(scores), stats=fit.stats()))
+        pair_stages.append(Normalise("zscore", scorers=tuple(scores)))
         z_scores = tuple(f"{s}.z" for s in scores)
     pairs_stage = _pairs_stage(args, score)
     pair_stages.append(pairs_stage)
@@ -270,9 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     funnel = funnel.then(built.funnel)
     pairs = built.read()
-    rejects = [read_rejects, filtered.rejects(), built.rejects()]
+    rejects = [filtered.rejects(), built.rejects()]
+    kept_pools = filtered.read() if ("listwise" in formats or "hub" in formats) else None
 
-    # 4. write every format
+    # 3. write every format
     written: dict[str, list[str]] = {}
     for fmt in formats:
         if fmt == "hub":
@@ -293,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     write_parquet(all_rejects, out / "rejects.parquet")
     stages = [*pool_stages, *pair_stages]
     if "hub" in formats:
+        import datasets
+
+        from prefdata.io.hub import push_to_hub, write_hub_folder
+        from prefdata.report.card import CardInfo
+
+        datasets.disable_progress_bars()
+
         converted = hub_table(pairs)
         folder = write_hub_folder(
             out / "hub",
@@ -314,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             push_to_hub(folder, args.push_to_hub, private=not args.public)
             written["hub"].append(f"https://huggingface.co/datasets/{args.push_to_hub}")
 
-    _print_summary(funnel, all_rejects, kept_pools, pairs, written, out)
+    _print_summary(funnel, all_rejects, filtered.output_paths, pairs, written, out)
     return 0
 
 
@@ -338,16 +349,17 @@ def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Ta
     return pairs, {"margin": pairs["margin"].null_count < pairs.num_rows}
 
 
-def _dropped_candidates(pools: pa.Table) -> dict[str, int]:
-    if "dropped_candidates" not in pools.column_names:
+def _dropped_candidates(paths: list[Path]) -> dict[str, int]:
+    """Candidates dropped, by reason, from the pool files (that column alone is read)."""
+    if not paths or "dropped_candidates" not in pq.read_schema(paths[0]).names:
         return {}
-    counts: dict[str, int] = {}
-    for d in pools["dropped_candidates"].combine_chunks().flatten().field("reason").to_pylist():
-        counts[d] = counts.get(d, 0) + 1
-    return dict(sorted(counts.items()))
+    dropped = pq.read_table(paths, columns=["dropped_candidates"])["dropped_candidates"]
+    reasons = pc.struct_field(pc.list_flatten(dropped), "reason")
+    counts = pc.value_counts(reasons).to_pylist()
+    return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
-def _print_summary(funnel, rejects, pools, pairs, written, out) -> None:
+def _print_summary(funnel, rejects, pool_paths, pairs, written, out) -> None:
     print("funnel (rows):")
     prev = None
     for e in funnel.entries:
@@ -363,7 +375,7 @@ def _print_summary(funnel, rejects, pools, pairs, written, out) -> None:
             f"  {e.stage:<22} {e.rows_in:>8} in  {e.rows_out:>8} out  {e.rows_rejected:>6} rejected"
         )
         prev = e
-    for reason, n in _dropped_candidates(pools).items():
+    for reason, n in _dropped_candidates(pool_paths).items():
         print(f"  candidates dropped: {n} x {reason}")
     for stage, reason, n in count_rejects_by_reason(rejects)[:10]:
         print(f"  rejected by {stage}: {n} x {reason[:90]}")

@@ -666,10 +666,11 @@ def test_runtime_fields_do_not_change_the_fingerprint(stage):
     assert changed.fingerprint == stage.fingerprint
 
 
-def test_dataset_level_fits_are_refused_per_shard(tmp_path):
+def test_dataset_level_fits_run_over_every_shard(tmp_path):
     """Six pools share one long response: as one table it is repeated across prompts, as two
-    shards of three it is not. Fitted per shard, the flags would depend on shard_rows, so a
-    multi-shard run refuses the unfitted stage and takes the fitted one."""
+    shards of three it is not. Fitted per shard, the flags would depend on shard_rows, so
+    the executor fits the unfitted stage over every shard first (one fit pass), and the
+    output is the one-shard output, as with a stage fitted by hand."""
     from prefdata.filter.degenerate import FlagDegenerate, RepeatedResponsesFit
 
     same = "the very same long response, word for word"
@@ -677,9 +678,10 @@ def test_dataset_level_fits_are_refused_per_shard(tmp_path):
     cands = [[{**c, "response": same} for c in row] for row in table["candidates"].to_pylist()]
     col = pa.array(cands, table.schema.field("candidates").type)
     table = table.set_column(table.schema.get_field_index("candidates"), "candidates", col)
-    with pytest.raises(ValueError, match="FlagDegenerate would fit the responses repeated"):
-        LocalExecutor(tmp_path / "a", shard_rows=3).run([FlagDegenerate()], table)
+    by_executor = LocalExecutor(tmp_path / "a", shard_rows=3).run([FlagDegenerate()], table)
+    assert len(by_executor.output_paths) == 2
     whole = LocalExecutor(tmp_path / "b", shard_rows=6).run([FlagDegenerate()], table).read()
+    assert by_executor.read().equals(whole)
     fitted = FlagDegenerate(repeated=RepeatedResponsesFit().update(table).finalize())
     sharded = LocalExecutor(tmp_path / "c", shard_rows=3).run([fitted], table).read()
     assert sharded.equals(whole)

@@ -6,12 +6,14 @@
 True
 """
 
+from prefdata.execute.ingest import Ingest
 from prefdata.execute.local import ExecutionResult, LocalExecutor, StageError
 from prefdata.execute.ray import RayExecutor  # imports ray only when it runs
 from prefdata.execute.workdir import WorkdirInfo, open_workdir
 
 __all__ = [
     "ExecutionResult",
+    "Ingest",
     "LocalExecutor",
     "RayExecutor",
     "StageError",

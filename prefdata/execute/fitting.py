@@ -106,6 +106,53 @@ def run_with_fits(
     return dataclasses.replace(results[-1], workdir=workdir, rejects_paths=rejects, funnel=funnel)
 
 
+def run_all(
+    run_segment: Callable[..., ExecutionResult],
+    stages: Sequence[Stage] | Pipeline,
+    source: Any,
+    workdir: Path,
+    shard_rows: int | None = None,
+    sink: Callable[[int, pa.Table], object] | None = None,
+) -> ExecutionResult:
+    """What an executor's ``run`` does: convert an :class:`~prefdata.execute.ingest.Ingest`
+    source into pool shards first (``workdir/ingest``; the stages then run in
+    ``workdir/pipeline``), run the stages with their fits (:func:`run_with_fits`), and hand
+    ``sink`` to the last segment only. ``run_segment(stages, source, workdir, sink)``.
+
+    The result's funnel and rejects start with the ingest's (``read``, ``layout:<name>``).
+    """
+    from prefdata.execute.ingest import Ingest, run_ingest
+    from prefdata.execute.workdir import CHEAP_SHARD_ROWS, COSTLY_SHARD_ROWS
+
+    workdir = Path(workdir)
+    pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
+    ingested = None
+    if isinstance(source, Ingest):
+        costly = any(s.costly for s in pipeline.stages)
+        rows = shard_rows or (COSTLY_SHARD_ROWS if costly else CHEAP_SHARD_ROWS)
+        ingested = run_ingest(source, workdir / "ingest", rows)
+        source, workdir = ingested.pool_paths, workdir / "pipeline"
+    segments = split_at_fits(pipeline)
+    runs = 1 if len(segments) == 1 else len(segments) - (0 if segments[0] else 1)
+    calls = iter(range(runs))
+
+    def run(seg: list[Stage], src: Any, where: Path) -> ExecutionResult:
+        last = next(calls) == runs - 1
+        return run_segment(seg, src, where, sink if last else None)
+
+    result = run_with_fits(run, pipeline, source, workdir)
+    if ingested is None:
+        return result
+    funnel = Funnel()
+    for e in [*ingested.funnel.entries, *result.funnel.entries]:
+        funnel.add(e.stage, e.rows_in, e.rows_out, e.rows_rejected)
+    return dataclasses.replace(
+        result,
+        rejects_paths=[*ingested.rejects_paths, *result.rejects_paths],
+        funnel=funnel,
+    )
+
+
 def fit_checkpointed(
     stage: Stage, tables: Iterable[pa.Table], fits_dir: Path, identity: str | None
 ) -> Stage:
@@ -172,6 +219,7 @@ def read_shards(paths: Sequence[Path]) -> Iterator[pa.Table]:
 
 __all__ = [
     "fit_checkpointed",
+    "run_all",
     "input_tables",
     "output_identity",
     "read_shards",

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from prefdata.execute.fitting import run_all
 from prefdata.execute.workdir import (
     InputReader,
     Manifest,
@@ -159,7 +160,11 @@ class LocalExecutor:
         sink: Callable[[int, pa.Table], object] | None = None,
     ) -> ExecutionResult:
         """Run ``stages`` over ``source`` (a Parquet file, a folder of them, a list of
-        paths, or a table of pools); resume whatever an earlier run left unfinished.
+        paths, a table of pools, or an :class:`~prefdata.execute.ingest.Ingest`: a raw
+        source in any layout, converted first, see :func:`run_all`); resume whatever an
+        earlier run left unfinished. Two-pass stages (:meth:`Stage.fit
+        <prefdata.pipeline.Stage.fit>` not None) are fitted over their whole input first
+        (:mod:`prefdata.execute.fitting`).
 
         ``sink(shard, table)`` is called with every output shard, in shard order, as it is
         computed (shards an earlier run finished are read back), so an exporter such as
@@ -170,14 +175,24 @@ class LocalExecutor:
         Raises :class:`~prefdata.pipeline.MissingColumnsError` before any work when a stage
         lacks a column, and :class:`StageError` (with the cause chained) when a stage fails.
         """
+        return run_all(self._run_segment, stages, source, self.workdir, self.shard_rows, sink)
+
+    def _run_segment(
+        self,
+        stages: Sequence[Stage],
+        source: Source,
+        workdir: Path,
+        sink: Callable[[int, pa.Table], object] | None = None,
+    ) -> ExecutionResult:
+        """One run of stages that need no fit over a source of pools, in ``workdir``."""
         pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
-        with begin_run(self.workdir, pipeline, source, self.shard_rows) as (
+        with begin_run(workdir, pipeline, source, self.shard_rows) as (
             manifest,
             keys,
             shard_counts,
         ):
             self._process(pipeline.stages, keys, manifest, shard_counts, sink)
-        return ExecutionResult.from_info(open_workdir(self.workdir))
+        return ExecutionResult.from_info(open_workdir(workdir))
 
     def _process(
         self,

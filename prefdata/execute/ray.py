@@ -58,6 +58,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prefdata.execute.fitting import run_all
 from prefdata.execute.local import ExecutionResult, StageError, _canonical
 from prefdata.execute.workdir import (
     InputReader,
@@ -293,15 +294,24 @@ class RayExecutor:
 
     def run(self, stages: Pipeline | Sequence[Stage], source: Source) -> ExecutionResult:
         """Run ``stages`` over ``source`` (a Parquet file, a folder of them, a list of
-        paths, or a table of pools); resume whatever an earlier run left unfinished.
+        paths, a table of pools, or an :class:`~prefdata.execute.ingest.Ingest`, converted
+        first into the same pool shards as the local executor's); resume whatever an
+        earlier run left unfinished. Two-pass stages are fitted over their whole input
+        first (:func:`~prefdata.execute.fitting.run_all`).
 
         Ray starts only when there is work to do. Raises
         :class:`~prefdata.pipeline.MissingColumnsError` before any work when a stage lacks
         a column, ValueError when a model stage needs more GPUs than the cluster has, and
         :class:`~prefdata.execute.StageError` (cause chained) when a stage fails.
         """
+        return run_all(self._run_segment, stages, source, self.workdir, self.shard_rows)
+
+    def _run_segment(
+        self, stages: Sequence[Stage], source: Source, workdir: Path, sink: None = None
+    ) -> ExecutionResult:
+        """One run of stages that need no fit over a source of pools, in ``workdir``."""
         pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
-        with begin_run(self.workdir, pipeline, source, self.shard_rows) as (
+        with begin_run(workdir, pipeline, source, self.shard_rows) as (
             manifest,
             keys,
             shard_counts,
@@ -311,7 +321,7 @@ class RayExecutor:
                 with _ray_session(self.num_cpus):
                     self._check_gpus(pipeline.stages)
                     self._process(pipeline.stages, keys, manifest, starts)
-        return ExecutionResult.from_info(open_workdir(self.workdir))
+        return ExecutionResult.from_info(open_workdir(workdir))
 
     # ----------------------------------------------------------------- the plan
 

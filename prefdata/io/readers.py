@@ -41,6 +41,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,10 +194,13 @@ def _first_char(path: Path) -> str:
     return head[:1].decode("ascii", errors="replace")
 
 
-def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int, int]:
-    """(table, records read, lines seen): rows are numbered by line, blank ones included."""
-    records, rows, n, i = [], [], 0, -1
-    for i, line in enumerate(lines):
+def _read_json_lines(
+    lines: Iterable[bytes], bad: _Bad, start: int = 0
+) -> tuple[pa.Table, int, int]:
+    """(table, records read, lines seen): rows are numbered by line from ``start``, blank
+    ones included."""
+    records, rows, n, i = [], [], 0, start - 1
+    for i, line in enumerate(lines, start):
         if i == 0 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
         if not line.strip():
@@ -231,7 +235,7 @@ def _read_json_lines(lines: Iterable[bytes], bad: _Bad) -> tuple[pa.Table, int, 
             continue
         records.append(value)
         rows.append(i)
-    return _records_to_table(records, rows, "line", bad), n, i + 1
+    return _records_to_table(records, rows, "line", bad), n, i + 1 - start
 
 
 def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
@@ -413,7 +417,133 @@ def _read_counted(source: Any, split: str | None) -> tuple[tuple[pa.Table, pa.Ta
     return (table, rejects), n
 
 
-def _source_name(source: Any, split: str | None) -> str | None:
+# --------------------------------------------------------------------------- streamed
+
+BATCH_ROWS = 1 << 18  # rows of a streamed batch at most
+BATCH_BYTES = 64 << 20  # and about this many bytes of text (JSON) or decoded data
+
+
+@dataclass
+class RawBatch:
+    """A batch of input rows: the raw table, the rows of the batch that could not be read
+    (stage ``read``; ``row`` counts lines or rows over the whole input), and how many
+    input rows the batch covers (``table.num_rows + rejects.num_rows``)."""
+
+    table: pa.Table
+    rejects: pa.Table
+    rows_in: int
+
+
+def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
+    """JSON Lines files in batches of about :data:`BATCH_BYTES` of text; rows numbered by
+    line across the files, as :func:`read_records` numbers them."""
+    offset = 0
+    for path in paths:
+        if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
+            bad = _Bad()
+            t, n, span = _read_json_array(path, bad)
+            yield RawBatch(_plain(t), _shifted(bad, offset, path, len(paths)), n)
+            offset += span
+            continue
+        chunk: list[bytes] = []
+        size = start = seen = 0
+        for i, line in enumerate(_lines(path)):
+            chunk.append(line)
+            size += len(line)
+            seen = i + 1
+            if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
+                yield _json_batch(chunk, start, offset, path, len(paths))
+                start, chunk, size = i + 1, [], 0
+        if chunk or start == 0:
+            yield _json_batch(chunk, start, offset, path, len(paths))
+        offset += seen
+
+
+def _json_batch(lines: list[bytes], start: int, offset: int, path: Path, files: int) -> RawBatch:
+    bad = _Bad()
+    t, n, _ = _read_json_lines(lines, bad, start)
+    return RawBatch(_plain(t), _shifted(bad, offset, path, files), n)
+
+
+def _shifted(bad: _Bad, offset: int, path: Path, files: int) -> pa.Table:
+    if files > 1:
+        bad = _Bad((row + offset, f, f"{path.name}: {reason}", rec) for row, f, reason, rec in bad)
+    elif offset:
+        bad = _Bad((row + offset, f, reason, rec) for row, f, reason, rec in bad)
+    return bad.table()
+
+
+def _parquet_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
+    for path in paths:
+        file = pq.ParquetFile(path)
+        for g in range(file.num_row_groups):
+            meta = file.metadata.row_group(g)
+            if meta.total_byte_size > 4 * BATCH_BYTES:
+                rows = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
+                for batch in file.iter_batches(batch_size=rows, row_groups=[g]):
+                    yield RawBatch(
+                        _plain(pa.Table.from_batches([batch])), _Bad().table(), batch.num_rows
+                    )
+                continue
+            t = _plain(file.read_row_group(g))
+            yield RawBatch(t, _Bad().table(), t.num_rows)
+
+
+def _table_batches(table: pa.Table, rejects: pa.Table, n: int) -> Iterator[RawBatch]:
+    rows = BATCH_ROWS
+    if table.num_rows and table.nbytes > BATCH_BYTES:
+        rows = max(1, min(rows, int(table.num_rows * BATCH_BYTES / table.nbytes)))
+    if not table.num_rows:
+        yield RawBatch(table, rejects, n)
+        return
+    for k, start in enumerate(range(0, table.num_rows, rows)):
+        part = table.slice(start, rows)
+        yield RawBatch(
+            part,
+            rejects if k == 0 else _Bad().table(),
+            part.num_rows + (n - table.num_rows if k == 0 else 0),
+        )
+
+
+def stream_files(source: Any) -> list[Path] | None:
+    """The files a source streams from (Parquet or JSON Lines, one kind), or None when it
+    is read whole (CSV, datasets folders, Hub names, in-memory objects)."""
+    if not isinstance(source, str | os.PathLike):
+        return None
+    path = Path(source).expanduser()
+    if path.is_file():
+        name = path.name.lower()
+        return [path] if name.endswith((".parquet", *_JSON_SUFFIXES)) else None
+    if path.is_dir() and not (
+        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+    ):
+        parquet, jsons = _parquet_files(path), _json_files(path)
+        if bool(parquet) != bool(jsons):
+            return parquet or jsons
+    return None
+
+
+def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
+    """:func:`read_records` in batches, in input order: Parquet row group by row group,
+    JSON Lines about :data:`BATCH_BYTES` of text at a time (memory stays a batch); other
+    sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
+    except that a JSON field whose kind disagrees across rows is judged within its batch.
+
+    >>> [b.table.num_rows for b in read_batches(pa.table({"a": [1, 2, 3]}))]
+    [3]
+    """
+    files = stream_files(source) if split is None else None
+    if files and files[0].name.lower().endswith(".parquet"):
+        yield from _parquet_batches(files)
+    elif files:
+        yield from _json_line_batches(files)
+    else:
+        (table, rejects), n = _read_counted(source, split)
+        yield from _table_batches(table, rejects, n)
+
+
+def source_label(source: Any, split: str | None) -> str | None:
+    """The pools' ``source`` for a path or Hub name (with ``:split``), else None."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         name = path.name if path.exists() else str(source)
@@ -452,7 +582,7 @@ def read_pools(
     # Bad options fail before a possibly long read.
     LayoutOptions(**options).check(layout)
     (raw, read_rejects), n = _read_counted(source, split)
-    name = source_name if source_name is not None else _source_name(source, split)
+    name = source_name if source_name is not None else source_label(source, split)
     out = to_pools(raw, layout, source_name=name, **options)
     funnel = Funnel()
     funnel.add(STAGE, n, raw.num_rows, read_rejects.num_rows)
@@ -461,4 +591,11 @@ def read_pools(
     return PipelineResult(out.table, pa.concat_tables([read_rejects, out.rejects]), funnel)
 
 
-__all__ = ["read_pools", "read_records"]
+__all__ = [
+    "RawBatch",
+    "read_batches",
+    "read_pools",
+    "read_records",
+    "source_label",
+    "stream_files",
+]

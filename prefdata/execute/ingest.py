@@ -1,0 +1,411 @@
+"""Ingest inside the executor: a raw source in any layout, converted to pool shards in two
+streamed, checkpointed passes, with memory bounded by a batch or a partition, never by the
+input.
+
+1. **read**: the source is read batch by batch (:func:`~prefdata.io.readers.read_batches`:
+   Parquet row groups, JSON Lines by the 64 MiB of text), each batch becomes candidate
+   entries (:func:`~prefdata.io.layouts.read_entries`, column-wise, ids in bulk) and the
+   entries are hash-partitioned by prompt id into ``P`` spill files (Arrow IPC), so every
+   prompt's entries land in one partition wherever its rows are in the input;
+2. **build**: each partition's entries become one pool shard
+   (:func:`~prefdata.io.layouts.build_pools`), pools in order of first appearance.
+
+With one partition (a small input) both passes run in memory and write the one shard.
+Rejects of both passes are written per batch and per partition; the funnel counts input
+rows, like :func:`~prefdata.io.readers.read_pools`: ``read`` and ``layout:<name>``.
+
+Layout of ``workdir/ingest``::
+
+    manifest.json               the plan (digest of the source and options, P) and what is done
+    spill/b00000-p00000.arrow   a batch's entries of one partition (removed when all is built)
+    pools/shard-00000.parquet   the pool shard of partition 0
+    rejects/read-00000.parquet  rows batch 0 could not read or convert
+    rejects/build-00000.parquet rows rejected while building partition 0
+
+A batch or partition is recorded only after its files are in place (and a partition only
+after every batch), so a killed run resumes where it stopped, recomputing nothing
+finished; the outcome is byte-identical to an uninterrupted run. A changed source, layout,
+options or partition count starts the ingest over.
+
+>>> source = Ingest("data.parquet", "long", score_cols=["rm"])  # doctest: +SKIP
+>>> LocalExecutor("work/").run(stages, source)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from prefdata.execute.workdir import (
+    MANIFEST,
+    clean_temp_files,
+    shard_name,
+    source_digest,
+    workdir_lock,
+    write_json_atomic,
+)
+from prefdata.io.atomic import atomic_path
+from prefdata.io.layouts import (
+    Entries,
+    LayoutOptions,
+    build_pools,
+    read_entries,
+)
+from prefdata.io.parquet import write_shard
+from prefdata.pipeline import Funnel
+from prefdata.schema import empty_rejects
+
+FORMAT = 1
+PARTITION_BYTES = 64 << 20  # decoded input bytes per partition (about one pool shard)
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """A raw source and its layout, for an executor to convert as its first step.
+
+    ``source``: a path (Parquet, JSON Lines, CSV, a ``datasets`` folder), a Hub name or an
+    in-memory table; ``options``: :class:`~prefdata.io.layouts.LayoutOptions` by keyword.
+    ``partition_bytes``: about how much decoded input one pool shard comes from.
+
+    >>> Ingest("pairs.parquet", "pairs", prompt_col="question").options.prompt_col
+    'question'
+    """
+
+    source: Any
+    layout: str
+    options: LayoutOptions = field(default_factory=LayoutOptions)
+    split: str | None = None
+    source_name: str | None = None
+    partition_bytes: int = PARTITION_BYTES
+
+    def __init__(
+        self,
+        source: Any,
+        layout: str,
+        *,
+        split: str | None = None,
+        source_name: str | None = None,
+        partition_bytes: int = PARTITION_BYTES,
+        **options: Any,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "source", source)
+        set_(self, "layout", layout)
+        set_(self, "options", LayoutOptions(**options).check(layout))
+        set_(self, "split", split)
+        set_(self, "source_name", source_name)
+        set_(self, "partition_bytes", partition_bytes)
+        if layout == "pool":
+            raise ValueError("layout 'pool' needs no ingest: pass the pool files to run()")
+
+    def name(self) -> str | None:
+        """The pools' ``source``: ``source_name``, else the file or Hub name."""
+        from prefdata.io.readers import source_label
+
+        return (
+            self.source_name
+            if self.source_name is not None
+            else source_label(self.source, self.split)
+        )
+
+    def files(self) -> list[Path] | None:
+        """The files the source streams from (None: it is read whole)."""
+        from prefdata.io.readers import stream_files
+
+        return stream_files(self.source) if self.split is None else None
+
+    def estimate(self) -> tuple[int, int]:
+        """(rows, decoded bytes) of the input, from footers and file sizes where it can."""
+        files = self.files()
+        if files and files[0].name.lower().endswith(".parquet"):
+            metas = [pq.ParquetFile(p).metadata for p in files]
+            rows = sum(m.num_rows for m in metas)
+            size = sum(
+                m.row_group(g).total_byte_size for m in metas for g in range(m.num_row_groups)
+            )
+            return rows, size
+        if files:  # JSON text: about as large decoded; gzip about 4x smaller
+            size = sum(p.stat().st_size * (4 if p.name.endswith(".gz") else 1) for p in files)
+            return size // 200 + 1, size
+        if isinstance(self.source, pa.Table):
+            return self.source.num_rows, self.source.nbytes
+        return 0, 0  # read whole anyway: one partition unless the table is large
+
+    def digest(self) -> str:
+        """Content digest of the source, layout and options (what the ingest depends on)."""
+        h = hashlib.sha256(f"prefdata-ingest/{FORMAT}".encode())
+        h.update(
+            json.dumps(
+                [self.layout, self.options.to_dict(), self.split, self.name()], sort_keys=True
+            ).encode()
+        )
+        files = self.files()
+        if files is not None:
+            h.update(source_digest(files, 0).encode())
+        elif isinstance(self.source, pa.Table):
+            h.update(source_digest(self.source, 0).encode())
+        elif isinstance(self.source, str | os.PathLike) and Path(self.source).exists():
+            path = Path(self.source)
+            found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            h.update(source_digest(found, 0).encode())
+        else:  # a Hub name or an object: its rows, read once
+            from prefdata.io.readers import read_records
+
+            raw, rejects = read_records(self.source, split=self.split)
+            h.update(source_digest(raw, 0).encode())
+            h.update(source_digest(rejects, 0).encode())
+        return h.hexdigest()[:32]
+
+
+@dataclass
+class IngestResult:
+    """Ingested pools: one Parquet shard per partition, every reject, and the funnel."""
+
+    pool_paths: list[Path]
+    rejects_paths: list[Path]
+    funnel: Funnel
+    num_pools: int
+
+
+def partitions(
+    rows: int, size: int, shard_rows: int, partition_bytes: int = PARTITION_BYTES
+) -> int:
+    """How many partitions (pool shards) an input of ``rows`` and ``size`` bytes gets: one
+    per ``partition_bytes`` of input, and at least one per ``shard_rows`` input rows.
+
+    >>> partitions(1_600_000, 150 << 20, 65_536), partitions(41, 9_000, 10_000)
+    (25, 1)
+    """
+    return max(1, math.ceil(size / partition_bytes), math.ceil(rows / max(shard_rows, 1)))
+
+
+def partition_of(prompt_ids: pa.Array, n: int) -> np.ndarray:
+    """The partition of each prompt id: the MD5 of the id (the first 8 hex digits) mod
+    ``n``, the same on every platform and in every process.
+
+    >>> partition_of(pa.array(["p-1", "p-2", "p-1"]), 4).tolist()
+    [3, 0, 3]
+    """
+    if n == 1 or not len(prompt_ids):
+        return np.zeros(len(prompt_ids), np.int64)
+    from prefdata.ids import md5_hex
+
+    hexes = md5_hex(prompt_ids, "")
+    data = np.frombuffer(hexes.buffers()[2], np.uint8).reshape(len(hexes), -1)[:, :8]
+    digits = np.where(data >= ord("a"), data - ord("a") + 10, data - ord("0")).astype(np.uint64)
+    value = (digits * (16 ** np.arange(7, -1, -1, dtype=np.uint64))).sum(axis=1)
+    return (value % np.uint64(n)).astype(np.int64)
+
+
+class _Plan:
+    """The ingest manifest: the plan and the batches and partitions done."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        path = root / MANIFEST
+        try:
+            self.data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except (OSError, ValueError):
+            self.data = {}  # unreadable: start over
+
+    def matches(self, digest: str, parts: int) -> bool:
+        return (
+            self.data.get("format") == FORMAT
+            and self.data.get("digest") == digest
+            and (self.data.get("partitions") == parts)
+        )
+
+    def reset(self, digest: str, parts: int) -> None:
+        for sub in ("spill", "pools", "rejects"):
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+        self.data = {
+            "format": FORMAT,
+            "digest": digest,
+            "partitions": parts,
+            "batches": {},
+            "read_done": None,
+            "built": {},
+        }
+        self.save()
+
+    def save(self) -> None:
+        write_json_atomic(self.root / MANIFEST, self.data)
+
+
+def _spill(root: Path, batch: int, part: int) -> Path:
+    return root / "spill" / f"b{batch:05d}-p{part:05d}.arrow"
+
+
+def _write_ipc(table: pa.Table, path: Path) -> None:
+    def write(tmp: Path) -> None:
+        with ipc.new_file(tmp, table.schema) as writer:
+            writer.write_table(table)
+
+    atomic_path(path, write)
+
+
+def _read_ipc(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return ipc.open_file(source).read_all()
+
+
+def run_ingest(ingest: Ingest, root: str | os.PathLike, shard_rows: int) -> IngestResult:
+    """Convert ``ingest`` into pool shards under ``root`` (module docstring), resuming an
+    earlier run's work; returns the shards, rejects and funnel."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(root):
+        clean_temp_files(root)
+        rows, size = ingest.estimate()
+        parts = partitions(rows, size, shard_rows, ingest.partition_bytes)
+        digest = ingest.digest()
+        plan = _Plan(root)
+        if not plan.matches(digest, parts):
+            plan.reset(digest, parts)
+        if parts == 1:
+            _in_memory(ingest, root, plan)
+        else:
+            _read_pass(ingest, root, plan, parts)
+            _build_pass(ingest, root, plan, parts)
+        return _result(ingest, root, plan)
+
+
+def _entries_and_rejects(
+    ingest: Ingest, done: dict | None = None
+) -> Iterator[tuple[Entries | None, pa.Table | None, int, int]]:
+    """Per input batch: its entries, its rejects (read and layout), rows in, rows read;
+    a batch in ``done`` is not converted again (None, None)."""
+    from prefdata.io.readers import read_batches
+
+    offset = 0
+    for b, batch in enumerate(read_batches(ingest.source, split=ingest.split)):
+        if done is not None and f"{b:05d}" in done:
+            yield None, None, batch.rows_in, batch.table.num_rows
+        else:
+            out = read_entries(batch.table, ingest.layout, ingest.options, row_offset=offset)
+            rejects = pa.concat_tables([batch.rejects, out.rejects])
+            yield out.entries, rejects, batch.rows_in, batch.table.num_rows
+        offset += batch.table.num_rows
+
+
+def _record_batch(plan: _Plan, b: int, rows_in: int, rows_read: int, rejects: pa.Table) -> None:
+    read_rejected = rows_in - rows_read
+    plan.data["batches"][f"{b:05d}"] = {
+        "rows_in": rows_in,
+        "rows_read": rows_read,
+        "read_rejected": read_rejected,
+        "layout_rejected": rejects.num_rows - read_rejected,
+    }
+
+
+def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
+    if plan.data["built"].get("00000"):
+        return
+    entries, rejects = [], []
+    for b, (e, rej, rows_in, rows_read) in enumerate(_entries_and_rejects(ingest)):
+        entries.append(e.to_table())
+        rejects.append(rej)
+        _record_batch(plan, b, rows_in, rows_read, rej)
+    batches = len(rejects)
+    write_shard(_concat_rejects(rejects), root / "rejects" / f"read-{0:05d}.parquet")
+    _build(ingest, root, plan, 0, entries)
+    plan.data["read_done"] = batches
+    plan.save()
+
+
+def _concat_rejects(tables: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables(tables) if tables else empty_rejects()
+
+
+def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
+    if plan.data["read_done"] is not None:
+        return
+    done = plan.data["batches"]
+    batches = 0
+    for b, (entries, rejects, rows_in, rows_read) in enumerate(_entries_and_rejects(ingest, done)):
+        batches = b + 1
+        if entries is None:
+            continue
+        table = entries.to_table()
+        part = partition_of(table["prompt_id"].combine_chunks(), parts)
+        order = np.argsort(part, kind="stable")
+        table = table.take(pa.array(order))
+        counts = np.bincount(part, minlength=parts)
+        start = 0
+        for p in np.flatnonzero(counts):
+            _write_ipc(table.slice(start, int(counts[p])), _spill(root, b, int(p)))
+            start += int(counts[p])
+        write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
+        _record_batch(plan, b, rows_in, rows_read, rejects)
+        plan.save()
+    plan.data["read_done"] = batches
+    plan.save()
+
+
+def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
+    batches = plan.data["read_done"]
+    for p in range(parts):
+        if plan.data["built"].get(f"{p:05d}"):
+            continue
+        spills = [_spill(root, b, p) for b in range(batches)]
+        _build(ingest, root, plan, p, [_read_ipc(s) for s in spills if s.exists()])
+        plan.save()
+    shutil.rmtree(root / "spill", ignore_errors=True)
+
+
+def _build(ingest: Ingest, root: Path, plan: _Plan, p: int, tables: list[pa.Table]) -> None:
+    """Partition ``p``'s entries into its pool shard and build rejects, then record it."""
+    from prefdata.io.layouts import score_names_of
+
+    if tables:
+        entries = Entries.from_table(pa.concat_tables(tables, promote_options="permissive"))
+    else:
+        entries = Entries.empty(score_names_of(ingest.layout, ingest.options))
+    out = build_pools(entries, ingest.layout, ingest.options, source_name=ingest.name())
+    write_shard(out.table, root / "pools" / shard_name(p))
+    write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.parquet")
+    accepted = int(len(np.unique(entries.row)) - out.rejects.num_rows)
+    plan.data["built"][f"{p:05d}"] = {
+        "pools": out.table.num_rows,
+        "rows": accepted,
+        "rejected": out.rejects.num_rows,
+    }
+
+
+def _result(ingest: Ingest, root: Path, plan: _Plan) -> IngestResult:
+    parts = sorted(plan.data["built"])
+    batches = plan.data["batches"].values()
+    rows_in = sum(b["rows_in"] for b in batches)
+    rows_read = sum(b["rows_read"] for b in batches)
+    read_rejected = sum(b["read_rejected"] for b in batches)
+    built = [plan.data["built"][p] for p in parts]
+    layout_rejected = sum(b["layout_rejected"] for b in batches) + sum(b["rejected"] for b in built)
+    funnel = Funnel()
+    funnel.add("read", rows_in, rows_read, read_rejected)
+    funnel.add(f"layout:{ingest.layout}", rows_read, rows_read - layout_rejected, layout_rejected)
+    if sum(b["rows"] for b in built) != rows_read - layout_rejected:
+        raise AssertionError(f"ingest of {root}: the rows in pools do not add up")
+    rejects = sorted((root / "rejects").glob("read-*.parquet")) + sorted(
+        (root / "rejects").glob("build-*.parquet")
+    )
+    return IngestResult(
+        [root / "pools" / shard_name(int(p)) for p in parts],
+        rejects,
+        funnel,
+        sum(b["pools"] for b in built),
+    )
+
+
+__all__ = ["Ingest", "IngestResult", "partition_of", "partitions", "run_ingest"]
