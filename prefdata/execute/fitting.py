@@ -122,15 +122,12 @@ def run_all(
     The result's funnel and rejects start with the ingest's (``read``, ``layout:<name>``).
     """
     from prefdata.execute.ingest import Ingest, run_ingest
-    from prefdata.execute.workdir import CHEAP_SHARD_ROWS, COSTLY_SHARD_ROWS
 
     workdir = Path(workdir)
     pipeline = stages if isinstance(stages, Pipeline) else Pipeline(list(stages))
     ingested = None
     if isinstance(source, Ingest):
-        costly = any(s.costly for s in pipeline.stages)
-        rows = shard_rows or (COSTLY_SHARD_ROWS if costly else CHEAP_SHARD_ROWS)
-        ingested = run_ingest(source, workdir / "ingest", rows)
+        ingested = run_ingest(source, workdir / "ingest")
         source, workdir = ingested.pool_paths, workdir / "pipeline"
     segments = split_at_fits(pipeline)
     runs = 1 if len(segments) == 1 else len(segments) - (0 if segments[0] else 1)

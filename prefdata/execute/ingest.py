@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -56,7 +57,6 @@ from prefdata.execute.workdir import (
     workdir_lock,
     write_json_atomic,
 )
-from prefdata.io.atomic import atomic_path
 from prefdata.io.layouts import (
     Entries,
     LayoutOptions,
@@ -179,34 +179,45 @@ class IngestResult:
     num_pools: int
 
 
-def partitions(
-    rows: int, size: int, shard_rows: int, partition_bytes: int = PARTITION_BYTES
-) -> int:
-    """How many partitions (pool shards) an input of ``rows`` and ``size`` bytes gets: one
-    per ``partition_bytes`` of input, and at least one per ``shard_rows`` input rows.
+def partitions(size: int, partition_bytes: int = PARTITION_BYTES) -> int:
+    """How many partitions (pool shards) an input of ``size`` decoded bytes gets: one per
+    ``partition_bytes`` (what one partition holds in memory while it is built; the stages
+    after the ingest cut their own shards from the pool files).
 
-    >>> partitions(1_600_000, 150 << 20, 65_536), partitions(41, 9_000, 10_000)
-    (25, 1)
+    >>> partitions(150 << 20), partitions(9_000)
+    (3, 1)
     """
-    return max(1, math.ceil(size / partition_bytes), math.ceil(rows / max(shard_rows, 1)))
+    return max(1, math.ceil(size / partition_bytes))
 
 
-def partition_of(prompt_ids: pa.Array, n: int) -> np.ndarray:
-    """The partition of each prompt id: the MD5 of the id (the first 8 hex digits) mod
-    ``n``, the same on every platform and in every process.
+def partition_of(prompt_ids: pa.Array, n: int, digests: bool = False) -> np.ndarray:
+    """The partition of each prompt id: the first 8 hex digits of the MD5 of the id, mod
+    ``n`` (the same on every platform and in every process); each distinct id is hashed
+    once. ``digests``: the ids are prefdata's own (``p-`` and 16 hex digits of an MD5):
+    their first 8 hex digits are used as they are.
 
-    >>> partition_of(pa.array(["p-1", "p-2", "p-1"]), 4).tolist()
-    [3, 0, 3]
+    >>> import hashlib
+    >>> partition_of(pa.array(["p-1", "p-2", "p-1"]), 7).tolist()
+    [0, 5, 0]
+    >>> int(hashlib.md5(b"p-2").hexdigest()[:8], 16) % 7
+    5
     """
     if n == 1 or not len(prompt_ids):
         return np.zeros(len(prompt_ids), np.int64)
     from prefdata.ids import md5_hex
 
-    hexes = md5_hex(prompt_ids, "")
-    data = np.frombuffer(hexes.buffers()[2], np.uint8).reshape(len(hexes), -1)[:, :8]
-    digits = np.where(data >= ord("a"), data - ord("a") + 10, data - ord("0")).astype(np.uint64)
-    value = (digits * (16 ** np.arange(7, -1, -1, dtype=np.uint64))).sum(axis=1)
-    return (value % np.uint64(n)).astype(np.int64)
+    if digests:
+        hexes, width, codes = prompt_ids.cast(pa.string()), 18, None
+    else:
+        enc = pc.dictionary_encode(prompt_ids)
+        hexes, width, codes = md5_hex(enc.dictionary, "p-"), 18, enc.indices.to_numpy()
+    start = int(np.frombuffer(hexes.buffers()[1], np.int32)[hexes.offset])
+    data = np.frombuffer(hexes.buffers()[2], np.uint8)[start : start + width * len(hexes)]
+    digits = data.reshape(len(hexes), width)[:, 2:10].astype(np.uint64)
+    digits = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0"))
+    value = digits @ (np.uint64(16) ** np.arange(7, -1, -1, dtype=np.uint64))
+    part = (value % np.uint64(n)).astype(np.int64)
+    return part if codes is None else part[codes]
 
 
 class _Plan:
@@ -244,32 +255,43 @@ class _Plan:
         write_json_atomic(self.root / MANIFEST, self.data)
 
 
-def _spill(root: Path, batch: int, part: int) -> Path:
-    return root / "spill" / f"b{batch:05d}-p{part:05d}.arrow"
+def _spill(root: Path, batch: int) -> Path:
+    return root / "spill" / f"batch-{batch:05d}.arrow"
 
 
-def _write_ipc(table: pa.Table, path: Path) -> None:
-    def write(tmp: Path) -> None:
-        with ipc.new_file(tmp, table.schema) as writer:
-            writer.write_table(table)
+def _write_spill(table: pa.Table, counts: np.ndarray, path: Path) -> None:
+    """A batch's entries, sorted by partition, as one Arrow IPC file with one record batch
+    per partition (empty ones included), so a partition is read without the others. Spill
+    files are scratch: renamed into place, not synced to disk."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with ipc.new_file(tmp, table.schema) as writer:
+        start = 0
+        for c in counts.tolist():
+            part = table.slice(start, c)
+            writer.write_batch(
+                pa.RecordBatch.from_arrays(
+                    [col.combine_chunks() for col in part.columns], schema=table.schema
+                )
+            )
+            start += c
+    os.replace(tmp, path)
 
-    atomic_path(path, write)
 
-
-def _read_ipc(path: Path) -> pa.Table:
+def _read_spill(path: Path, part: int) -> pa.Table:
     with pa.memory_map(str(path)) as source:
-        return ipc.open_file(source).read_all()
+        batch = ipc.open_file(source).get_batch(part)
+        return pa.Table.from_batches([batch]).combine_chunks()  # off the memory map
 
 
-def run_ingest(ingest: Ingest, root: str | os.PathLike, shard_rows: int) -> IngestResult:
+def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
     """Convert ``ingest`` into pool shards under ``root`` (module docstring), resuming an
     earlier run's work; returns the shards, rejects and funnel."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     with workdir_lock(root):
         clean_temp_files(root)
-        rows, size = ingest.estimate()
-        parts = partitions(rows, size, shard_rows, ingest.partition_bytes)
+        parts = partitions(ingest.estimate()[1], ingest.partition_bytes)
         digest = ingest.digest()
         plan = _Plan(root)
         if not plan.matches(digest, parts):
@@ -339,14 +361,9 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         if entries is None:
             continue
         table = entries.to_table()
-        part = partition_of(table["prompt_id"].combine_chunks(), parts)
-        order = np.argsort(part, kind="stable")
-        table = table.take(pa.array(order))
-        counts = np.bincount(part, minlength=parts)
-        start = 0
-        for p in np.flatnonzero(counts):
-            _write_ipc(table.slice(start, int(counts[p])), _spill(root, b, int(p)))
-            start += int(counts[p])
+        part = partition_of(table["prompt_id"].combine_chunks(), parts, entries.given_id is None)
+        table = table.take(pa.array(np.argsort(part, kind="stable")))
+        _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
         write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
         _record_batch(plan, b, rows_in, rows_read, rejects)
         plan.save()
@@ -359,8 +376,7 @@ def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
     for p in range(parts):
         if plan.data["built"].get(f"{p:05d}"):
             continue
-        spills = [_spill(root, b, p) for b in range(batches)]
-        _build(ingest, root, plan, p, [_read_ipc(s) for s in spills if s.exists()])
+        _build(ingest, root, plan, p, [_read_spill(_spill(root, b), p) for b in range(batches)])
         plan.save()
     shutil.rmtree(root / "spill", ignore_errors=True)
 

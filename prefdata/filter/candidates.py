@@ -44,23 +44,36 @@ FLAGS_TYPE = pa.list_(pa.string())
 
 def add_flags(table: pa.Table, flat: FlatCandidates, flags: Mapping[str, np.ndarray]) -> pa.Table:
     """Add each flag name to the candidates where its mask is true (no duplicates; the
-    existing flags keep their order, new ones follow in ``flags`` order)."""
-    old = pc.struct_field(flat.values, "flags")
-    old = pc.fill_null(old, pa.scalar([], FLAGS_TYPE)) if len(old) else old
-    df = pl.DataFrame({"old": pl.Series(old.cast(FLAGS_TYPE)).cast(pl.List(pl.String))})
+    existing flags keep their order, new ones follow in ``flags`` order). Only the
+    candidates that gain a flag (or had null flags) are rebuilt."""
+    old = pc.struct_field(flat.values, "flags").cast(FLAGS_TYPE)
+    masks = {name: np.asarray(mask, dtype=bool) for name, mask in flags.items()}
+    touched = np.zeros(len(old), bool)
+    for mask in masks.values():
+        touched |= mask
+    if old.null_count:
+        touched |= ~np.asarray(old.is_valid())
+    idx = np.flatnonzero(touched)
+    if not len(idx):
+        return table
+    sub = pc.fill_null(old.take(pa.array(idx)), pa.scalar([], FLAGS_TYPE))
+    df = pl.DataFrame({"old": pl.Series(sub).cast(pl.List(pl.String))})
     parts = [pl.col("old")]
-    for name, mask in flags.items():
-        df = df.with_columns(pl.Series(f"__{name}", np.asarray(mask, dtype=bool)))
+    for name, mask in masks.items():
+        df = df.with_columns(pl.Series(f"__{name}", mask[idx]))
         parts.append(
             pl.when(pl.col(f"__{name}"))
             .then(pl.lit([name]))
             .otherwise(pl.lit([], pl.List(pl.String)))
         )
-    new = (
+    changed = (
         df.select(pl.concat_list(parts).list.unique(maintain_order=True).alias("flags"))["flags"]
         .to_arrow()
         .cast(FLAGS_TYPE)
     )
+    at = np.arange(len(old))
+    at[idx] = len(old) + np.arange(len(idx))
+    new = pa.concat_arrays([old, changed]).take(pa.array(at))
     values = struct_with(flat.values, flags=new)
     return rebuild_candidates(table, flat, values)
 

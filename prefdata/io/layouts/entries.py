@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -182,6 +181,24 @@ class Assembly:
     metadata: pa.Array | None
 
 
+def rank_within(groups: np.ndarray, generator: pa.Array) -> np.ndarray:
+    """Each candidate's position among the earlier candidates of its pool from the same
+    generator (null is a generator of its own).
+
+    >>> rank_within(np.array([0, 0, 0, 1]), pa.array(["a", "b", "a", "a"])).tolist()
+    [0, 0, 1, 0]
+    """
+    gcodes, names = _codes(generator)
+    key = groups.astype(np.int64) * (len(names) + 1) + gcodes
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    rank = np.arange(len(key)) - np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    out = np.empty(len(key), np.int64)
+    out[order] = rank
+    return out
+
+
 def _first_index(codes: np.ndarray, n_codes: int) -> np.ndarray:
     first = np.full(n_codes, -1, dtype=np.int64)
     uniq, idx = np.unique(codes, return_index=True)
@@ -190,9 +207,11 @@ def _first_index(codes: np.ndarray, n_codes: int) -> np.ndarray:
 
 
 def _codes(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Codes in order of first appearance, and the distinct values."""
+    """Codes in order of first appearance (null: ``len(values)``), and the distinct
+    values."""
     enc = pc.dictionary_encode(arr)
-    return enc.indices.to_numpy().astype(np.int64), enc.dictionary
+    codes = pc.fill_null(enc.indices, len(enc.dictionary)) if arr.null_count else enc.indices
+    return codes.to_numpy().astype(np.int64), enc.dictionary
 
 
 def reject_id_clashes(e: Entries, rej: Rejects, id_field: str | None) -> Entries:
@@ -236,11 +255,7 @@ def assemble(
     if len(cand):
         ci = pa.array(cand)
         gen = e.generator.take(ci)
-        sample_index = (
-            pl.DataFrame({"p": pcode[cand], "g": pl.from_arrow(gen)})
-            .select(pl.int_range(pl.len()).over(["p", "g"]).cast(pl.Int32).alias("i"))["i"]
-            .to_arrow()
-        )
+        sample_index = pa.array(rank_within(pcode[cand], gen), pa.int32())
         resp = e.response.take(ci)
         cids = ids.candidate_ids(pid_arr.take(ci), gen, sample_index, resp)
         if len(cand) == n:
