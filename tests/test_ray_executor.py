@@ -249,3 +249,25 @@ def test_empty_input_and_no_stages(tmp_path):
     passed = RayExecutor(tmp_path / "p", shard_rows=5).run([], table)
     assert passed.read().equals(from_parquet_layout(table)) and passed.funnel.to_list() == []
     assert json.loads((tmp_path / "p" / MANIFEST).read_text())["pipeline"] == []
+
+
+def test_ingest_gives_the_local_executors_files(tmp_path):
+    """The same raw source and layout: the same ingest files, pool shards, output and
+    funnel as the local executor."""
+    from prefdata.execute import Ingest
+
+    raw = pa.Table.from_pylist(
+        [
+            {"id": f"p{i % 13:05d}", "prompt": f"q{i % 13}", "response": f"r{i}", "rm": float(i)}
+            for i in range(120)
+        ]
+    )
+    path = tmp_path / "long.parquet"
+    pq.write_table(raw, path, row_group_size=40)
+    source = Ingest(path, "long", id_col="id", score_cols=["rm"], partition_bytes=1024)
+    local = LocalExecutor(tmp_path / "local", shard_rows=5).run(stages(), source)
+    remote = RayExecutor(tmp_path / "ray", shard_rows=5).run(stages(), source)
+    assert files(tmp_path / "local" / "ingest") == files(tmp_path / "ray" / "ingest")
+    assert remote.read().equals(local.read())
+    assert remote.funnel.to_list() == local.funnel.to_list()
+    assert remote.funnel.entries[1].stage == "layout:long"

@@ -1,0 +1,258 @@
+"""Ingest inside the executor: a raw source and its layout become pool shards in two
+streamed passes (read batches into partitioned spill files, build one pool shard per
+partition), with the same pools, rejects and funnel as the in-memory conversion, byte
+for byte the same on a rerun, and resumable after SIGKILL without recomputing what was
+finished."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prefdata.execute import Ingest, LocalExecutor
+from prefdata.execute.ingest import run_ingest
+from prefdata.filter.degenerate import FlagDegenerate
+from prefdata.io import readers
+from prefdata.io.parquet import read_parquet
+from prefdata.io.readers import read_batches, read_pools, read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPACA = dict(
+    prompt_col="instruction",
+    response_col="output",
+    generator_col="generator",
+    score_cols=["judge_pref"],
+)
+
+
+def pairs_table(n: int = 300) -> pa.Table:
+    """Pairs with merges (prompts in several rows), margins, per-side scores and bad rows."""
+    rows = []
+    for i in range(n):
+        prompt = f"question {i % (n // 3)}"
+        rows.append(
+            {
+                "prompt": None if i % 97 == 5 else prompt,
+                "chosen": f"good {i}",
+                "rejected": "" if i % 50 == 7 else f"bad {i}",
+                "m": float("nan") if i % 61 == 3 else i / 7,
+                "sc": float(i),
+                "sr": None if i % 11 == 0 else i - 0.5,
+            }
+        )
+    return pa.Table.from_pylist(rows)
+
+
+PAIRS = dict(margin_col="m", chosen_score_col="sc", rejected_score_col="sr")
+
+
+def by_prompt(table: pa.Table) -> dict:
+    return {row["prompt_id"]: row for row in table.to_pylist()}
+
+
+def sorted_rejects(table: pa.Table) -> list:
+    return sorted(table.to_pylist(), key=lambda r: (r["row"], r["stage"]))
+
+
+def ingest(tmp_path: Path, source, layout: str, name: str = "w", **options):
+    result = LocalExecutor(tmp_path / name).run([], Ingest(source, layout, **options))
+    return result, result.read(), result.rejects()
+
+
+@pytest.mark.parametrize("partition_bytes", [64 << 20, 4096])
+def test_pairs_ingest_gives_the_in_memory_pools(tmp_path, partition_bytes):
+    raw = pairs_table()
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(raw, path, row_group_size=64)  # five batches
+    ref = read_pools(path, "pairs", **PAIRS)
+    result, pools, rejects = ingest(
+        tmp_path, path, "pairs", partition_bytes=partition_bytes, **PAIRS
+    )
+    plan = json.loads((tmp_path / "w" / "ingest" / "manifest.json").read_text())
+    assert (plan["partitions"] > 1) == (partition_bytes == 4096)
+    if plan["partitions"] == 1:
+        assert pools.equals(ref.table)  # one partition: the very same table
+    assert by_prompt(pools) == by_prompt(ref.table)
+    assert sorted_rejects(rejects) == sorted_rejects(ref.rejects)
+    assert result.funnel.to_list()[:2] == ref.funnel.to_list()
+    merged = [
+        json.loads(p["metadata"]) for p in pools.to_pylist() if "pairs" in (p["metadata"] or "")
+    ]
+    assert merged and all(len(m["pairs"]) >= 2 for m in merged)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("partition_bytes", [64 << 20, 1 << 20])
+def test_shared_data_ingest_gives_the_in_memory_pools(tmp_path, shared_data, partition_bytes):
+    alpaca = shared_data / "alpaca_eval_pool.parquet"
+    ref = read_pools(alpaca, "long", **ALPACA)
+    result, pools, rejects = ingest(
+        tmp_path, alpaca, "long", partition_bytes=partition_bytes, **ALPACA
+    )
+    assert by_prompt(pools) == by_prompt(ref.table)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+    hh = shared_data / "hh_rlhf_harmless_test.jsonl.gz"
+    ref = read_pools(hh, "hh")
+    result, pools, rejects = ingest(tmp_path, hh, "hh", "hh", partition_bytes=partition_bytes)
+    assert by_prompt(pools) == by_prompt(ref.table)
+    assert sorted_rejects(rejects) == sorted_rejects(ref.rejects)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def test_given_ids_that_clash_across_partitions_are_rejected_with_their_record(tmp_path):
+    """A given prompt id naming two prompts: the later rows are rejected wherever they are,
+    with the input row as the record, exactly as in memory."""
+    rows = [
+        {
+            "id": f"q{i % 40}",
+            "prompt": f"p{i % 40}" if i < 150 else f"other {i}",
+            "response": f"r{i}",
+        }
+        for i in range(200)
+    ]
+    raw = pa.Table.from_pylist(rows)
+    ref = read_pools(raw, "long", id_col="id")
+    assert ref.rejects.num_rows == 50
+    result, pools, rejects = ingest(tmp_path, raw, "long", partition_bytes=512, id_col="id")
+    assert by_prompt(pools) == by_prompt(ref.table)
+    assert sorted_rejects(rejects) == sorted_rejects(ref.rejects)
+
+
+def test_ultrafeedback_ingest(tmp_path):
+    comp = lambda r, s: {"response": r, "model": "m", "overall_score": s}  # noqa: E731
+    raw = pa.Table.from_pylist(
+        [
+            {"instruction": f"q{i % 7}", "completions": [comp(f"a{i}", i), comp(f"b{i}", None)]}
+            for i in range(30)
+        ]
+        + [{"instruction": "lonely", "completions": []}]
+    )
+    ref = read_pools(raw, "ultrafeedback")
+    result, pools, _ = ingest(tmp_path, raw, "ultrafeedback", partition_bytes=256)
+    assert by_prompt(pools) == by_prompt(ref.table)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def test_jsonl_is_streamed_in_batches_with_the_same_rows_and_rejects(tmp_path, monkeypatch):
+    path = tmp_path / "long.jsonl.gz"
+    lines = []
+    for i in range(120):
+        if i % 17 == 3:
+            lines.append("{not json")
+        elif i % 23 == 4:
+            lines.append("")
+        else:
+            lines.append(json.dumps({"prompt": f"q{i % 9}", "response": f"r{i}", "rm": i}))
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    monkeypatch.setattr(readers, "BATCH_BYTES", 300)
+    batches = list(read_batches(path))
+    assert len(batches) > 5
+    raw, bad = read_records(path)
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
+    ref = read_pools(path, "long", score_cols=["rm"])
+    result, pools, rejects = ingest(tmp_path, path, "long", score_cols=["rm"])
+    assert pools.equals(ref.table)
+    assert sorted_rejects(rejects) == sorted_rejects(ref.rejects)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_a_rerun_is_byte_identical_and_recomputes_nothing(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    first = run_ingest(source, tmp_path / "a")
+    run_ingest(source, tmp_path / "b")
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    stamps = {p: p.stat().st_mtime_ns for p in first.pool_paths}
+    again = run_ingest(source, tmp_path / "a")
+    assert {p: p.stat().st_mtime_ns for p in again.pool_paths} == stamps
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import prefdata.execute.ingest as ing
+from prefdata.io.parquet import write_shard as real_write
+
+calls = {"n": 0}
+kill_at = int(sys.argv[3])
+
+def write_shard(table, path):
+    calls["n"] += 1
+    if calls["n"] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(table, path)
+
+ing.write_shard = write_shard
+source = ing.Ingest(Path(sys.argv[1]), "pairs", partition_bytes=4096, margin_col="m",
+                    chosen_score_col="sc", rejected_score_col="sr")
+ing.run_ingest(source, Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [3, 7, 12])
+def test_sigkill_during_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path, kill_at):
+    """Killed at the kill_at-th file write (in the read pass or the build pass), a rerun
+    finishes with exactly the files of an uninterrupted run, and what was recorded before
+    the kill is not written again."""
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    script = tmp_path / "killer.py"
+    script.write_text(textwrap.dedent(KILLER))
+    work = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(work), str(kill_at)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    plan = json.loads((work / "manifest.json").read_text())
+    done = [work / "rejects" / f"read-{b}.parquet" for b in plan["batches"]]
+    done += [work / "pools" / f"shard-{p}.parquet" for p in plan["built"]]
+    assert done  # something was recorded before the kill
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    run_ingest(source, work)
+    run_ingest(source, tmp_path / "clean")
+    assert files(work) == files(tmp_path / "clean")
+    assert {p: p.stat().st_mtime_ns for p in done} == stamps
+
+
+def test_a_changed_source_starts_over(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(60), path)
+    first = run_ingest(Ingest(path, "pairs"), tmp_path / "w")
+    pq.write_table(pairs_table(90), path)
+    second = run_ingest(Ingest(path, "pairs"), tmp_path / "w")
+    assert second.funnel.entries[0].rows_in == 90 != first.funnel.entries[0].rows_in
+    assert read_parquet(second.pool_paths).num_rows == read_pools(path, "pairs").table.num_rows
+
+
+@pytest.mark.shared_data
+def test_stages_after_ingest_see_every_pool(tmp_path, shared_data):
+    alpaca = shared_data / "alpaca_eval_pool.parquet"
+    source = Ingest(alpaca, "long", partition_bytes=1 << 20, **ALPACA)
+    result = LocalExecutor(tmp_path / "w", shard_rows=300).run([FlagDegenerate()], source)
+    names = [e["stage"] for e in result.funnel.to_list()]
+    assert names == ["read", "layout:long", "FlagDegenerate"]
+    assert result.read().num_rows == 805
