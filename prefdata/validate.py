@@ -155,8 +155,9 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
     msg_valid = _valid_mask(flat.values)
     for k in np.flatnonzero(~msg_valid):
         out.append(ValidationError(int(flat.parent[k]), f"prompt[{flat.pos[k]}]", "null message"))
-    roles = pc.struct_field(flat.values, "role")
-    content = pc.struct_field(flat.values, "content")
+    # an all-null field reads as null-typed: its values are nulls of strings
+    roles = pc.struct_field(flat.values, "role").cast(pa.string())
+    content = pc.struct_field(flat.values, "content").cast(pa.string())
     role_ok = np.asarray(pc.fill_null(pc.is_in(roles, pa.array(ROLES)), False), dtype=bool)
     role_list = None
     for k in np.flatnonzero(msg_valid & ~role_ok):

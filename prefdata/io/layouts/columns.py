@@ -17,9 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.annotate.columns import list_lengths, list_parents, offsets_of
 from prefdata.pipeline import rejects_from
 from prefdata.schema import MESSAGE_TYPE, MESSAGES_TYPE, PROMPT_END_ROLES, REJECTS_SCHEMA, ROLES
 from prefdata.validate import check_prompt
+
+FLAGS_TYPE = pa.list_(pa.string())
 
 
 class Rejects:
@@ -193,6 +196,42 @@ def given_ids(col: pa.Array, name: str, rej: Rejects) -> pa.Array:
     missing = ~np_bool(ids_.is_valid()) | np_bool(pc.equal(ids_, ""))
     rej.add_many(np.flatnonzero(missing), name, "missing prompt id (null or empty)")
     return ids_
+
+
+def messages_ok(lists: pa.Array) -> np.ndarray:
+    """Rows whose list is valid and every message has a known role and string content."""
+    if not is_message_list_type(lists.type):
+        return np.zeros(len(lists), bool)
+    vt = lists.type.value_type
+    if vt.get_field_index("role") < 0 or vt.get_field_index("content") < 0:
+        return np.zeros(len(lists), bool)
+    stringy = lambda t: is_string_type(t) or pa.types.is_null(t)  # noqa: E731 - all-null reads as null
+    if not (stringy(vt.field("role").type) and stringy(vt.field("content").type)):
+        return np.zeros(len(lists), bool)
+    ok = np_bool(lists.is_valid())
+    flat = lists.flatten()
+    if len(flat):
+        good = (
+            np_bool(flat.is_valid())
+            & np_bool(pc.is_in(pc.struct_field(flat, "role").cast(pa.string()), pa.array(ROLES)))
+            & np_bool(pc.struct_field(flat, "content").is_valid())
+        )
+        bad = np.bincount(list_parents(lists)[~good], minlength=len(lists))
+        ok &= bad == 0
+    return ok
+
+
+def plain_messages(lists: pa.Array) -> pa.Array:
+    """Message lists with exactly (role, content), offsets from zero."""
+    flat = lists.flatten()
+    values = pa.StructArray.from_arrays(
+        [
+            pc.struct_field(flat, "role").cast(pa.string()),
+            pc.struct_field(flat, "content").cast(pa.string()),
+        ],
+        fields=list(MESSAGES_TYPE.value_type),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets_of(list_lengths(lists))), values)
 
 
 def message_problem(msgs: Any) -> tuple[str, str] | None:

@@ -35,14 +35,16 @@ from prefdata.io.layouts.columns import (
     is_message_list_type,
     is_string_type,
     message_problem,
+    messages_ok,
     np_bool,
+    plain_messages,
     prompt_problem,
     scores,
     user_messages,
 )
 from prefdata.io.layouts.entries import Assembly, Entries
 from prefdata.io.layouts.options import PREFERENCE, LayoutOptions
-from prefdata.schema import MESSAGES_TYPE, PROMPT_END_ROLES, ROLES
+from prefdata.schema import MESSAGES_TYPE, PROMPT_END_ROLES
 
 # Every character Python's str.strip() removes, and more: a text made only of these may
 # be blank to Python, so its row is checked by the per-row rules.
@@ -78,41 +80,6 @@ class _Kept:
             cat([p.chosen.cast(pa.string()) for p in parts]),
             cat([p.rejected.cast(pa.string()) for p in parts]),
         )
-
-
-def _messages_ok(lists: pa.Array) -> np.ndarray:
-    """Rows whose list is valid and every message has a known role and string content."""
-    if not is_message_list_type(lists.type):
-        return np.zeros(len(lists), bool)
-    vt = lists.type.value_type
-    if vt.get_field_index("role") < 0 or vt.get_field_index("content") < 0:
-        return np.zeros(len(lists), bool)
-    if not (is_string_type(vt.field("role").type) and is_string_type(vt.field("content").type)):
-        return np.zeros(len(lists), bool)
-    ok = np_bool(lists.is_valid())
-    flat = lists.flatten()
-    if len(flat):
-        good = (
-            np_bool(flat.is_valid())
-            & np_bool(pc.is_in(pc.struct_field(flat, "role"), pa.array(ROLES)))
-            & np_bool(pc.struct_field(flat, "content").is_valid())
-        )
-        bad = np.bincount(list_parents(lists)[~good], minlength=len(lists))
-        ok &= bad == 0
-    return ok
-
-
-def _plain_messages(lists: pa.Array) -> pa.Array:
-    """Message lists with exactly (role, content), offsets from zero."""
-    flat = lists.flatten()
-    values = pa.StructArray.from_arrays(
-        [
-            pc.struct_field(flat, "role").cast(pa.string()),
-            pc.struct_field(flat, "content").cast(pa.string()),
-        ],
-        fields=list(MESSAGES_TYPE.value_type),
-    )
-    return pa.ListArray.from_arrays(pa.array(offsets_of(list_lengths(lists))), values)
 
 
 def _split_last(lists: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
@@ -177,14 +144,14 @@ def _responses(col: pa.Array, prompt: pa.Array | None) -> tuple[np.ndarray, pa.A
     n = len(col)
     if is_string_type(col.type):
         return np_bool(col.is_valid()), col.cast(pa.string())
-    ok = _messages_ok(col)
+    ok = messages_ok(col)
     if not ok.any():
         return ok, pa.nulls(n, pa.string())
     rows = np.flatnonzero(ok & (list_lengths(col) > 0))
     ok[:] = False
     if not len(rows):
         return ok, pa.nulls(n, pa.string())
-    sub = _plain_messages(col.take(pa.array(rows)))
+    sub = plain_messages(col.take(pa.array(rows)))
     prefix, role, content = _split_last(sub)
     fine = np_bool(pc.equal(role, "assistant"))
     if prompt is None:
@@ -315,9 +282,9 @@ def _pairs_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
             valid = np_bool(praw.is_valid())
             prompt = user_messages(praw)
             p_ok = valid & ~np_bool(pc.match_substring_regex(praw, _MAYBE_BLANK))
-        elif is_message_list_type(praw.type) and _messages_ok(praw).any():
-            p_ok = _messages_ok(praw)
-            prompt = _plain_messages(praw.filter(pa.array(p_ok)))
+        elif is_message_list_type(praw.type) and messages_ok(praw).any():
+            p_ok = messages_ok(praw)
+            prompt = plain_messages(praw.filter(pa.array(p_ok)))
             at = np.full(n, -1, np.int64)
             at[p_ok] = np.arange(int(p_ok.sum()))
             prompt = prompt.take(pa.array(np.maximum(at, 0))) if len(prompt) else None
@@ -334,12 +301,12 @@ def _pairs_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
     else:
         fast = np.zeros(n, bool)
         if is_message_list_type(chosen.type) and is_message_list_type(rejected.type):
-            ok = _messages_ok(chosen) & _messages_ok(rejected)
+            ok = messages_ok(chosen) & messages_ok(rejected)
             ok &= (list_lengths(chosen) > 0) & (list_lengths(rejected) > 0)
             rows = np.flatnonzero(ok)
             if len(rows):
-                c = _plain_messages(chosen.take(pa.array(rows)))
-                r = _plain_messages(rejected.take(pa.array(rows)))
+                c = plain_messages(chosen.take(pa.array(rows)))
+                r = plain_messages(rejected.take(pa.array(rows)))
                 cp, c_role, c_last = _split_last(c)
                 rp, r_role, r_last = _split_last(r)
                 good = (
