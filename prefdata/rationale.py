@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import set_column
+from prefdata.arrow import set_column
 from prefdata.generate.base import ChatBackend, ChatResult, GenerationConfig
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, split

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents
+from prefdata.arrow import flatten_list, list_lengths
 from prefdata.schema import PROMPT_END_ROLES, ROLES, conform_types
 
 REQUIRED_COLUMNS = ("prompt_id", "prompt", "source", "metadata", "candidates")
@@ -76,16 +76,6 @@ def _is_list(t: pa.DataType) -> bool:
 
 def _type_name(t: pa.DataType) -> str:
     return str(t)
-
-
-class _Flat:
-    """A list column flattened: values, the parent row of each value, its position."""
-
-    def __init__(self, arr: pa.Array):
-        self.values = arr.flatten()
-        self.parent = list_parents(arr)
-        k = np.arange(len(self.parent), dtype=np.int64)
-        self.pos = k - np.searchsorted(self.parent, self.parent, side="left")
 
 
 def _valid_mask(arr: pa.Array) -> np.ndarray:
@@ -149,12 +139,12 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
         out.append(ValidationError(int(r), "prompt", "missing (null); expected a list of messages"))
     for r in np.flatnonzero(valid & (lengths == 0)):
         out.append(ValidationError(int(r), "prompt", "empty list; a prompt needs a message"))
-    flat = _Flat(col)
+    flat = flatten_list(col)
     if len(flat.values) == 0:
         return
     msg_valid = _valid_mask(flat.values)
     for k in np.flatnonzero(~msg_valid):
-        out.append(ValidationError(int(flat.parent[k]), f"prompt[{flat.pos[k]}]", "null message"))
+        out.append(ValidationError(int(flat.parents[k]), f"prompt[{flat.pos[k]}]", "null message"))
     # an all-null field reads as null-typed: its values are nulls of strings
     roles = pc.struct_field(flat.values, "role").cast(pa.string())
     content = pc.struct_field(flat.values, "content").cast(pa.string())
@@ -164,7 +154,7 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
         role_list = role_list or roles.to_pylist()
         out.append(
             ValidationError(
-                int(flat.parent[k]),
+                int(flat.parents[k]),
                 f"prompt[{flat.pos[k]}].role",
                 f"{role_list[k]!r} is not one of {', '.join(ROLES)}",
             )
@@ -173,11 +163,11 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
     for k in np.flatnonzero(msg_valid & ~content_ok):
         out.append(
             ValidationError(
-                int(flat.parent[k]), f"prompt[{flat.pos[k]}].content", "not a string (null)"
+                int(flat.parents[k]), f"prompt[{flat.pos[k]}].content", "not a string (null)"
             )
         )
     # The last message of each non-empty prompt must be a user or tool turn.
-    last = np.flatnonzero(np.r_[flat.parent[1:] != flat.parent[:-1], True])
+    last = np.flatnonzero(np.r_[flat.parents[1:] != flat.parents[:-1], True])
     end_ok = np.asarray(
         pc.fill_null(pc.is_in(roles.take(pa.array(last)), pa.array(PROMPT_END_ROLES)), False),
         dtype=bool,
@@ -190,7 +180,7 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
         article = "an" if str(role)[:1] in "aeiou" else "a"
         out.append(
             ValidationError(
-                int(flat.parent[k]),
+                int(flat.parents[k]),
                 "prompt",
                 f"ends with {article} {role} turn; a prompt must end with a user or tool turn",
             )
@@ -198,7 +188,7 @@ def check_prompt(col: pa.Array, out: list[ValidationError]) -> None:
     # A prompt whose every message is blank says nothing.
     blank = np.asarray(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(content), ""), False))
     blank &= msg_valid
-    blanks = np.bincount(flat.parent, weights=blank, minlength=len(col))
+    blanks = np.bincount(flat.parents, weights=blank, minlength=len(col))
     for r in np.flatnonzero((lengths > 0) & (blanks == lengths)):
         out.append(ValidationError(int(r), "prompt", "empty prompt (every message is blank)"))
 
@@ -273,13 +263,13 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
         out.append(
             ValidationError(int(r), "candidates", "missing (null); expected a list (may be empty)")
         )
-    flat = _Flat(col)
+    flat = flatten_list(col)
     if len(flat.values) == 0:
         return
     where = lambda k, name="": f"candidates[{flat.pos[k]}]{name}"  # noqa: E731
     cvalid = _valid_mask(flat.values)
     for k in np.flatnonzero(~cvalid):
-        out.append(ValidationError(int(flat.parent[k]), where(k), "null candidate"))
+        out.append(ValidationError(int(flat.parents[k]), where(k), "null candidate"))
 
     def field(name: str) -> pa.Array:
         return pc.struct_field(flat.values, name)
@@ -288,18 +278,18 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
     cid_valid = _valid_mask(cid)
     for k in np.flatnonzero(cvalid & ~cid_valid):
         out.append(
-            ValidationError(int(flat.parent[k]), where(k, ".candidate_id"), "missing (null)")
+            ValidationError(int(flat.parents[k]), where(k, ".candidate_id"), "missing (null)")
         )
     empty = np.asarray(pc.fill_null(pc.equal(pc.utf8_length(cid), 0), False), dtype=bool)
     for k in np.flatnonzero(cvalid & empty):
-        out.append(ValidationError(int(flat.parent[k]), where(k, ".candidate_id"), "empty string"))
+        out.append(ValidationError(int(flat.parents[k]), where(k, ".candidate_id"), "empty string"))
     # Duplicate candidate ids within a pool: compare each to the first with the same key.
     keyed = np.flatnonzero(cvalid & cid_valid & ~empty)
     if len(keyed):
         ids = cid.take(pa.array(keyed)).to_pylist()
         first: dict[tuple[int, str], int] = {}
         for k, v in zip(keyed.tolist(), ids, strict=True):
-            key = (int(flat.parent[k]), v)
+            key = (int(flat.parents[k]), v)
             if key in first:
                 out.append(
                     ValidationError(
@@ -315,7 +305,7 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
     resp = field("response")
     for k in np.flatnonzero(cvalid & ~_valid_mask(resp)):
         out.append(
-            ValidationError(int(flat.parent[k]), where(k, ".response"), "not a string (null)")
+            ValidationError(int(flat.parents[k]), where(k, ".response"), "not a string (null)")
         )
 
     for name in ("sample_index", "num_tokens"):
@@ -326,7 +316,7 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
         for k in np.flatnonzero(cvalid & neg):
             out.append(
                 ValidationError(
-                    int(flat.parent[k]), where(k, f".{name}"), f"{vals[k].as_py()} is negative"
+                    int(flat.parents[k]), where(k, f".{name}"), f"{vals[k].as_py()} is negative"
                 )
             )
 
@@ -341,7 +331,7 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
             what = "NaN" if math.isnan(x) else str(x)
             out.append(
                 ValidationError(
-                    int(flat.parent[k]),
+                    int(flat.parents[k]),
                     where(k, f".scores.{f.name}"),
                     f"{what}; scores must be finite or null",
                 )
@@ -351,7 +341,7 @@ def _check_candidates(col: pa.Array, out: list[ValidationError]) -> None:
     for k in np.flatnonzero(cvalid & ~_valid_mask(flags)):
         out.append(
             ValidationError(
-                int(flat.parent[k]), where(k, ".flags"), "missing (null); expected a list"
+                int(flat.parents[k]), where(k, ".flags"), "missing (null); expected a list"
             )
         )
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pytest
 
 from prefdata.annotate import Normalise, Strength
-from prefdata.annotate.columns import flatten_candidates, rebuild_candidates, struct_with
+from prefdata.arrow import flatten_candidates, rebuild_candidates, struct_with
 from prefdata.construct import Pairs
 from prefdata.filter import (
     CollapseIdenticalCandidates,

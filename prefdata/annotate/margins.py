@@ -22,14 +22,8 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from prefdata.annotate.columns import (
-    CHOSEN_SCORES,
-    REJECTED_SCORES,
-    float_array,
-    pair_differences,
-    pair_scorers,
-    set_column,
-)
+from prefdata.annotate.columns import CHOSEN_SCORES, REJECTED_SCORES, pair_differences, pair_scorers
+from prefdata.arrow import float_array, set_column
 from prefdata.pipeline import Stage
 from prefdata.schema import empty_scores
 

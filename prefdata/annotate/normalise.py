@@ -45,12 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import (
+from prefdata.annotate.columns import score_array
+from prefdata.arrow import (
     FlatCandidates,
     flatten_candidates,
     float_array,
     rebuild_candidates,
-    score_array,
     struct_with,
 )
 from prefdata.fit import StageFit, check_config

@@ -33,7 +33,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import CHOSEN_SCORES, REJECTED_SCORES, flatten_candidates, set_column
+from prefdata.annotate.columns import CHOSEN_SCORES, REJECTED_SCORES
+from prefdata.arrow import flatten_candidates, set_column
 
 
 def candidate_keys(pools: pa.Table) -> tuple[pa.Array, pa.StructArray]:

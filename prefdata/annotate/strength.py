@@ -38,14 +38,12 @@ import pyarrow.compute as pc
 from prefdata.annotate.columns import (
     CHOSEN_SCORES,
     REJECTED_SCORES,
-    float_array,
     pair_differences,
     pair_scorers,
-    set_column,
     sigmoid,
-    to_float,
 )
 from prefdata.annotate.margins import MARGINS
+from prefdata.arrow import float_array, set_column, to_float
 from prefdata.pipeline import Stage
 
 FLIPPED = "flipped"

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, offsets_of, starts_of
+from prefdata.arrow import list_lengths, offsets_of, starts_of
 from prefdata.construct.candidates import dumps
 from prefdata.ids import digest
 from prefdata.pipeline import StageOutput, split

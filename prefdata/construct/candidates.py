@@ -34,13 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import (
-    list_lengths,
-    list_parents,
-    parents_of,
-    plain_list,
-    starts_of,
-)
+from prefdata.arrow import FlatCandidates, flatten_candidates, list_parents
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, rejects_from
 from prefdata.schema import empty_rejects
@@ -50,27 +44,40 @@ POOL_COLUMNS = ("prompt_id", "prompt", "candidates")
 
 @dataclass(frozen=True)
 class Flat:
-    """The candidates of a batch of pools, flattened.
+    """The candidates of a batch of pools (:class:`~prefdata.arrow.FlatCandidates`) with
+    what construction reads of each: its score (float64, NaN where null or when no score
+    is named) and whether it is usable, flagged or unscored.
 
     ``pool[i]`` is the row of candidate ``i`` in the input table, ``pos[i]`` its position in
-    that pool's list; ``score`` is float64 with NaN where null (or no score is named).
+    that pool's list.
     """
 
-    n_pools: int
-    values: pa.StructArray
-    pool: np.ndarray
+    cands: FlatCandidates
     score: np.ndarray
     usable: np.ndarray
     flagged: np.ndarray
     null_score: np.ndarray
-    sizes: np.ndarray
+
+    @property
+    def values(self) -> pa.StructArray:
+        return self.cands.values
+
+    @property
+    def pool(self) -> np.ndarray:
+        return self.cands.parents
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.cands.lengths
+
+    @property
+    def n_pools(self) -> int:
+        return len(self.cands.offsets) - 1
 
     @functools.cached_property
     def pos(self) -> np.ndarray:
         """Each candidate's position in its pool (computed on first use)."""
-        if not len(self.values):
-            return self.pool
-        return np.arange(len(self.values), dtype=np.int64) - starts_of(self.sizes)[self.pool]
+        return self.cands.pos
 
     def column(self, name: str) -> pa.Array:
         """One candidate field as a flat Arrow array (nulls where the candidate is null)."""
@@ -84,13 +91,8 @@ class Flat:
 
 def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) -> Flat:
     """Flatten the ``candidates`` column of a pool table (see the module docstring)."""
-    lists = plain_list(table["candidates"])
-    n = len(lists)
-    sizes = list_lengths(lists)
-    values = pc.list_flatten(lists)
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    pool = parents_of(sizes)
+    cands = flatten_candidates(table)
+    values = cands.values
     ok = ~values.is_null().to_numpy(zero_copy_only=False)
     response = pc.struct_field(values, "response")
     ok &= ~response.is_null().to_numpy(zero_copy_only=False)
@@ -116,7 +118,7 @@ def flatten(table: pa.Table, score: str | None, exclude_flags: tuple[str, ...]) 
         scores = np.full(len(values), np.nan)
         null_score = np.zeros(len(values), dtype=bool)
     usable = ok & ~flagged & ~null_score
-    return Flat(n, values, pool, scores, usable, flagged & ok, null_score & ok, sizes)
+    return Flat(cands, scores, usable, flagged & ok, null_score & ok)
 
 
 def as_tuple(v: Any) -> tuple[str, ...]:

@@ -63,7 +63,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import first_per_pool, starts_of
+from prefdata.annotate.columns import first_per_pool
+from prefdata.arrow import starts_of
 from prefdata.construct.candidates import (
     ConstructStage,
     Flat,

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_offsets
+from prefdata.arrow import list_offsets
 from prefdata.construct.candidates import ConstructStage, dumps, provenance_prefix
 from prefdata.construct.pairs import pair_schema
 from prefdata.pipeline import rejects_from

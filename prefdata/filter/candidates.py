@@ -7,7 +7,7 @@ appended to by every stage that removes candidates (``CollapseIdenticalCandidate
 
 >>> import pyarrow as pa
 >>> from prefdata.schema import pool_schema
->>> from prefdata.annotate.columns import flatten_candidates
+>>> from prefdata.arrow import flatten_candidates
 >>> t = pa.Table.from_pylist(
 ...     [{"prompt_id": "p", "prompt": [{"role": "user", "content": "q"}],
 ...       "candidates": [{"candidate_id": "a", "response": "", "flags": []},
@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import (
+from prefdata.arrow import (
     FlatCandidates,
     flatten_candidates,
     offsets_of,

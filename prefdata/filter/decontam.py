@@ -37,7 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import parents_of
+from prefdata.arrow import parents_of
 from prefdata.filter.minhash import shingle_hashes
 from prefdata.filter.text import normalise_text, prompt_text
 from prefdata.pipeline import Stage, StageOutput, split

@@ -53,7 +53,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import flatten_candidates
+from prefdata.arrow import flatten_candidates
 from prefdata.filter import minhash
 from prefdata.filter.candidates import drop_candidates, ensure_dropped
 from prefdata.filter.text import normalise_text, prompt_text, text_hash

@@ -51,7 +51,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import flatten_candidates
+from prefdata.arrow import flatten_candidates
 from prefdata.filter.candidates import add_flags, candidate_flags, drop_candidates, ensure_dropped
 from prefdata.filter.text import (
     SCRIPT_NAMES,

@@ -32,14 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import (
-    CHOSEN_SCORES,
-    REJECTED_SCORES,
-    float_array,
-    pair_differences,
-    set_column,
-    to_float,
-)
+from prefdata.annotate.columns import CHOSEN_SCORES, REJECTED_SCORES, pair_differences
+from prefdata.arrow import float_array, set_column, to_float
 from prefdata.pipeline import Stage, StageOutput, split
 
 Unit = Literal["words", "chars"]

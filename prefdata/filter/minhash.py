@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from prefdata.annotate.columns import offsets_of
+from prefdata.arrow import offsets_of
 from prefdata.filter.text import word_lists
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)

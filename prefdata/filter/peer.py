@@ -50,14 +50,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import (
-    CHOSEN_SCORES,
-    REJECTED_SCORES,
-    float_array,
-    pair_differences,
-    pair_keys,
-)
-from prefdata.annotate.columns import set_column as _set
+from prefdata.annotate.columns import CHOSEN_SCORES, REJECTED_SCORES, pair_differences, pair_keys
+from prefdata.arrow import float_array
+from prefdata.arrow import set_column as _set
 from prefdata.fit import StageFit, table_dumps, table_loads
 from prefdata.ids import digest
 from prefdata.pipeline import Stage, StageOutput, split

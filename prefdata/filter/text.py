@@ -14,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, offsets_of, one_chunk
+from prefdata.arrow import list_lengths, offsets_of, one_chunk
 
 _array = one_chunk
 

@@ -31,13 +31,11 @@ from prefdata.annotate.columns import (
     CHOSEN_SCORES,
     REJECTED_SCORES,
     first_per_pool,
-    flatten_candidates,
-    float_array,
     pair_differences,
     pair_scorers,
     score_array,
-    set_column,
 )
+from prefdata.arrow import flatten_candidates, float_array, set_column
 from prefdata.pipeline import Stage, StageOutput, split
 from prefdata.schema import score_names
 

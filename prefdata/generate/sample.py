@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of, parents_of, starts_of
+from prefdata.arrow import list_lengths, list_parents, offsets_of, parents_of, starts_of
 from prefdata.generate.base import (
     ChatBackend,
     ChatResult,

@@ -32,12 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import (
-    list_lengths,
-    offsets_of,
-    parents_of,
-    plain_list,
-)
+from prefdata.arrow import list_lengths, offsets_of, parents_of, plain_list
 from prefdata.ids import digest
 from prefdata.pipeline import Stage
 from prefdata.schema import empty_scores

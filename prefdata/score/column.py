@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths
+from prefdata.arrow import list_lengths
 from prefdata.score.base import Scorer, candidates_view, with_scores
 
 __all__ = ["FromColumn"]

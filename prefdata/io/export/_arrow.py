@@ -23,14 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdata.annotate.columns import (
-    list_lengths,
-    list_parents,
-    offsets_of,
-    one_chunk,
-    parents_of,
-    starts_of,
-)
+from prefdata.arrow import list_lengths, list_parents, offsets_of, one_chunk, parents_of, starts_of
 from prefdata.io.atomic import atomic_path
 from prefdata.pipeline import rejects_from
 from prefdata.schema import PROMPT_END_ROLES, ROLES, empty_rejects

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, offsets_of, parents_of, starts_of
+from prefdata.arrow import list_lengths, offsets_of, parents_of, starts_of
 from prefdata.io.export._arrow import (
     Converted,
     Messages,

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from prefdata.annotate.columns import offsets_of
+from prefdata.arrow import offsets_of
 from prefdata.io.export._arrow import (
     Converted,
     Messages,

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of
+from prefdata.arrow import list_lengths, list_parents, offsets_of
 from prefdata.pipeline import rejects_from
 from prefdata.schema import MESSAGE_TYPE, MESSAGES_TYPE, PROMPT_END_ROLES, REJECTS_SCHEMA, ROLES
 from prefdata.validate import check_prompt

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata import ids
-from prefdata.annotate.columns import offsets_of
+from prefdata.arrow import offsets_of
 from prefdata.io.layouts.columns import Rejects
 from prefdata.schema import MESSAGES_TYPE, candidate_type, empty_scores, pool_schema
 

@@ -26,8 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of
-from prefdata.io.hh import split_pair
+from prefdata.arrow import list_lengths, list_parents, offsets_of
+from prefdata.io.hh import split_pairs
 from prefdata.io.layouts.columns import (
     Rejects,
     column,
@@ -337,27 +337,12 @@ def _pairs_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
 def _hh_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
     chosen = column(raw, o.chosen_col, "chosen", "hh")
     rejected = column(raw, o.rejected_col, "rejected", "hh")
-    try:
-        from prefdata.io.hh import split_pairs
-    except ImportError:  # pragma: no cover - the per-row split
-        split_pairs = None
-    if split_pairs is not None:
-        got = split_pairs(chosen, rejected)
-        for i, reason in got.errors.items():
-            rej.add(i, o.rejected_col if reason.startswith("rejected") else o.chosen_col, reason)
-        rows = np.flatnonzero(np_bool(got.chosen.is_valid()))
-        idx = pa.array(rows)
-        return _Kept(rows, got.prompt.take(idx), got.chosen.take(idx), got.rejected.take(idx))
-
-    def read(c: Any, r: Any) -> tuple:
-        try:
-            return split_pair(c, r)
-        except ValueError as err:
-            reason = str(err)
-            return (o.rejected_col if reason.startswith("rejected") else o.chosen_col), reason
-
-    rows = np.arange(raw.num_rows)
-    return _by_row(rows, [chosen.to_pylist(), rejected.to_pylist()], read, rej)
+    got = split_pairs(chosen, rejected)
+    for i, reason in got.errors.items():
+        rej.add(i, o.rejected_col if reason.startswith("rejected") else o.chosen_col, reason)
+    rows = np.flatnonzero(np_bool(got.chosen.is_valid()))
+    idx = pa.array(rows)
+    return _Kept(rows, got.prompt.take(idx), got.chosen.take(idx), got.rejected.take(idx))
 
 
 def _margin_json(margins: pa.Array) -> pa.Array:

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata import ids
-from prefdata.annotate.columns import list_lengths, list_parents, offsets_of
+from prefdata.arrow import list_lengths, list_parents, offsets_of
 from prefdata.io.layouts.columns import (
     FLAGS_TYPE,
     Rejects,

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.annotate.columns import list_lengths, list_parents
+from prefdata.arrow import list_lengths, list_parents
 from prefdata.io.layouts.columns import (
     Rejects,
     column,
