@@ -392,7 +392,7 @@ def _build(ingest: Ingest, root: Path, plan: _Plan, p: int, tables: list[pa.Tabl
     out = build_pools(entries, ingest.layout, ingest.options, source_name=ingest.name())
     write_shard(out.table, root / "pools" / shard_name(p))
     write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.parquet")
-    accepted = int(len(np.unique(entries.row)) - out.rejects.num_rows)
+    accepted = entries.num_rows() - out.rejects.num_rows
     plan.data["built"][f"{p:05d}"] = {
         "pools": out.table.num_rows,
         "rows": accepted,

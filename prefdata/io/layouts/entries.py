@@ -91,6 +91,13 @@ class Entries:
     def __len__(self) -> int:
         return len(self.row)
 
+    def num_rows(self) -> int:
+        """How many input rows the entries come from."""
+        rows = (
+            self.row if len(self.row) < 2 or (np.diff(self.row) >= 0).all() else np.sort(self.row)
+        )
+        return int(len(rows) and 1 + np.count_nonzero(np.diff(rows)))
+
     def take(self, idx: np.ndarray) -> Entries:
         i = pa.array(idx, pa.int64())
         opt = lambda a: None if a is None else a.take(i)  # noqa: E731
@@ -119,8 +126,10 @@ class Entries:
 
     def sorted(self) -> Entries:
         """In input order: by row, then position within the row."""
-        order = np.lexsort((self.pos, self.row))
-        return self if (order == np.arange(len(order))).all() else self.take(order)
+        step_row, step_pos = np.diff(self.row), np.diff(self.pos)
+        if ((step_row > 0) | ((step_row == 0) & (step_pos > 0))).all():
+            return self  # already in order (how batches are read and spilled)
+        return self.take(np.lexsort((self.pos, self.row)))
 
     def prompt_ids(self) -> pa.Array:
         """Each entry's prompt id: the given one, else the content digest."""
@@ -200,9 +209,18 @@ def rank_within(groups: np.ndarray, generator: pa.Array) -> np.ndarray:
 
 
 def _first_index(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Where each code first appears, for codes numbered in order of first appearance
+    (as ``dictionary_encode`` numbers them): a code first appears where it exceeds every
+    code before it.
+
+    >>> _first_index(np.array([0, 1, 0, 2, 1]), 3).tolist()
+    [0, 1, 3]
+    """
     first = np.full(n_codes, -1, dtype=np.int64)
-    uniq, idx = np.unique(codes, return_index=True)
-    first[uniq] = idx
+    if len(codes):
+        before = np.maximum.accumulate(np.r_[-1, codes[:-1]])
+        new = np.flatnonzero(codes > before)
+        first[codes[new]] = new
     return first
 
 
