@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,6 +136,20 @@ def field_columns(*columns: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(*parts, _lit(":", parts[0]))
 
 
+_local = threading.local()
+
+
+def _connection():
+    """This thread's in-memory DuckDB connection (opening one takes about 30 ms; a
+    connection must not be shared by threads at once)."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        import duckdb
+
+        con = _local.con = duckdb.connect()
+    return con
+
+
 def md5_hex(texts: pa.Array, prefix: str) -> pa.Array:
     """``prefix`` + the first 16 hex digits of the MD5 of each text (DuckDB's ``md5``,
     vectorised); null stays null.
@@ -142,20 +157,18 @@ def md5_hex(texts: pa.Array, prefix: str) -> pa.Array:
     >>> md5_hex(pa.array(["prompt:4:user:2:Hi", None]), "p-").to_pylist()
     ['p-d7317f9c18d28540', None]
     """
-    import duckdb
-
     texts = _plain(texts)
     n = len(texts)
     if not n:
         return pa.array([], pa.string())
-    con = duckdb.connect()
+    con = _connection()
+    con.register("texts", pa.table({"t": texts}))
     try:
-        con.register("texts", pa.table({"t": texts}))
         # 32 hex digits on every row (a null's are dropped below)
         hexes = con.sql("SELECT coalesce(md5(t), repeat('0', 32)) AS h FROM texts")
         hexes = _plain(hexes.to_arrow_table()["h"])
     finally:
-        con.close()
+        con.unregister("texts")
     data = np.frombuffer(hexes.buffers()[2], np.uint8)
     if hexes.type != pa.string():
         hexes = hexes.cast(pa.string())

@@ -360,7 +360,7 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         batches = b + 1
         if entries is None:
             continue
-        table = entries.to_table()
+        table = _first_prompts_only(entries.to_table())
         part = partition_of(table["prompt_id"].combine_chunks(), parts, entries.given_id is None)
         table = table.take(pa.array(np.argsort(part, kind="stable")))
         _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
@@ -369,6 +369,20 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         plan.save()
     plan.data["read_done"] = batches
     plan.save()
+
+
+def _first_prompts_only(table: pa.Table) -> pa.Table:
+    """Entries with the prompt kept only on each prompt's first entry in the batch: a
+    pool's prompt is its first entry's, and that entry is first in its batch too."""
+    key = pc.dictionary_encode(table["key"].combine_chunks()).indices.to_numpy()
+    first = np.zeros(len(key), bool)
+    if len(key):
+        first[np.flatnonzero(key > np.maximum.accumulate(np.r_[-1, key[:-1]]))] = True
+    if first.all():
+        return table
+    idx = pa.array(np.arange(len(key)), mask=~first)
+    prompt = table["prompt"].combine_chunks().take(idx)
+    return table.set_column(table.schema.get_field_index("prompt"), "prompt", prompt)
 
 
 def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:

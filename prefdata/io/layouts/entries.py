@@ -272,10 +272,11 @@ def assemble(
     ctype = candidate_type(score_names)
     if len(cand):
         ci = pa.array(cand)
-        gen = e.generator.take(ci)
+        pick = (lambda a: a) if len(cand) == n else (lambda a: a.take(ci))  # noqa: E731
+        gen = pick(e.generator)
         sample_index = pa.array(rank_within(pcode[cand], gen), pa.int32())
-        resp = e.response.take(ci)
-        cids = ids.candidate_ids(pid_arr.take(ci), gen, sample_index, resp)
+        resp = pick(e.response)
+        cids = ids.candidate_ids(pick(pid_arr), gen, sample_index, resp)
         if len(cand) == n:
             cand_ids = cids
         else:  # prompt-only entries have no candidate id
@@ -287,7 +288,7 @@ def assemble(
         m = len(cand)
         scores = (
             pa.StructArray.from_arrays(
-                [e.scores[s].take(ci).take(oi) for s in score_names],
+                [pick(e.scores[s]).take(oi) for s in score_names],
                 fields=list(ctype.field("scores").type),
             )
             if score_names
