@@ -112,6 +112,12 @@ class StageFit:
     def finalize(self) -> Stage:
         return self.state.fitted(self.stage)
 
+    def columns(self) -> list[str] | None:
+        """The input fields the fit reads (``candidates.scores``: list levels left out),
+        so an executor reads only those; None: every column."""
+        columns = getattr(self.state, "columns", None)
+        return list(columns) if columns is not None else None
+
     def _header(self) -> dict[str, Any]:
         return {"format": FORMAT, "fit": type(self.state).__name__, "stage": self.stage.fingerprint}
 

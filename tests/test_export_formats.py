@@ -401,3 +401,27 @@ def test_a_null_message_or_response_is_rejected_not_read_through(
     assert conv.rejects["row"].to_pylist() == bad
     assert 0 in bad and (kind != "list" or 1 in bad)
     assert masked.num_rows == conv.table.num_rows + conv.rejects.num_rows
+
+
+def test_hf_features_equal_datasets_own():
+    """The features metadata written without importing datasets is what datasets writes."""
+    from datasets import Features
+
+    from prefdata.io.export._arrow import hf_features
+
+    msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    schema = pa.schema(
+        [
+            ("prompt", msg),
+            ("chosen", msg),
+            ("margin", pa.float64()),
+            ("label", pa.bool_()),
+            ("n", pa.int64()),
+            ("k", pa.int32()),
+            ("tags", pa.list_(pa.large_string())),
+            ("scores", pa.struct([("a", pa.float64()), ("b", pa.float32())])),
+            ("when", pa.timestamp("s")),  # not a plain type: datasets describes it
+        ]
+    )
+    for s in (schema, pa.schema(list(schema)[:-1])):
+        assert hf_features(s) == Features.from_arrow_schema(s).to_dict()

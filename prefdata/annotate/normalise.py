@@ -132,6 +132,7 @@ class ScoreStatsFit:
     {'rm': ScoreStats(count=1, mean=2.0, m2=0.0)}
     """
 
+    columns: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates.scores")  # what it reads
     scorers: tuple[str, ...] = ()
     parts: dict[str, ScoreStats] = field(default_factory=dict)
 

@@ -38,7 +38,7 @@ from prefdata.execute.workdir import resolve_source, source_digest
 from prefdata.fit import Fit, loads
 from prefdata.ids import digest
 from prefdata.io.atomic import atomic_path
-from prefdata.io.parquet import from_parquet_layout, read_parquet, read_row_group
+from prefdata.io.parquet import from_parquet_layout, read_row_group
 from prefdata.pipeline import Funnel, Pipeline, Stage
 
 if TYPE_CHECKING:
@@ -92,11 +92,13 @@ def run_with_fits(
     if first:
         results.append(run_segment(first, source, workdir / SEGMENTS_DIR / "00"))
     else:  # the first stage fits on the source itself
-        tables, identity = input_tables(source), source_identity(source)
+        columns = fit_columns(rest[0][0])
+        tables, identity = input_tables(source, columns), source_identity(source)
     for k, (stage, *others) in enumerate(rest, 1):
         if results:  # the previous segment's output, shard by shard
             source = list(results[-1].output_paths)
-            tables, identity = read_shards(source), output_identity(results[-1])
+            tables = read_shards(source, fit_columns(stage))
+            identity = output_identity(results[-1])
         fitted = fit_checkpointed(stage, tables, workdir / FITS_DIR, identity)
         results.append(run_segment([fitted, *others], source, workdir / SEGMENTS_DIR / f"{k:02d}"))
     funnel = Funnel()
@@ -179,16 +181,38 @@ def fit_checkpointed(
     return fitted
 
 
-def input_tables(source: Any) -> Iterator[pa.Table]:
+def fit_columns(stage: Stage) -> list[str] | None:
+    """The input fields a stage's fit reads (dotted, list levels left out, such as
+    ``candidates.scores``), or None for every column."""
+    fit = stage.fit()
+    columns = getattr(fit, "columns", None)
+    return columns() if callable(columns) else None
+
+
+_LIST_LEVELS = {"list", "element", "item", "array_element", "bag", "array"}
+
+
+def _physical(path: Path, columns: Sequence[str]) -> list[str]:
+    """The Parquet leaf paths of a file under the logical ``columns`` (the names a list
+    level takes vary by writer: ``list.element``, ``list.item``, ``bag.array_element``)."""
+    wanted = [tuple(c.split(".")) for c in columns]
+    out = []
+    for leaf in pq.ParquetFile(path).reader.column_paths:
+        logical = tuple(p for p in leaf if p not in _LIST_LEVELS)
+        if any(logical[: len(w)] == w for w in wanted):
+            out.append(".".join(leaf))
+    return out
+
+
+def input_tables(source: Any, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
     """The tables of a source, one in memory at a time: a table as is; Parquet files (a
-    path, a folder or a list) row group by row group, conformed."""
+    path, a folder or a list) row group by row group, conformed (only ``columns``, as
+    :func:`fit_columns` names them, when given)."""
     src = resolve_source(source)
     if isinstance(src, pa.Table):
         yield src
         return
-    for path in src:
-        for group in range(pq.ParquetFile(path).metadata.num_row_groups):
-            yield from_parquet_layout(read_row_group(path, group))
+    yield from read_shards(src, columns)
 
 
 def output_identity(result: ExecutionResult) -> str | None:
@@ -208,14 +232,18 @@ def source_identity(source: Any) -> str:
     return digest("source", content)
 
 
-def read_shards(paths: Sequence[Path]) -> Iterator[pa.Table]:
-    """The output shards of a segment, one at a time (:func:`~prefdata.io.parquet.read_parquet`)."""
+def read_shards(paths: Sequence[Path], columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """Parquet files one row group at a time (:func:`~prefdata.io.parquet.read_parquet`'s
+    layout), only the fields under ``columns`` when given."""
     for path in paths:
-        yield read_parquet(path)
+        leaves = _physical(path, columns) if columns is not None else None
+        for group in range(pq.ParquetFile(path).metadata.num_row_groups):
+            yield from_parquet_layout(read_row_group(path, group, columns=leaves))
 
 
 __all__ = [
     "fit_checkpointed",
+    "fit_columns",
     "run_all",
     "input_tables",
     "output_identity",

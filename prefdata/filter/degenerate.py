@@ -115,6 +115,7 @@ class RepeatedResponsesFit:
     min_prompts: int = 5
     min_chars: int = 20
     parts: list[pl.DataFrame] = field(default_factory=list)
+    columns: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates.response")  # what it reads
 
     def update(self, table: pa.Table, _hashes: Any = None) -> RepeatedResponsesFit:
         flat = flatten_candidates(table)

@@ -410,15 +410,48 @@ def check_finite(reasons: Reasons, table: pa.Table, name: str) -> None:
     reasons.add(~finite.to_numpy(zero_copy_only=False), f"{name} is NaN or infinite", name)
 
 
+_VALUE_TYPES = ("bool", "int8", "int16", "int32", "int64", "float32", "float64", "string")
+
+
+def _feature(t: pa.DataType) -> dict | None:
+    """``datasets.Features.to_dict()`` of one Arrow type, for the plain types exports
+    hold (None: another type, which datasets itself describes)."""
+    if pa.types.is_large_string(t) or pa.types.is_string(t):
+        return {"dtype": "string", "_type": "Value"}
+    if str(t) in _VALUE_TYPES:
+        return {"dtype": str(t), "_type": "Value"}
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _feature(t.value_type)
+        return None if inner is None else {"feature": inner, "_type": "List"}
+    if pa.types.is_struct(t):
+        fields = {f.name: _feature(f.type) for f in t}
+        return None if None in fields.values() else fields
+    return None
+
+
+def hf_features(schema: pa.Schema) -> dict:
+    """What ``datasets.Features.from_arrow_schema(schema).to_dict()`` gives, without
+    importing datasets (a second of start-up) for the types exports hold.
+
+    >>> msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    >>> hf_features(pa.schema([("prompt", msg), ("label", pa.bool_())]))["label"]
+    {'dtype': 'bool', '_type': 'Value'}
+    """
+    features = {f.name: _feature(f.type) for f in schema}
+    if None in features.values():
+        from datasets import Features
+
+        return Features.from_arrow_schema(schema).to_dict()
+    return features
+
+
 def write_parquet_hf(table: pa.Table, path: Path) -> Path:
     """Parquet with the ``huggingface`` features metadata (what ``Dataset.to_parquet`` writes),
     so ``load_dataset("parquet", ...)`` restores the exact feature types."""
-    from datasets import Features
-
     # The same key and JSON that datasets' own writer stores, without building a Dataset
     # (which cost more than the conversion itself on large exports).
-    features = Features.from_arrow_schema(table.schema)
-    meta = {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode()}
+    features = hf_features(table.schema)
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     options = {
         "row_group_size": 100_000,
