@@ -33,7 +33,7 @@ from prefdata.construct.candidates import (
     pool_rejects,
     provenance_prefix,
 )
-from prefdata.construct.pairs import _rank_within, invalid_pools
+from prefdata.construct.pairs import invalid_pools, rank_within_pools
 from prefdata.schema import LIST_SCHEMA
 
 RESPONSE_TYPE: pa.StructType = LIST_SCHEMA.field("responses").type.value_type
@@ -65,7 +65,7 @@ class Lists(ConstructStage):
         idx = np.flatnonzero(flat.usable & ~(invalid | few)[pool])
         order = idx[np.lexsort((pos[idx], -score[idx], pool[idx]))]
         src, s = pool[order], score[order]
-        within = _rank_within(src)
+        within = rank_within_pools(src)
         new_score = np.ones(order.size, dtype=bool)
         new_score[1:] = (src[1:] != src[:-1]) | (s[1:] != s[:-1])
         # competition rank: the within-pool index of the first entry with this score, plus one

@@ -375,7 +375,7 @@ class Pairs(ConstructStage):
         order = np.lexsort(keys + (pool[c],)) if keys else np.argsort(pool[c], kind="stable")
         c, r, margin, sel = c[order], r[order], margin[order], sel[order]
         src = pool[c]
-        rank = _rank_within(src)
+        rank = rank_within_pools(src)
         if self.max_pairs_per_prompt is not None:
             keep = rank < self.max_pairs_per_prompt
             c, r, margin, src, rank = c[keep], r[keep], margin[keep], src[keep], rank[keep]
@@ -543,7 +543,7 @@ def _second(idx, score, pool, n, best):
     return first_per_pool(others, score, pool, n)
 
 
-def _rank_within(src: np.ndarray) -> np.ndarray:
+def rank_within_pools(src: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal values of a sorted array."""
     if src.size == 0:
         return src.astype(np.int64)

@@ -104,11 +104,13 @@ class Unpaired(ConstructStage):
         return out, flat.pool[idx], rejects
 
 
-def unpair(pairs: pa.Table, *, dedupe: bool = True) -> pa.Table:
+def unpair(pairs: pa.Table, *, dedupe: bool = True, chosen_first: bool = False) -> pa.Table:
     """KTO examples from a pairs table: chosen -> ``True``, rejected -> ``False``.
 
-    Rows come pair by pair, chosen first. ``score`` is ``chosen_score``/``rejected_score``
-    when the pairs carry them. Not a stage: a pairs table has no pools to reject.
+    Rows come pair by pair, chosen first (``chosen_first``: every chosen, then every
+    rejected, the order of TRL's ``unpair_preference_dataset``). ``score`` is
+    ``chosen_score``/``rejected_score`` when the pairs carry them. Not a stage: a pairs
+    table has no pools to reject.
 
     >>> t = pa.table({"prompt_id": ["p", "p"], "prompt": [[{"role": "user", "content": "Q"}]] * 2,
     ...               "chosen": ["a", "a"], "rejected": ["b", "c"], "chosen_id": ["a", "a"],
@@ -130,7 +132,12 @@ def unpair(pairs: pa.Table, *, dedupe: bool = True) -> pa.Table:
             pl.from_arrow(
                 pa.table(
                     {
-                        "i": pa.array(np.arange(n) * 2 + (0 if label else 1), pa.int64()),
+                        "i": pa.array(
+                            np.arange(n) + (0 if label else n)
+                            if chosen_first
+                            else np.arange(n) * 2 + (0 if label else 1),
+                            pa.int64(),
+                        ),
                         "prompt_id": col("prompt_id", pa.string()),
                         "prompt": pairs["prompt"].combine_chunks(),
                         "completion": col(side, pa.string()),

@@ -234,7 +234,7 @@ class LocalExecutor:
                 nxt = next(to_read, None)
                 if nxt is not None:
                     threads = None if nxt == fresh[0] else _spare_cores()
-                    ahead[nxt] = reading.submit(lambda: _canonical(reader.read(nxt, threads)))
+                    ahead[nxt] = reading.submit(lambda: as_read_back(reader.read(nxt, threads)))
 
             def submit(fn: Callable, *args, size: int, on: ThreadPoolExecutor = writer) -> None:
                 # Bound the bytes waiting to be written (about three input shards), not the
@@ -260,7 +260,7 @@ class LocalExecutor:
                                 if keys
                                 else reader.read(shard)
                             )
-                            done = _canonical(done)
+                            done = as_read_back(done)
                             budget = max(budget, 3 * done.nbytes)
                             submit(sink, shard, done, size=done.nbytes, on=exporter)
                         continue
@@ -270,7 +270,7 @@ class LocalExecutor:
                         read_ahead()
                     else:
                         where = manifest.output_path(keys[start - 1], shard)
-                        table = _canonical(read_parquet(where))
+                        table = as_read_back(read_parquet(where))
                     budget = max(budget, 3 * table.nbytes)
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
@@ -290,7 +290,7 @@ class LocalExecutor:
                         )
                         offsets[i] += table.num_rows
                         where = f"the output of stage {i} {stages[i].name}"
-                        table = _canonical(out.table) if i < last or sink else None
+                        table = as_read_back(out.table) if i < last or sink else None
                     if sink is not None:  # the table its file reads back as
                         submit(sink, shard, table, size=table.nbytes, on=exporter)
                     bar.update(shard_counts[shard])
@@ -360,7 +360,7 @@ def _spare_cores() -> int:
     return max(1, min(4, (cores or 1) - 1))
 
 
-def _canonical(table: pa.Table) -> pa.Table:
+def as_read_back(table: pa.Table) -> pa.Table:
     """A stage's input as reading its Parquet file back gives it: conformed (pool tables
     in the canonical layout, plain types) and in one chunk, so a stage fed from memory and
     one resumed from the file compute on identical tables."""

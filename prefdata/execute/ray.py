@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.execute.fitting import run_all
-from prefdata.execute.local import ExecutionResult, StageError, _canonical
+from prefdata.execute.local import ExecutionResult, StageError, as_read_back
 from prefdata.execute.workdir import (
     InputReader,
     Manifest,
@@ -149,7 +149,7 @@ def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
         table = read_pieces(spec["sources"], spec["pieces"], _ROW_GROUPS)
     else:
         table = read_parquet(task["src"])
-    table = _canonical(table)  # as the local executor gives it to the stage
+    table = as_read_back(table)  # as the local executor gives it to the stage
     out = stage(table)
     rows_out = out.kept  # pools that yielded output, for pools-in, pairs-out stages
     write_shard(out.table, task["out"])

@@ -148,7 +148,7 @@ class Messages:
     def struct_values(
         self, keys: tuple[str, str] = ("role", "content"), role_map: dict[str, str] | None = None
     ) -> pa.StructArray:
-        role_arr = _apply_map(self.role_array, role_map) if role_map else self.role_array
+        role_arr = apply_map(self.role_array, role_map) if role_map else self.role_array
         fields = [pa.field(keys[0], pa.string()), pa.field(keys[1], pa.string())]
         return pa.StructArray.from_arrays([role_arr, self.contents], fields=fields)
 
@@ -168,10 +168,10 @@ class Messages:
         return self.struct_values(keys, role_map)
 
 
-def _apply_map(values: pa.Array, mapping: dict[str, str]) -> pa.Array:
+def apply_map(values: pa.Array, mapping: dict[str, str]) -> pa.Array:
     """Map role names through ``mapping`` (one vectorised pass per mapped name).
 
-    >>> _apply_map(pa.array(["user", "assistant", None]), {"user": "human"}).to_pylist()
+    >>> apply_map(pa.array(["user", "assistant", None]), {"user": "human"}).to_pylist()
     ['human', 'assistant', None]
     """
     out = values

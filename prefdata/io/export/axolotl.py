@@ -30,7 +30,7 @@ from prefdata.io.export._arrow import (
     finish,
     keep_columns,
 )
-from prefdata.io.export.trl import _pair_parts, pair_reasons
+from prefdata.io.export.trl import pair_parts, pair_reasons
 
 YAML_SNIPPET = """\
 # Axolotl dataset config for this prefdata export (paths relative to this folder).
@@ -56,7 +56,7 @@ datasets:
 
 def to_axolotl(pair: Mapping[str, Any]) -> dict[str, Any]:
     """A canonical pair as an Axolotl ``chat_template.default`` record."""
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     for key, text in (("chosen", chosen), ("rejected", rejected)):
         if not text.strip():
             raise ValueError(f"{key} is empty (Axolotl cuts responses at str.find(content))")

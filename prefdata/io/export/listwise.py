@@ -36,7 +36,7 @@ from prefdata.io.export._arrow import (
     Converted,
     Messages,
     Reasons,
-    _apply_map,
+    apply_map,
     check_prompt,
     column,
     finish,
@@ -141,7 +141,7 @@ def listwise_table(
     def build(kept: pa.Table, idx: np.ndarray) -> pa.Table:
         sub_msgs = msgs.take_rows(idx)
         # tool turns and unknown roles were rejected above: every role has a tag
-        tags = _apply_map(sub_msgs.role_array, TAGS)
+        tags = apply_map(sub_msgs.role_array, TAGS)
         texts = pc.binary_join_element_wise(tags, sub_msgs.contents, "")
         prefix_one = Messages(sub_msgs.role_array, texts, sub_msgs.lengths).append(
             "assistant", pa.array(np.full(len(idx), TAGS["assistant"], dtype=object), pa.string())

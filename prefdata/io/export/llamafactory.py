@@ -41,7 +41,7 @@ from prefdata.io.export._arrow import (
     keep_columns,
     write_json,
 )
-from prefdata.io.export.trl import _pair_parts, _text, check_prompt_record, pair_reasons
+from prefdata.io.export.trl import check_prompt_record, pair_parts, pair_reasons, record_text
 
 Style = Literal["sharegpt", "openai"]
 
@@ -98,7 +98,7 @@ def _msg(role: str, content: str, style: Style) -> dict[str, str]:
 
 def to_llamafactory(pair: Mapping[str, Any], *, style: Style = "sharegpt") -> dict[str, Any]:
     """A canonical pair as a LLaMA-Factory sharegpt ranking record."""
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     system, conv = split_system(prompt)
     return {
         "conversations": [_msg(m["role"], m["content"], style) for m in conv],
@@ -116,7 +116,7 @@ def to_llamafactory_kto(example: Mapping[str, Any], *, style: Style = "sharegpt"
     {'from': 'gpt', 'value': 'Hello'}
     """
     system, conv = split_system(check_prompt_record(example.get("prompt")))
-    completion = _text(example, "completion")
+    completion = record_text(example, "completion")
     label = example.get("label")
     if not isinstance(label, bool):
         raise ValueError(f"label must be a bool, got {label!r}")
@@ -138,7 +138,7 @@ def to_llamafactory_alpaca(pair: Mapping[str, Any]) -> dict[str, Any]:
     >>> r["instruction"], r["history"]
     ('c', [['a', 'b']])
     """
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     system, conv = split_system(prompt)
     if any(m["role"] == "tool" for m in conv):
         raise ValueError("prompt has a tool turn, which alpaca format cannot hold")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata.io.export._arrow import Converted, Messages, column, finish, keep_columns
-from prefdata.io.export.trl import _pair_parts, assistant, pair_reasons
+from prefdata.io.export.trl import assistant, pair_parts, pair_reasons
 from prefdata.schema import MESSAGES_TYPE
 
 COMPLETION_TYPE = pa.struct([pa.field("rank", pa.int32()), pa.field("completion", MESSAGES_TYPE)])
@@ -38,7 +38,7 @@ def to_nemo_rl(pair: Mapping[str, Any]) -> dict[str, Any]:
     ...
     ValueError: margin is 0: a tie, which NeMo-RL does not support
     """
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     if pair.get("margin") == 0:
         raise ValueError("margin is 0: a tie, which NeMo-RL does not support")
     return {

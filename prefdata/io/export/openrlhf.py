@@ -32,7 +32,7 @@ from prefdata.io.export._arrow import (
     finish,
     keep_columns,
 )
-from prefdata.io.export.trl import _pair_parts, assistant, pair_reasons
+from prefdata.io.export.trl import assistant, pair_parts, pair_reasons
 
 
 def to_openrlhf(pair: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def to_openrlhf(pair: Mapping[str, Any]) -> dict[str, Any]:
     >>> r["chosen"][:-1] == r["rejected"][:-1], r["margin"]
     (True, None)
     """
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     margin = pair.get("margin")
     if margin is not None and not math.isfinite(margin):
         raise ValueError("margin is NaN or infinite")

@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.construct.unpaired import unpair
 from prefdata.io.export._arrow import (
     Converted,
     Messages,
@@ -71,7 +72,7 @@ def check_prompt_record(prompt: Any, field: str = "prompt") -> list[dict[str, st
     return msgs
 
 
-def _text(record: Mapping[str, Any], key: str) -> str:
+def record_text(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
     if value is None:
         raise ValueError(f"{key} is null")
@@ -80,9 +81,9 @@ def _text(record: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _pair_parts(pair: Mapping[str, Any]) -> tuple[list[dict[str, str]], str, str]:
+def pair_parts(pair: Mapping[str, Any]) -> tuple[list[dict[str, str]], str, str]:
     prompt = check_prompt_record(pair.get("prompt"))
-    chosen, rejected = _text(pair, "chosen"), _text(pair, "rejected")
+    chosen, rejected = record_text(pair, "chosen"), record_text(pair, "rejected")
     if chosen == rejected:
         raise ValueError("chosen and rejected are identical")
     return prompt, chosen, rejected
@@ -103,7 +104,7 @@ def to_trl_dpo(pair: Mapping[str, Any]) -> dict[str, Any]:
      'chosen': [{'role': 'assistant', 'content': 'Hello!'}],
      'rejected': [{'role': 'assistant', 'content': 'Go away.'}]}
     """
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     out = {"prompt": prompt, "chosen": assistant(chosen), "rejected": assistant(rejected)}
     for key in ("ref_chosen_logps", "ref_rejected_logps"):
         if pair.get(key) is not None:
@@ -119,7 +120,7 @@ def to_trl_reward(pair: Mapping[str, Any], *, margin_scale: float = 1.0) -> dict
     ...                "rejected": "Go away.", "margin": 1.5})["margin"]
     1.5
     """
-    prompt, chosen, rejected = _pair_parts(pair)
+    prompt, chosen, rejected = pair_parts(pair)
     out: dict[str, Any] = {
         "prompt": prompt,
         "chosen": assistant(chosen),
@@ -144,7 +145,7 @@ def to_trl_kto(example: Mapping[str, Any]) -> dict[str, Any]:
      'completion': [{'role': 'assistant', 'content': 'Hello!'}], 'label': True}
     """
     prompt = check_prompt_record(example.get("prompt"))
-    completion = _text(example, "completion")
+    completion = record_text(example, "completion")
     label = example.get("label")
     if not isinstance(label, bool):
         raise ValueError(f"label must be a bool, got {label!r}")
@@ -257,41 +258,6 @@ def trl_reward_table(
     return finish(pairs, reasons, "export:trl-reward", build)
 
 
-def unpair(pairs: pa.Table) -> pa.Table:
-    """Pairs as unpaired rows: every chosen labelled True, then every rejected labelled False
-    (the order of TRL's ``unpair_preference_dataset``), with ``prompt_id``, ``candidate_id``
-    and the pair's ``strategy`` carried along.
-
-    >>> from prefdata.schema import PAIR_SCHEMA
-    >>> t = pa.Table.from_pylist([{"prompt_id": "p", "prompt": [{"role": "user", "content": "Q"}],
-    ...     "chosen": "A", "rejected": "B", "strategy": "s"}], schema=PAIR_SCHEMA)
-    >>> unpair(t).select(["completion", "label"]).to_pylist()
-    [{'completion': 'A', 'label': True}, {'completion': 'B', 'label': False}]
-    """
-    n = pairs.num_rows
-
-    def ids(name: str) -> pa.Array:
-        if name in pairs.column_names:
-            return column(pairs, name).cast(pa.string())
-        return pa.nulls(n, pa.string())
-
-    halves = []
-    for text, cid, label in (("chosen", "chosen_id", True), ("rejected", "rejected_id", False)):
-        halves.append(
-            pa.table(
-                {
-                    "prompt_id": column(pairs, "prompt_id"),
-                    "prompt": column(pairs, "prompt"),
-                    "completion": column(pairs, text),
-                    "candidate_id": ids(cid),
-                    "label": pa.array(np.full(n, label), pa.bool_()),
-                    "strategy": ids("strategy"),
-                }
-            )
-        )
-    return pa.concat_tables(halves)
-
-
 def trl_kto_table(table: pa.Table, *, keep: Sequence[str] | str = ()) -> Converted:
     """Vectorised :func:`to_trl_kto` over an unpaired table, or over a pair table (unpaired
     first; ``rows_in`` then counts the two unpaired rows of each pair, and exact duplicates of
@@ -300,7 +266,7 @@ def trl_kto_table(table: pa.Table, *, keep: Sequence[str] | str = ()) -> Convert
     same prompt is rejected in every row, with a reason.
     """
     from_pairs = "chosen" in table.column_names and "rejected" in table.column_names
-    source = unpair(table) if from_pairs else table
+    source = unpair(table, dedupe=False, chosen_first=True) if from_pairs else table
     msgs = Messages.of(source["prompt"])
     reasons = Reasons(source.num_rows)
     check_prompt(reasons, source, msgs)
