@@ -851,7 +851,7 @@ def git_state(root: Path) -> str:
 def raw_table(args: argparse.Namespace, results: dict[int, dict]) -> None:
     """The Markdown table: one line per (size, implementation)."""
     print(
-        f"\nlayout {args.layout}, prefdata at {git_state(args.prefdata_root)}, "
+        f"\nlayout {args.layout}, prefdata at {args.prefdata_state}, "
         f"{os.cpu_count()} CPUs, "
         f"load avg {os.getloadavg()[0]:.2f}; wall s = the whole process, imports included\n"
     )
@@ -916,6 +916,8 @@ def main_raw(args: argparse.Namespace) -> None:
     args.prefdata_root = args.prefdata_root.resolve()
     sys.path.insert(0, str(args.prefdata_root))
     from bench_ingest_peers import check_patterns
+
+    args.prefdata_state = git_state(args.prefdata_root)  # the tree may change while it runs
 
     print(f"judge-injection patterns copied in bench_ingest_peers.py: {check_patterns()}")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-construct-"))
