@@ -120,11 +120,14 @@ def _texts(columns: Sequence[pa.Array]) -> list[pa.Array]:
     return [c if c.type == t else c.cast(t) for c in plain]
 
 
-def field_columns(*columns: pa.Array) -> pa.Array:
-    """:func:`fields` of every row of string columns, in one Arrow kernel call.
+def field_columns(*columns: pa.Array, kind: str | None = None) -> pa.Array:
+    """:func:`fields` of every row of string columns (after ``kind``, when given), in one
+    Arrow kernel call.
 
     >>> field_columns(pa.array(["héllo", None]), pa.array(["", "x"])).to_pylist()
     ['6:héllo:0:', '~::1:x']
+    >>> field_columns(pa.array(["a"]), kind="k").to_pylist()
+    ['k:1:a']
     """
     parts = []
     for text in _texts(columns):
@@ -133,6 +136,8 @@ def field_columns(*columns: pa.Array) -> pa.Array:
             length = pc.fill_null(length, _lit("~", text))
             text = pc.fill_null(text, _lit("", text))
         parts += [length, text]
+    if kind is not None:
+        parts.insert(0, _lit(kind, parts[0]))
     return pc.binary_join_element_wise(*parts, _lit(":", parts[0]))
 
 

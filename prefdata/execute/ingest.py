@@ -190,6 +190,10 @@ def partitions(size: int, partition_bytes: int = PARTITION_BYTES) -> int:
     return max(1, math.ceil(size / partition_bytes))
 
 
+_HEX = np.zeros(256, np.uint32)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint32)
+
+
 def partition_of(prompt_ids: pa.Array, n: int, digests: bool = False) -> np.ndarray:
     """The partition of each prompt id: the first 8 hex digits of the MD5 of the id, mod
     ``n`` (the same on every platform and in every process); each distinct id is hashed
@@ -213,10 +217,11 @@ def partition_of(prompt_ids: pa.Array, n: int, digests: bool = False) -> np.ndar
         hexes, width, codes = md5_hex(enc.dictionary, "p-"), 18, enc.indices.to_numpy()
     start = int(np.frombuffer(hexes.buffers()[1], np.int32)[hexes.offset])
     data = np.frombuffer(hexes.buffers()[2], np.uint8)[start : start + width * len(hexes)]
-    digits = data.reshape(len(hexes), width)[:, 2:10].astype(np.uint64)
-    digits = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0"))
-    value = digits @ (np.uint64(16) ** np.arange(7, -1, -1, dtype=np.uint64))
-    part = (value % np.uint64(n)).astype(np.int64)
+    nibbles = _HEX[data.reshape(len(hexes), width)[:, 2:10]]
+    value = np.zeros(len(hexes), np.uint32)
+    for k in range(8):
+        value = (value << np.uint32(4)) | nibbles[:, k]
+    part = (value % np.uint32(n)).astype(np.int64)
     return part if codes is None else part[codes]
 
 
