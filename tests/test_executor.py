@@ -28,7 +28,9 @@ from pipeline_job import (
 )
 
 from prefdata.execute import LocalExecutor, StageError, open_workdir
-from prefdata.execute.workdir import MANIFEST, iter_shards, source_digest, workdir_lock
+from prefdata.execute.inputs import iter_shards, source_digest
+from prefdata.execute.manifest import MANIFEST
+from prefdata.execute.workdir import workdir_lock
 from prefdata.io.parquet import from_parquet_layout
 from prefdata.pipeline import MissingColumnsError, Pipeline, Stage
 from prefdata.schema import empty_pools
@@ -149,9 +151,9 @@ def test_a_manifest_without_its_digest_starts_over(tmp_path):
 
 def _slow_digest(monkeypatch, before=None):
     """Make the background hash take a while (a large input) and run ``before`` first."""
-    import prefdata.execute.workdir as workdir
+    import prefdata.execute.inputs as inputs
 
-    real = workdir.source_digest
+    real = inputs.source_digest
 
     def slow(source, shard_rows, stop=None):
         time.sleep(0.5)
@@ -159,7 +161,7 @@ def _slow_digest(monkeypatch, before=None):
             before()
         return real(source, shard_rows, stop)
 
-    monkeypatch.setattr(workdir, "source_digest", slow)
+    monkeypatch.setattr(inputs, "source_digest", slow)
     return real
 
 
@@ -196,16 +198,16 @@ def test_a_file_changed_while_hashed_gets_no_digest(tmp_path, monkeypatch):
 def test_an_input_that_cannot_be_planned_stops_the_hash(tmp_path, monkeypatch):
     """A folder with a file of another schema fails while planning; the background hash
     of the (large) input is stopped instead of running on."""
-    import prefdata.execute.workdir as workdir
+    import prefdata.execute.inputs as inputs
 
     started = []
 
-    class Spy(workdir.BackgroundDigest):
+    class Spy(inputs.BackgroundDigest):
         def __init__(self, *args):
             super().__init__(*args)
             started.append(self)
 
-    monkeypatch.setattr(workdir, "BackgroundDigest", Spy)
+    monkeypatch.setattr(inputs, "BackgroundDigest", Spy)
     _slow_digest(monkeypatch)
     (tmp_path / "in").mkdir()
     pq.write_table(make_pools(10), tmp_path / "in" / "a.parquet")
@@ -219,12 +221,12 @@ def test_an_input_that_cannot_be_planned_stops_the_hash(tmp_path, monkeypatch):
 def test_a_costly_pipeline_hashes_its_input_first(tmp_path, monkeypatch):
     """With a costly stage the digest is in the manifest before any shard runs, so a kill
     at any moment never throws away model outputs."""
-    import prefdata.execute.workdir as workdir
+    import prefdata.execute.inputs as inputs
 
     def no_background(*args, **kwargs):
         raise AssertionError("a costly pipeline hashed in the background")
 
-    monkeypatch.setattr(workdir, "BackgroundDigest", no_background)
+    monkeypatch.setattr(inputs, "BackgroundDigest", no_background)
     table, log, work = make_pools(20), tmp_path / "calls.tsv", tmp_path / "w"
     job = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
     LocalExecutor(work, shard_rows=7).run(job, table)
@@ -263,16 +265,16 @@ def test_the_next_input_shard_is_read_while_this_one_computes(tmp_path, monkeypa
     """While shard k runs through the stages, shard k + 1 is already being decoded, on a
     thread of its own and on the cores the stages leave; the first shard on every core.
     Without the read-ahead the stage would wait in vain (20 s) for the next read."""
-    from prefdata.execute import local, workdir
+    from prefdata.execute import inputs, local
 
-    reads, real = [], workdir.InputReader.read
+    reads, real = [], inputs.InputReader.read
 
     def read(self, shard, threads=None):
         reads.append((shard, threads, threading.current_thread().name))
         READ_STARTED[shard].set()
         return real(self, shard, threads)
 
-    monkeypatch.setattr(workdir.InputReader, "read", read)
+    monkeypatch.setattr(inputs.InputReader, "read", read)
     monkeypatch.setattr(local, "_spare_cores", lambda: 3)
     for event in READ_STARTED.values():
         event.clear()
@@ -335,14 +337,14 @@ def test_a_hash_done_before_the_input_is_copied_is_still_recorded(tmp_path, monk
     """A copied input (a table) is marked as a work directory before its shard files are
     written; that early manifest write must not use up a background hash that is already
     done, or the plan would record no digest and a rerun would start over."""
-    import prefdata.execute.workdir as workdir
+    import prefdata.execute.inputs as inputs
 
-    class Quick(workdir.BackgroundDigest):
+    class Quick(inputs.BackgroundDigest):
         def __init__(self, *args):
             super().__init__(*args)
             assert self.done.wait(10)  # finished before the planning goes on
 
-    monkeypatch.setattr(workdir, "BackgroundDigest", Quick)
+    monkeypatch.setattr(inputs, "BackgroundDigest", Quick)
     table = make_pools(30)
     LocalExecutor(tmp_path / "w", shard_rows=7).run(stages(), table)
     assert open_workdir(tmp_path / "w").input["digest"] == source_digest(table, 7)
@@ -404,19 +406,19 @@ def test_default_shard_size_follows_the_pipeline_and_the_workdir(tmp_path, monke
     """shard_rows=None: 10,000 rows with a costly stage; a cheap pipeline gets about
     CHEAP_SHARD_BYTES of input per shard (here lowered so 53 small pools make shards);
     a work directory keeps the size it was planned with, so nothing is recomputed."""
-    import prefdata.execute.workdir as workdir
+    import prefdata.execute.inputs as inputs
 
     table, log = make_pools(53), tmp_path / "calls.tsv"
     src = tmp_path / "pools.parquet"
     pq.write_table(table, src, row_group_size=20)
     costly = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
     LocalExecutor(tmp_path / "costly").run(costly, src)
-    assert open_workdir(tmp_path / "costly").input["shard_rows"] == workdir.COSTLY_SHARD_ROWS
+    assert open_workdir(tmp_path / "costly").input["shard_rows"] == inputs.COSTLY_SHARD_ROWS
 
     meta = pq.ParquetFile(src).metadata
     per_row = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / 53
-    monkeypatch.setattr(workdir, "COSTLY_SHARD_ROWS", 4)
-    monkeypatch.setattr(workdir, "CHEAP_SHARD_BYTES", int(per_row * 12.5))
+    monkeypatch.setattr(inputs, "COSTLY_SHARD_ROWS", 4)
+    monkeypatch.setattr(inputs, "CHEAP_SHARD_BYTES", int(per_row * 12.5))
     cheap = LocalExecutor(tmp_path / "cheap").run(stages(log=str(log)), src)
     assert open_workdir(tmp_path / "cheap").input["shards"] == [12] * 4 + [5]
     assert cheap.read().equals(in_memory(table, stages())[0])

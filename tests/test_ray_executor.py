@@ -15,7 +15,7 @@ import pytest
 from pipeline_job import make_pools, stages
 
 from prefdata.execute import LocalExecutor, StageError, open_workdir
-from prefdata.execute.workdir import MANIFEST
+from prefdata.execute.manifest import MANIFEST
 from prefdata.io.parquet import from_parquet_layout
 from prefdata.pipeline import Pipeline, Stage
 from prefdata.sql import Sql

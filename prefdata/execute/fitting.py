@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdata.execute.workdir import resolve_source, source_digest
+from prefdata.execute.inputs import resolve_source, source_digest
 from prefdata.fit import Fit, loads
 from prefdata.ids import digest
 from prefdata.io.atomic import atomic_path

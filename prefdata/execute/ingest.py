@@ -49,14 +49,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from prefdata.execute.workdir import (
-    MANIFEST,
-    clean_temp_files,
-    shard_name,
-    source_digest,
-    workdir_lock,
-    write_json_atomic,
-)
+from prefdata.execute.inputs import source_digest
+from prefdata.execute.manifest import MANIFEST, shard_name, write_json_atomic
+from prefdata.execute.workdir import clean_temp_files, workdir_lock
 from prefdata.io.layouts import (
     Entries,
     LayoutOptions,

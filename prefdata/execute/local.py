@@ -60,14 +60,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from prefdata.execute.fitting import run_all
-from prefdata.execute.workdir import (
-    InputReader,
-    Manifest,
-    Source,
-    WorkdirInfo,
-    begin_run,
-    open_workdir,
-)
+from prefdata.execute.inputs import InputReader
+from prefdata.execute.manifest import Manifest, Source
+from prefdata.execute.workdir import WorkdirInfo, begin_run, open_workdir
 from prefdata.io.parquet import from_parquet_layout, read_parquet, write_shard
 from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput, shift_reject_rows
 from prefdata.progress import progress_bar
@@ -122,7 +117,7 @@ class LocalExecutor:
     """Run a pipeline over Parquet shards under ``workdir``, resumably.
 
     ``shard_rows``: rows per shard (the checkpoint unit and the memory bound); None picks
-    it (:func:`~prefdata.execute.workdir.choose_shard_rows`): the work directory's own,
+    it (:func:`~prefdata.execute.inputs.choose_shard_rows`): the work directory's own,
     else 10,000 when a stage is costly, else about 64 MiB of input, at most 65,536 rows.
     ``checkpoint``: ``"auto"`` keeps the outputs of costly stages and the last stage,
     ``"all"`` of every stage (module docstring). Rejects are always kept.

@@ -59,16 +59,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.execute.fitting import run_all
+from prefdata.execute.inputs import InputReader, RowGroupCache, read_pieces
 from prefdata.execute.local import ExecutionResult, StageError, as_read_back
-from prefdata.execute.workdir import (
-    InputReader,
-    Manifest,
-    RowGroupCache,
-    Source,
-    begin_run,
-    open_workdir,
-    read_pieces,
-)
+from prefdata.execute.manifest import Manifest, Source
+from prefdata.execute.workdir import begin_run, open_workdir
 from prefdata.io.parquet import read_parquet, write_shard
 from prefdata.pipeline import Pipeline, Stage, shift_reject_rows
 from prefdata.progress import progress_bar
@@ -249,7 +243,7 @@ class RayExecutor:
     ``prefdata sql`` read it, and either executor resumes the other's run).
 
     ``shard_rows``: rows per shard (the checkpoint unit and one worker call); None picks it
-    as the local executor does (:func:`~prefdata.execute.workdir.choose_shard_rows`).
+    as the local executor does (:func:`~prefdata.execute.inputs.choose_shard_rows`).
     ``num_cpus``: CPUs for a Ray this executor starts itself (ignored when Ray is already
     initialised; the caller's Ray is never shut down, ours is shut down after the run).
     ``num_gpus_per_model_stage``: GPUs each actor of a stage with ``uses_gpu`` reserves
