@@ -38,7 +38,7 @@ from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import Ingest, LocalExecutor
 from prefdata.filter.degenerate import DropFlagged, FlagDegenerate
 from prefdata.filter.voting import Vote
-from prefdata.io.export import FORMATS, export, hub_table
+from prefdata.io.export import FORMATS, ShardedExport, export, hub_table
 from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
 from prefdata.pipeline import count_rejects_by_reason
@@ -268,18 +268,25 @@ def main(argv: list[str] | None = None) -> int:
         pair_stages.append(Vote(scorers=z_scores, k=args.vote, min_margin=args.vote_margin))
     if z_scores:
         pair_stages.append(Strength(scorers=z_scores, gamma=args.gamma))
+    # formats written shard by shard as the pairs are computed (memory stays a shard);
+    # the others need the whole table
+    sinks = {f: ShardedExport(f, out / f) for f in formats} if set(formats) <= STREAMED else {}
     built = LocalExecutor(workdir / "pairs", shard_rows=args.shard_rows).run(
-        pair_stages, filtered.output_paths
+        pair_stages, filtered.output_paths, sink=_fan_out(sinks) if sinks else None
     )
     funnel = funnel.then(built.funnel)
-    pairs = built.read()
+    pairs = None if sinks else built.read()
     rejects = [filtered.rejects(), built.rejects()]
     kept_pools = filtered.read() if ("listwise" in formats or "hub" in formats) else None
 
     # 3. write every format
     written: dict[str, list[str]] = {}
+    for fmt, sink in sinks.items():
+        res = sink.result(funnel)
+        rejects.append(res.rejects)
+        written[fmt] = [str(p) for p in _single_file_named(res.paths)]
     for fmt in formats:
-        if fmt == "hub":
+        if fmt == "hub" or fmt in sinks:
             continue
         table = pairs
         if fmt == "listwise":
@@ -325,8 +332,36 @@ def main(argv: list[str] | None = None) -> int:
             push_to_hub(folder, args.push_to_hub, private=not args.public)
             written["hub"].append(f"https://huggingface.co/datasets/{args.push_to_hub}")
 
-    _print_summary(funnel, all_rejects, filtered.output_paths, pairs, written, out)
+    n_pairs = built.funnel.entries[-1].rows_out if built.funnel.entries else 0
+    _print_summary(funnel, all_rejects, filtered.output_paths, n_pairs, written, out)
     return 0
+
+
+# Formats exported shard by shard when they are all that is asked for (the others need
+# the whole table: side files, the Hub card, lists from pools, margins decided over all).
+STREAMED = {"trl-dpo", "trl-kto"}
+
+
+def _fan_out(sinks: dict[str, ShardedExport]):
+    """One executor sink that hands every shard to each format's exporter."""
+
+    def sink(shard: int, table: pa.Table) -> None:
+        for export_shard in sinks.values():
+            export_shard(shard, table)
+
+    return sink
+
+
+def _single_file_named(paths: list[Path]) -> list[Path]:
+    """A streamed export of one shard is renamed ``train.<ext>``, as a whole-table export
+    names it; several shards keep ``train-00000.<ext>``, ... (``load_dataset`` reads
+    them with ``data_files="train-*"``)."""
+    if len(paths) != 1:
+        return paths
+    one = Path(paths[0])
+    single = one.with_name(one.name.replace("-00000", "", 1))
+    one.replace(single)
+    return [single]
 
 
 def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Table, dict]:
@@ -359,7 +394,7 @@ def _dropped_candidates(paths: list[Path]) -> dict[str, int]:
     return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
-def _print_summary(funnel, rejects, pool_paths, pairs, written, out) -> None:
+def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
     print("funnel (rows):")
     prev = None
     for e in funnel.entries:
@@ -379,11 +414,11 @@ def _print_summary(funnel, rejects, pool_paths, pairs, written, out) -> None:
         print(f"  candidates dropped: {n} x {reason}")
     for stage, reason, n in count_rejects_by_reason(rejects)[:10]:
         print(f"  rejected by {stage}: {n} x {reason[:90]}")
-    print(f"pairs: {pairs.num_rows}")
+    print(f"pairs: {n_pairs}")
     for fmt, paths in written.items():
         print(f"{fmt}: {', '.join(paths)}")
     print(f"rejects: {out / 'rejects.parquet'}")
-    summary = {"pairs": pairs.num_rows, "funnel": funnel.to_list(), "outputs": written}
+    summary = {"pairs": n_pairs, "funnel": funnel.to_list(), "outputs": written}
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

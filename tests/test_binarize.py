@@ -206,3 +206,32 @@ def test_hh_recorded_pairs(binarize, shared_data, tmp_path):
     # 4 pools lose their empty chosen answer to DropFlagged; every other recorded pair stays
     assert funnel["DropFlagged"]["rows_rejected"] == 4
     assert summary["pairs"] == 2303 - 4
+
+
+def test_streamed_export_equals_the_whole_table_export(binarize, tmp_path):
+    """With only shard-by-shard formats asked for, the pairs are exported as each shard is
+    computed (never read whole): several shards give train-00000.parquet, ... with the
+    rows of the whole-table export; one shard is named train.parquet."""
+    import pyarrow.parquet as pq
+    from datasets import load_dataset
+
+    common = ["--sample", "--seed", "3"]
+    assert (
+        binarize.main(
+            [*common, "--shard-rows", "5", *_formats("trl-dpo"), "--out", str(tmp_path / "s")]
+        )
+        == 0
+    )
+    files = sorted((tmp_path / "s" / "trl-dpo").glob("train-*.parquet"))
+    assert [f.name for f in files] == [f"train-{i:05d}.parquet" for i in range(3)]
+    assert (
+        binarize.main([*common, *_formats("trl-dpo", "openrlhf"), "--out", str(tmp_path / "w")])
+        == 0
+    )
+    whole = pq.read_table(tmp_path / "w" / "trl-dpo" / "train.parquet")
+    streamed = load_dataset("parquet", data_files=[str(f) for f in files])["train"]
+    assert streamed.num_rows == whole.num_rows == 12
+    assert streamed.to_list() == whole.to_pylist()
+    assert binarize.main([*common, *_formats("trl-dpo"), "--out", str(tmp_path / "o")]) == 0
+    assert [p.name for p in (tmp_path / "o" / "trl-dpo").iterdir()] == ["train.parquet"]
+    assert pq.read_table(tmp_path / "o" / "trl-dpo" / "train.parquet").equals(whole)

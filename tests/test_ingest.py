@@ -210,7 +210,7 @@ ing.run_ingest(source, Path(sys.argv[2]))
 """
 
 
-@pytest.mark.parametrize("kill_at", [3, 7, 12])
+@pytest.mark.parametrize("kill_at", [5, 8, 13])
 def test_sigkill_during_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path, kill_at):
     """Killed at the kill_at-th file write (in the read pass or the build pass), a rerun
     finishes with exactly the files of an uninterrupted run, and what was recorded before

@@ -38,7 +38,9 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ from prefdata.io.layouts import (
     read_entries,
 )
 from prefdata.io.parquet import write_shard
+from prefdata.io.readers import RawBatch, read_batches
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
 
@@ -304,22 +307,18 @@ def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
         return _result(ingest, root, plan)
 
 
-def _entries_and_rejects(
-    ingest: Ingest, done: dict | None = None
-) -> Iterator[tuple[Entries | None, pa.Table | None, int, int]]:
-    """Per input batch: its entries, its rejects (read and layout), rows in, rows read;
-    a batch in ``done`` is not converted again (None, None)."""
-    from prefdata.io.readers import read_batches
-
+def _batches(ingest: Ingest) -> Iterator[tuple[int, RawBatch, int]]:
+    """The input batches in order: (index, batch, input row of its first row)."""
     offset = 0
     for b, batch in enumerate(read_batches(ingest.source, split=ingest.split)):
-        if done is not None and f"{b:05d}" in done:
-            yield None, None, batch.rows_in, batch.table.num_rows
-        else:
-            out = read_entries(batch.table, ingest.layout, ingest.options, row_offset=offset)
-            rejects = pa.concat_tables([batch.rejects, out.rejects])
-            yield out.entries, rejects, batch.rows_in, batch.table.num_rows
+        yield b, batch, offset
         offset += batch.table.num_rows
+
+
+def _convert(ingest: Ingest, batch: RawBatch, offset: int) -> tuple[Entries, pa.Table]:
+    """A batch's entries and its rejects (read and layout)."""
+    out = read_entries(batch.table, ingest.layout, ingest.options, row_offset=offset)
+    return out.entries, pa.concat_tables([batch.rejects, out.rejects])
 
 
 def _record_batch(plan: _Plan, b: int, rows_in: int, rows_read: int, rejects: pa.Table) -> None:
@@ -332,18 +331,43 @@ def _record_batch(plan: _Plan, b: int, rows_in: int, rows_read: int, rejects: pa
     }
 
 
+def _workers() -> int:
+    """Threads converting batches and building partitions: the cores, at most 4 (the
+    kernels release the GIL; each holds one batch or partition)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
+
+
+def _ordered(jobs: Iterator[tuple[Any, Callable[[], Any]]], workers: int) -> Iterator[tuple]:
+    """Run ``(key, fn)`` jobs on ``workers`` threads, at most ``workers + 1`` in flight,
+    and yield ``(key, result)`` in job order (so records are saved in order)."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="prefdata-ingest") as pool:
+        pending: deque = deque()
+        for key, fn in jobs:
+            pending.append((key, pool.submit(fn)))
+            while len(pending) > workers:
+                k, f = pending.popleft()
+                yield k, f.result()
+        while pending:
+            k, f = pending.popleft()
+            yield k, f.result()
+
+
 def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
     if plan.data["built"].get("00000"):
         return
     entries, rejects = [], []
-    for b, (e, rej, rows_in, rows_read) in enumerate(_entries_and_rejects(ingest)):
+    jobs = (
+        ((b, batch), lambda batch=batch, offset=offset: _convert(ingest, batch, offset))
+        for b, batch, offset in _batches(ingest)
+    )
+    for (b, batch), (e, rej) in _ordered(jobs, _workers()):
         entries.append(e.to_table())
         rejects.append(rej)
-        _record_batch(plan, b, rows_in, rows_read, rej)
-    batches = len(rejects)
+        _record_batch(plan, b, batch.rows_in, batch.table.num_rows, rej)
     write_shard(_concat_rejects(rejects), root / "rejects" / f"read-{0:05d}.parquet")
-    _build(ingest, root, plan, 0, entries)
-    plan.data["read_done"] = batches
+    plan.data["built"]["00000"] = _build(ingest, root, 0, entries)
+    plan.data["read_done"] = len(rejects)
     plan.save()
 
 
@@ -351,20 +375,38 @@ def _concat_rejects(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else empty_rejects()
 
 
+def _spill_batch(ingest: Ingest, root: Path, b: int, batch: RawBatch, offset: int, parts: int):
+    """Convert batch ``b`` and write its spill file and rejects; its rejects table."""
+    entries, rejects = _convert(ingest, batch, offset)
+    table = _first_prompts_only(entries.to_table())
+    part = partition_of(table["prompt_id"].combine_chunks(), parts, entries.given_id is None)
+    table = table.take(pa.array(np.argsort(part, kind="stable")))
+    _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
+    write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
+    return rejects
+
+
 def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
     if plan.data["read_done"] is not None:
         return
     done = plan.data["batches"]
     batches = 0
-    for b, (entries, rejects, rows_in, rows_read) in enumerate(_entries_and_rejects(ingest, done)):
-        batches = b + 1
-        if entries is None:
-            continue
-        table = _first_prompts_only(entries.to_table())
-        part = partition_of(table["prompt_id"].combine_chunks(), parts, entries.given_id is None)
-        table = table.take(pa.array(np.argsort(part, kind="stable")))
-        _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
-        write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
+
+    def jobs():
+        nonlocal batches
+        for b, batch, offset in _batches(ingest):
+            batches = b + 1
+            if f"{b:05d}" not in done:  # a resumed run converts only what is not recorded
+                yield (
+                    (b, batch.rows_in, batch.table.num_rows),
+                    (
+                        lambda b=b, batch=batch, offset=offset: _spill_batch(
+                            ingest, root, b, batch, offset, parts
+                        )
+                    ),
+                )
+
+    for (b, rows_in, rows_read), rejects in _ordered(jobs(), _workers()):
         _record_batch(plan, b, rows_in, rows_read, rejects)
         plan.save()
     plan.data["read_done"] = batches
@@ -387,16 +429,24 @@ def _first_prompts_only(table: pa.Table) -> pa.Table:
 
 def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
     batches = plan.data["read_done"]
-    for p in range(parts):
-        if plan.data["built"].get(f"{p:05d}"):
-            continue
-        _build(ingest, root, plan, p, [_read_spill(_spill(root, b), p) for b in range(batches)])
+    jobs = (
+        (
+            p,
+            lambda p=p: _build(
+                ingest, root, p, [_read_spill(_spill(root, b), p) for b in range(batches)]
+            ),
+        )
+        for p in range(parts)
+        if not plan.data["built"].get(f"{p:05d}")
+    )
+    for p, record in _ordered(jobs, _workers()):
+        plan.data["built"][f"{p:05d}"] = record
         plan.save()
     shutil.rmtree(root / "spill", ignore_errors=True)
 
 
-def _build(ingest: Ingest, root: Path, plan: _Plan, p: int, tables: list[pa.Table]) -> None:
-    """Partition ``p``'s entries into its pool shard and build rejects, then record it."""
+def _build(ingest: Ingest, root: Path, p: int, tables: list[pa.Table]) -> dict[str, int]:
+    """Partition ``p``'s entries into its pool shard and build rejects; its record."""
     from prefdata.io.layouts import score_names_of
 
     if tables:
@@ -406,10 +456,9 @@ def _build(ingest: Ingest, root: Path, plan: _Plan, p: int, tables: list[pa.Tabl
     out = build_pools(entries, ingest.layout, ingest.options, source_name=ingest.name())
     write_shard(out.table, root / "pools" / shard_name(p))
     write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.parquet")
-    accepted = entries.num_rows() - out.rejects.num_rows
-    plan.data["built"][f"{p:05d}"] = {
+    return {
         "pools": out.table.num_rows,
-        "rows": accepted,
+        "rows": entries.num_rows() - out.rejects.num_rows,
         "rejected": out.rejects.num_rows,
     }
 
