@@ -207,6 +207,11 @@ def float_array(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.float64(), mask=nan if nan.any() else None)  # no-NaN: no copy
 
 
+def np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean array as numpy, null as False."""
+    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
 __all__ = [
     "FlatCandidates",
     "flatten_candidates",
@@ -215,6 +220,7 @@ __all__ = [
     "list_lengths",
     "list_offsets",
     "list_parents",
+    "np_bool",
     "offsets_of",
     "one_chunk",
     "parents_of",

@@ -35,11 +35,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.arrow import list_offsets
+from prefdata.arrow import list_offsets, np_bool
 from prefdata.construct.candidates import ConstructStage, dumps, provenance_prefix
 from prefdata.construct.pairs import pair_schema
 from prefdata.pipeline import rejects_from
 from prefdata.schema import empty_rejects
+
+
+def pl_json_field(texts: pa.Array, name: str) -> pa.Array:
+    """Field ``name`` of JSON objects (one per string) as its JSON text; null where the
+    text is null or has no such field.
+
+    >>> pl_json_field(pa.array(['{"margin": 2.5}', None, "{}"]), "margin").to_pylist()
+    ['2.5', None, None]
+    """
+    import polars as pl
+
+    out = pl.Series(texts).str.json_path_match(f"$.{name}").to_arrow()
+    return out.cast(pa.string())
 
 
 @dataclass(frozen=True)
@@ -65,26 +78,84 @@ class RecordedPairs(ConstructStage):
         lists = table["candidates"].combine_chunks()
         flat = pc.list_flatten(lists)
         offsets = list_offsets(lists)
-        ids = pc.struct_field(flat, "candidate_id").to_pylist()
-        has_pref = flat.type.field("scores").type.get_field_index(self.preference) >= 0
-        pref = (
-            pc.struct_field(flat, ["scores", self.preference]).to_pylist()
-            if has_pref
-            else [None] * len(flat)
+        n = table.num_rows
+        meta = table["metadata"].combine_chunks().cast(pa.string())
+        # Pools from one pair (the common case) are read column-wise; pools that list
+        # their pairs, or hold metadata that is not a plain object, one at a time.
+        listed = np_bool(pc.match_substring(meta, '"pairs"')) | (
+            np_bool(meta.is_valid()) & ~np_bool(pc.match_substring_regex(meta, r"^\s*\{"))
         )
+        c_one, r_one, ok = self._single_pairs(flat, offsets, n)
+        ok &= ~listed
+        quick = np.flatnonzero(ok)
+        margins = (
+            pc.cast(
+                pl_json_field(meta.take(pa.array(quick)), "margin"),
+                pa.float64(),
+            )
+            if len(quick)
+            else pa.array([], pa.float64())
+        )
+        slow = np.flatnonzero(~ok)
+        c_s, r_s, src_s, m_s, bad_rows, bad_reasons = self._by_row(
+            table, flat, offsets, slow, meta.take(pa.array(slow)).to_pylist()
+        )
+        src = np.concatenate([quick, np.asarray(src_s, np.int64)])
+        order = np.argsort(src, kind="stable")
+        ci = np.concatenate([c_one[quick], np.asarray(c_s, np.int64)])[order]
+        ri = np.concatenate([r_one[quick], np.asarray(r_s, np.int64)])[order]
+        margin = pa.concat_arrays([margins, pa.array(m_s, pa.float64())]).take(pa.array(order))
+        out = self._assemble(table, flat, ci, ri, src[order], margin)
+        rejects = (
+            rejects_from(
+                table.take(bad_rows), self.name, bad_reasons, field="metadata", rows=bad_rows
+            )
+            if bad_rows
+            else empty_rejects()
+        )
+        return out, src[order], rejects
+
+    def _single_pairs(
+        self, flat: pa.Array, offsets: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pool: the one candidate scored 1.0 and the one scored 0.0, and whether
+        there is exactly one of each."""
+        c_at, r_at = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        if flat.type.field("scores").type.get_field_index(self.preference) < 0 or not len(flat):
+            return c_at, r_at, np.zeros(n, bool)
+        pref = pc.struct_field(flat, ["scores", self.preference])
+        parents = np.repeat(np.arange(n), np.diff(offsets))
+        counts = []
+        for value, at in ((1.0, c_at), (0.0, r_at)):
+            hit = np.flatnonzero(np_bool(pc.equal(pref, value)))
+            at[parents[hit]] = hit
+            counts.append(np.bincount(parents[hit], minlength=n))
+        return c_at, r_at, (counts[0] == 1) & (counts[1] == 1)
+
+    def _by_row(self, table, flat, offsets, rows, metas) -> tuple:
+        """The pools read one at a time: (chosen, rejected, row, margin) per pair, and
+        the rows rejected with their reasons."""
+        ids = pc.struct_field(flat, "candidate_id")
+        has_pref = flat.type.field("scores").type.get_field_index(self.preference) >= 0
         c_idx, r_idx, src, margins = [], [], [], []
         bad_rows, bad_reasons = [], []
-        for row, meta_text in enumerate(table["metadata"].to_pylist()):
+        for row, meta_text in zip(rows.tolist(), metas, strict=True):
             lo, hi = int(offsets[row]), int(offsets[row + 1])
-            where = {ids[k]: k for k in range(lo, hi)}
+            row_ids = ids.slice(lo, hi - lo).to_pylist()
+            pref = (
+                pc.struct_field(flat.slice(lo, hi - lo), ["scores", self.preference]).to_pylist()
+                if has_pref
+                else [None] * (hi - lo)
+            )
+            where = {cid: lo + k for k, cid in enumerate(row_ids)}
             meta = json.loads(meta_text) if meta_text else {}
             if isinstance(meta, dict) and isinstance(meta.get("pairs"), list):
                 recorded = [
                     (p.get("chosen"), p.get("rejected"), p.get("margin")) for p in meta["pairs"]
                 ]
             else:
-                ones = [ids[k] for k in range(lo, hi) if pref[k] == 1.0]
-                zeros = [ids[k] for k in range(lo, hi) if pref[k] == 0.0]
+                ones = [c for c, v in zip(row_ids, pref, strict=True) if v == 1.0]
+                zeros = [c for c, v in zip(row_ids, pref, strict=True) if v == 0.0]
                 recorded = (
                     [(ones[0], zeros[0], (meta or {}).get("margin"))]
                     if (len(ones) == 1 and len(zeros) == 1)
@@ -105,18 +176,7 @@ class RecordedPairs(ConstructStage):
                 r_idx.append(where[rejected])
                 src.append(row)
                 margins.append(margin)
-        src_arr = np.asarray(src, dtype=np.int64)
-        out = self._assemble(
-            table, flat, np.asarray(c_idx, np.int64), np.asarray(r_idx, np.int64), src_arr, margins
-        )
-        rejects = (
-            rejects_from(
-                table.take(bad_rows), self.name, bad_reasons, field="metadata", rows=bad_rows
-            )
-            if bad_rows
-            else empty_rejects()
-        )
-        return out, src_arr, rejects
+        return c_idx, r_idx, src, margins, bad_rows, bad_reasons
 
     def _assemble(self, table, flat, ci, ri, src, margins) -> pa.Table:
         n = len(src)
@@ -135,7 +195,7 @@ class RecordedPairs(ConstructStage):
             "rejected_id": take("candidate_id", ri),
             "chosen_generator": take("generator", ci),
             "rejected_generator": take("generator", ri),
-            "margin": pa.array(margins, pa.float64()),
+            "margin": margins,
             "strength_mean": null_f,
             "strength_std": null_f,
             "p_chosen": null_f,

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.arrow import list_lengths, list_parents, offsets_of
+from prefdata.arrow import list_lengths, list_parents, np_bool, offsets_of
 from prefdata.pipeline import rejects_from
 from prefdata.schema import MESSAGE_TYPE, MESSAGES_TYPE, PROMPT_END_ROLES, REJECTS_SCHEMA, ROLES
 from prefdata.validate import check_prompt
@@ -67,11 +67,6 @@ class Rejects:
             records = pa.array([self.records.get(r) for r in rows], pa.string())
             out = out.set_column(out.schema.get_field_index("record"), "record", records)
         return out
-
-
-def np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A boolean array as numpy, null as False."""
-    return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def is_string_type(t: pa.DataType) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.arrow import list_lengths, list_parents, offsets_of
+from prefdata.arrow import list_lengths, list_parents, np_bool, offsets_of
 from prefdata.io.hh import split_pairs
 from prefdata.io.layouts.columns import (
     Rejects,
@@ -36,7 +36,6 @@ from prefdata.io.layouts.columns import (
     is_string_type,
     message_problem,
     messages_ok,
-    np_bool,
     plain_messages,
     prompt_problem,
     scores,

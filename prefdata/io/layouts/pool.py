@@ -8,14 +8,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from prefdata import ids
-from prefdata.arrow import list_lengths, list_parents, offsets_of
+from prefdata.arrow import list_lengths, list_parents, np_bool, offsets_of
 from prefdata.io.layouts.columns import (
     FLAGS_TYPE,
     Rejects,
     is_string_type,
     messages,
     messages_ok,
-    np_bool,
     optional_strings,
     plain_messages,
 )

@@ -13,14 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.arrow import list_lengths, list_parents
+from prefdata.arrow import list_lengths, list_parents, np_bool
 from prefdata.io.layouts.columns import (
     Rejects,
     column,
     given_ids,
     is_string_type,
     messages,
-    np_bool,
     optional_strings,
     pick,
     scores,
