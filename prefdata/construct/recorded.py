@@ -135,18 +135,24 @@ class RecordedPairs(ConstructStage):
     def _by_row(self, table, flat, offsets, rows, metas) -> tuple:
         """The pools read one at a time: (chosen, rejected, row, margin) per pair, and
         the rows rejected with their reasons."""
-        ids = pc.struct_field(flat, "candidate_id")
+        # the candidates of these rows, read into Python once
+        sizes = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
+        at = np.repeat(offsets[rows] - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        take = pa.array(at, pa.int64())
+        ids = pc.struct_field(flat, "candidate_id").take(take).to_pylist()
         has_pref = flat.type.field("scores").type.get_field_index(self.preference) >= 0
+        prefs = (
+            pc.struct_field(flat, ["scores", self.preference]).take(take).to_pylist()
+            if has_pref
+            else [None] * len(at)
+        )
         c_idx, r_idx, src, margins = [], [], [], []
         bad_rows, bad_reasons = [], []
-        for row, meta_text in zip(rows.tolist(), metas, strict=True):
-            lo, hi = int(offsets[row]), int(offsets[row + 1])
-            row_ids = ids.slice(lo, hi - lo).to_pylist()
-            pref = (
-                pc.struct_field(flat.slice(lo, hi - lo), ["scores", self.preference]).to_pylist()
-                if has_pref
-                else [None] * (hi - lo)
-            )
+        start = 0
+        for row, meta_text, size in zip(rows.tolist(), metas, sizes.tolist(), strict=True):
+            lo = int(offsets[row])
+            row_ids, pref = ids[start : start + size], prefs[start : start + size]
+            start += size
             where = {cid: lo + k for k, cid in enumerate(row_ids)}
             meta = json.loads(meta_text) if meta_text else {}
             if isinstance(meta, dict) and isinstance(meta.get("pairs"), list):
