@@ -194,7 +194,7 @@ def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs | Recorde
         cfg["k"] = args.sweet_spot_k
     if args.strategy == "by-generator":
         if not (args.chosen_generator and args.rejected_generator):
-            raise SystemExit(
+            raise UsageError(
                 "--strategy by-generator needs --chosen-generator and --rejected-generator"
             )
         cfg |= {
@@ -204,7 +204,7 @@ def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs | Recorde
         score = None if args.score is None else score
     if args.strategy == "by-correctness":
         if args.threshold is None:
-            raise SystemExit("--strategy by-correctness needs --threshold")
+            raise UsageError("--strategy by-correctness needs --threshold")
         cfg["threshold"] = args.threshold
     return Pairs(args.strategy, score=score, **cfg)
 
@@ -220,8 +220,26 @@ def _source(args: argparse.Namespace) -> Ingest | str | pa.Table:
     return read_pools(args.input, "pool", **options).table
 
 
+class UsageError(ValueError):
+    """A flag that cannot work with the input (said in one line, exit status 2)."""
+
+
+# What a user's input, flags or files can cause: one line and exit status 2, no traceback.
+USER_ERRORS = (OSError, KeyError, ValueError, TypeError, pa.ArrowException)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"binarize: error: {message}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """The recipe, on parsed flags."""
     if args.sample:
         args.input = str(SAMPLE)
         for k, v in SAMPLE_OPTIONS.items():
@@ -229,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(args, k, v)
         args.name = args.name or "prefdata sample"
     if not args.input:
-        raise SystemExit("give --input (or --sample)")
+        raise UsageError("give --input (or --sample)")
     formats = args.format or ["trl-dpo", "hub"]
     if args.strategy is None:
         args.strategy = "recorded" if args.layout in ("pairs", "hh") else "best-worst"
@@ -248,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     scores = score_names(pq.read_schema(filtered.output_paths[0]))
     score = args.score or (scores[0] if scores else None)
     if score is None and args.strategy != "by-generator":
-        raise SystemExit(f"no score to rank by: give --score-col (input scores: {scores})")
+        raise UsageError(f"no score to rank by: give --score-col (input scores: {scores})")
     if score is not None and score not in scores:
-        raise SystemExit(f"--score {score!r} is not among the scores {scores}")
+        raise UsageError(f"--score {score!r} is not among the scores {scores}")
     if args.vote and args.vote > len(scores):
-        raise SystemExit(f"--vote {args.vote} needs at least {args.vote} score columns")
+        raise UsageError(f"--vote {args.vote} needs at least {args.vote} score columns")
 
     # 2. z-normalise the kept candidates' scores (scorers live on different scales:
     # strength, soft labels and votes use z-scores; the statistics are fitted by the

@@ -235,3 +235,21 @@ def test_streamed_export_equals_the_whole_table_export(binarize, tmp_path):
     assert binarize.main([*common, *_formats("trl-dpo"), "--out", str(tmp_path / "o")]) == 0
     assert [p.name for p in (tmp_path / "o" / "trl-dpo").iterdir()] == ["train.parquet"]
     assert pq.read_table(tmp_path / "o" / "trl-dpo" / "train.parquet").equals(whole)
+
+
+def test_a_users_mistake_is_one_line_and_status_2(binarize, tmp_path, capsys):
+    """A misspelt score column, a missing input, an impossible flag: one line naming the
+    problem on stderr and exit status 2, no traceback."""
+    raw = tmp_path / "long.jsonl"
+    raw.write_text('{"prompt": "Q", "response": "A", "rm": 1.0}\n')
+    cases = [
+        (["--input", str(raw), "--score-col", "rmm"], "score column 'rmm' not found"),
+        (["--input", str(tmp_path / "nope.parquet")], "no such file or folder"),
+        (["--input", str(raw), "--score-col", "rm", "--vote", "2"], "--vote 2 needs at least 2"),
+        (["--input", str(raw), "--score-col", "rm", "--strategy", "by-correctness"], "--threshold"),
+    ]
+    for i, (flags, expected) in enumerate(cases):
+        assert binarize.main([*flags, "--out", str(tmp_path / f"o{i}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("binarize: error: "), err
+        assert expected in err[0]
