@@ -168,7 +168,8 @@ def split(
     rejected = rejects_from(
         table.take(dropped), stage, per_row(reason), field=per_row(field), rows=dropped
     )
-    return StageOutput(table.filter(pa.array(keep)), rejected)
+    kept = table if not len(dropped) else table.filter(pa.array(keep))  # no copy when all stay
+    return StageOutput(kept, rejected)
 
 
 def _available(schema: pa.Schema) -> set[str]:

@@ -178,14 +178,17 @@ class IngestResult:
 
 
 def partitions(size: int, partition_bytes: int = PARTITION_BYTES) -> int:
-    """How many partitions (pool shards) an input of ``size`` decoded bytes gets: one per
-    ``partition_bytes`` (what one partition holds in memory while it is built; the stages
-    after the ingest cut their own shards from the pool files).
+    """How many partitions (pool shards) an input of ``size`` decoded bytes gets: one when
+    it fits ``partition_bytes`` (what one partition holds in memory while it is built),
+    else a multiple of 4 with at most ``partition_bytes`` each, so up to 4 threads share
+    the build evenly; never a function of the machine, so the output is the same on any.
 
-    >>> partitions(150 << 20), partitions(9_000)
-    (3, 1)
+    >>> partitions(9_000), partitions(150 << 20), partitions(1 << 30)
+    (1, 4, 16)
     """
-    return max(1, math.ceil(size / partition_bytes))
+    if size <= partition_bytes:
+        return 1
+    return 4 * math.ceil(size / (4 * partition_bytes))
 
 
 _HEX = np.zeros(256, np.uint32)

@@ -279,8 +279,11 @@ class DropFlagged(Stage):
         n = table.num_rows
         before = np.bincount(flat.parents, minlength=n)
         if len(flags) and self.flags:
-            hit = (
-                pl.DataFrame({"f": flags})
+            # only candidates with any flag can match (most have none)
+            some = np.flatnonzero(flags.list.len().fill_null(0).to_numpy() > 0)
+            hit = np.zeros((len(flags), len(self.flags)), bool)
+            hit[some] = (
+                pl.DataFrame({"f": flags.gather(some)})
                 .select([pl.col("f").list.contains(pl.lit(f)).alias(f) for f in self.flags])
                 .to_numpy()
                 .astype(bool)
