@@ -318,6 +318,12 @@ def run(args: argparse.Namespace) -> int:
         res = export(table, fmt, out / fmt, funnel=funnel, **options)
         rejects.append(res.rejects)
         written[fmt] = [str(p) for p in res]
+    converted = hub_table(pairs) if "hub" in formats else None
+    if converted is not None:  # what the Hub table cannot hold is rejected, not dropped
+        rejects.append(converted.rejects)
+        funnel.add(
+            "export:hub", converted.rows_in, converted.table.num_rows, converted.rejects.num_rows
+        )
     all_rejects = pa.concat_tables(rejects, promote_options="default")
     write_parquet(all_rejects, out / "rejects.parquet")
     stages = [*pool_stages, *pair_stages]
@@ -329,7 +335,6 @@ def run(args: argparse.Namespace) -> int:
 
         datasets.disable_progress_bars()
 
-        converted = hub_table(pairs)
         folder = write_hub_folder(
             out / "hub",
             {"default": {"train": converted.table}},

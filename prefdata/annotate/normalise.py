@@ -352,12 +352,14 @@ class Normalise(Stage):
         return [n for n in available if not n.endswith(suffixes)]
 
     def process(self, table: pa.Table) -> pa.Table:
-        if self.method == "none" or table.num_rows == 0:
+        if self.method == "none":
             return table
         flat = flatten_candidates(table)
         names = self.scorer_names(score_names(table))
         stats = dict(self.stats or {})
-        if self.method == "zscore":
+        # an empty table still gets its normalised fields (the stages after read them),
+        # and needs no statistics
+        if self.method == "zscore" and len(flat.values):
             missing = [n for n in names if n not in stats]
             if missing and self.stats is not None:
                 raise KeyError(f"no fitted statistics for scorers {missing}")
@@ -367,7 +369,7 @@ class Normalise(Stage):
         for name in names:
             x = score_array(flat.values, name)
             if self.method == "zscore":
-                st = stats[name]
+                st = stats.get(name, ScoreStats())
                 v = _zscore(x, st.mean, st.std)
             else:
                 v = _per_prompt(x, flat.parents, self.method)
