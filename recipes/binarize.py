@@ -36,6 +36,7 @@ from prefdata.cli import add_layout_arguments, read_args
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import Ingest, LocalExecutor
+from prefdata.execute.workdir import WorkdirBusy, clean_temp_files
 from prefdata.filter.degenerate import DropFlagged, FlagDegenerate
 from prefdata.filter.voting import Vote
 from prefdata.io.export import FORMATS, ShardedExport, export, hub_table
@@ -225,7 +226,7 @@ class UsageError(ValueError):
 
 
 # What a user's input, flags or files can cause: one line and exit status 2, no traceback.
-USER_ERRORS = (OSError, KeyError, ValueError, TypeError, pa.ArrowException)
+USER_ERRORS = (OSError, KeyError, ValueError, TypeError, pa.ArrowException, WorkdirBusy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +298,10 @@ def run(args: argparse.Namespace) -> int:
     rejects = [filtered.rejects(), built.rejects()]
     kept_pools = filtered.read() if ("listwise" in formats or "hub" in formats) else None
 
-    # 3. write every format
+    # 3. write every format (first removing temp files a killed export left behind)
+    for folder in (out / f for f in formats):
+        if folder.is_dir():
+            clean_temp_files(folder)
     written: dict[str, list[str]] = {}
     for fmt, sink in sinks.items():
         res = sink.result(funnel)

@@ -289,3 +289,30 @@ def test_hub_only_rejects_what_it_cannot_hold_and_an_empty_input_finishes(binari
     )
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["pairs"] == 0 and summary["funnel"][0]["rows_in"] == 0
+
+
+def test_damaged_or_busy_work_directories_and_stale_temp_files(binarize, tmp_path, capsys):
+    """A garbage manifest and a work directory held by another run are one line and exit
+    status 2 (the first says what to delete); temp files a killed export left beside the
+    outputs are removed by the next run."""
+    from prefdata.execute.workdir import workdir_lock
+
+    out = tmp_path / "o"
+    assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 0
+    stale = out / "trl-dpo" / ".train.parquet.x1y2.tmp"
+    stale.write_bytes(b"half a file")
+    assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 0
+    assert not stale.exists()
+    capsys.readouterr()
+
+    manifest = sorted((out / "work" / "pools").rglob("manifest.json"))[-1]
+    manifest.write_text("{not json")
+    assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json is damaged" in err[0] and "delete the work" in err[0]
+    manifest.unlink()
+
+    with workdir_lock(out / "work" / "pools" / "ingest"):
+        assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use by another run" in err[0]

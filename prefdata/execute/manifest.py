@@ -126,9 +126,17 @@ class Manifest:
         path = Path(workdir) / MANIFEST
         if not path.exists():
             return cls(Path(workdir))
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: manifest format {data.get('format')!r}, expected {FORMAT}")
+        start_over = f"delete the work directory {workdir} to start over"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is damaged ({e}); {start_over}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: manifest format {got!r}, expected {FORMAT}; {start_over}")
+        missing = [k for k in ("input", "pipeline", "stages") if k not in data]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}; {start_over}")
         return cls(Path(workdir), data)
 
     def save(self) -> None:

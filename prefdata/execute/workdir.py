@@ -66,6 +66,10 @@ def clean_temp_files(workdir: Path) -> int:
     return n
 
 
+class WorkdirBusy(RuntimeError):
+    """Another process holds the work directory (a run in progress)."""
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``workdir/.lock`` (the kernel drops it when the
@@ -79,7 +83,7 @@ def workdir_lock(workdir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"work directory {workdir} is in use by another run") from None
+            raise WorkdirBusy(f"work directory {workdir} is in use by another run") from None
         try:
             yield
         finally:
@@ -235,6 +239,7 @@ def begin_run(
 
 
 __all__ = [
+    "WorkdirBusy",
     "WorkdirInfo",
     "begin_run",
     "check_workdir",
