@@ -18,6 +18,29 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# What a user's input, flags, files or network can cause: one line and exit status 2.
+# OSError covers missing, unreadable, unwritable and damaged files (BadGzipFile, corrupt
+# Parquet pages) and the network; EOFError a truncated gzip file.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    KeyError,
+    ValueError,
+    TypeError,
+    pa.ArrowException,
+)
+
+
+def error_line(e: BaseException) -> str:
+    """An exception as one line (a KeyError without its quotes, Arrow's multi-line
+    messages joined).
+
+    >>> error_line(KeyError("no column 'x'")), error_line(OSError("bad page\\nheader"))
+    ("no column 'x'", 'bad page; header')
+    """
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
 
 def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
     """The flags that say how an input is laid out (shared by ``prefdata convert`` and the
@@ -248,8 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, duckdb.Error) as e:
-        print(f"prefdata {args.command}: error: {e}", file=sys.stderr)
+    except USER_ERRORS + (duckdb.Error,) as e:
+        print(f"prefdata {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

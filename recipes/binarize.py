@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from prefdata.annotate.normalise import Normalise
 from prefdata.annotate.strength import Strength
-from prefdata.cli import add_layout_arguments, read_args
+from prefdata.cli import USER_ERRORS as CLI_USER_ERRORS
+from prefdata.cli import add_layout_arguments, error_line, read_args
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import Ingest, LocalExecutor
@@ -225,8 +226,8 @@ class UsageError(ValueError):
     """A flag that cannot work with the input (said in one line, exit status 2)."""
 
 
-# What a user's input, flags or files can cause: one line and exit status 2, no traceback.
-USER_ERRORS = (OSError, KeyError, ValueError, TypeError, pa.ArrowException, WorkdirBusy)
+# What a user's input, flags, files or network can cause: one line, exit status 2.
+USER_ERRORS = (*CLI_USER_ERRORS, WorkdirBusy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except USER_ERRORS as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"binarize: error: {message}", file=sys.stderr)
+        print(f"binarize: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -239,3 +239,31 @@ def test_validate_pairs_and_refuse_trainer_exports(tmp_path, capsys):
     pq.write_table(trl, tmp_path / "trl.parquet")
     assert main(["validate", str(tmp_path / "trl.parquet")]) == 2
     assert "not a prefdata record table" in capsys.readouterr().err
+
+
+def test_damaged_files_are_one_line_and_status_2(tmp_path, capsys):
+    """A truncated .jsonl.gz, a corrupt Parquet file and a duplicated column name: one line
+    naming the problem, exit status 2, no traceback."""
+    import gzip
+
+    good = gzip.compress(b'{"prompt": "Q", "response": "A"}\n' * 200)
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    corrupt = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prompt": ["Q"] * 50, "response": ["A"] * 50}), corrupt)
+    data = bytearray(corrupt.read_bytes())
+    data[4:40] = b"\x00" * 36  # the first data page
+    corrupt.write_bytes(bytes(data))
+    dup = tmp_path / "dup.parquet"
+    names = ["prompt", "response", "response"]
+    pq.write_table(
+        pa.Table.from_arrays([pa.array(["Q"]), pa.array(["A"]), pa.array(["B"])], names=names), dup
+    )
+    for path, expected in [(truncated, ""), (corrupt, ""), (dup, "'response' appears 2 times")]:
+        code = main(
+            ["convert", str(path), "--layout", "long", "--out", str(tmp_path / "o.parquet")]
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, (path, err)
+        assert len(err) == 1 and err[0].startswith("prefdata convert: error: "), err
+        assert expected in err[0]

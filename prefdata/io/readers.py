@@ -295,6 +295,13 @@ def _from_pandas(df: Any, bad: _Bad) -> tuple[pa.Table, int]:
 def _plain(table: pa.Table) -> pa.Table:
     """Plain Arrow types (string, not large_string or views; dictionaries decoded), no
     schema metadata."""
+    names = table.column_names
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(
+            f"column {twice[0]!r} appears {names.count(twice[0])} times in the input; "
+            "rename or drop the copies"
+        )
     for i, f in enumerate(table.schema):
         if pa.types.is_dictionary(f.type):
             table = table.set_column(i, f.name, table[f.name].cast(f.type.value_type))
@@ -317,7 +324,7 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
     if path.is_file():
         name = path.name.lower()
         if name.endswith(".parquet"):
-            t = pq.read_table(path)
+            t = pq.ParquetFile(path).read()  # read_table refuses duplicated names
             return t, t.num_rows
         if name.endswith(_JSON_SUFFIXES):
             t, n, _ = _read_json_file(path, bad)
@@ -335,7 +342,7 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
         return t, t.num_rows
     parquet, jsons = (_parquet_files(path), _json_files(path)) if split is None else ([], [])
     if parquet and not jsons:
-        t = _concat([pq.read_table(f) for f in parquet])
+        t = _concat([pq.ParquetFile(f).read() for f in parquet])
         return t, t.num_rows
     if jsons and not parquet:
         tables, total, offset = [], 0, 0
