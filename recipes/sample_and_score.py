@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="OpenAI-compatible server URL (--backend openai)")
     p.add_argument(
         "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the API key (--backend openai)",
+        default="auto",
+        help="environment variable holding the API key (--backend openai); auto: "
+        "OPENAI_API_KEY for api.openai.com only, no key for any other server",
     )
     p.add_argument("--n", type=int, default=4, help="candidates per prompt per model")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")

@@ -232,3 +232,30 @@ def test_parse_completions_orders_choices_by_index():
         ("a", "stop", 3),
         ("b", "length", 3),
     ]
+
+
+def test_an_echoed_key_deep_in_a_long_error_leaks_no_character(fresh, keyed, caplog):
+    """A server that echoes the key after 290 characters of error text: the body is
+    scrubbed before the message is cut, so not even the key's head survives."""
+    padding = "x" * 290
+    fresh.script(
+        Fault(status=400, body=f'{{"error": {{"message": "{padding} {SECRET}"}}}}'.encode()),
+        Fault(status=400, body=f"{padding} Bearer {SECRET} trailing".encode()),
+    )
+    with caplog.at_level(logging.DEBUG):
+        results = client(fresh, concurrency=1).chat(
+            [HI, POEM], GenerationConfig(n=1, max_tokens=8), [[1], [2]]
+        )
+    heads = {SECRET[:k] for k in range(6, len(SECRET) + 1)}
+    for text in [r.error for r in results] + [caplog.text]:
+        assert not any(h in text for h in heads), text
+
+
+def test_no_key_goes_to_a_server_it_was_not_named_for(fresh, monkeypatch):
+    """OPENAI_API_KEY is sent to api.openai.com only: a local or third-party server gets
+    no Authorization header unless api_key_env names a variable for it."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    backend = OpenAIBackend(fresh.url, "tiny", backoff=FAST)
+    backend.chat([HI], GenerationConfig(n=1, max_tokens=4), [[1]])
+    assert all("Authorization" not in r["headers"] for r in fresh.requests)
+    assert OpenAIBackend("https://api.openai.com/v1", "gpt")._key is not None

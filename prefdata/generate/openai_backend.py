@@ -6,8 +6,10 @@ timeout, retries with exponential backoff on 429, 5xx, timeouts and dropped conn
 waits the same and parallel requests spread out.
 
 The API key is read from the environment variable named by ``api_key_env`` when the backend
-is built. It is kept in a wrapper that prints as ``***``, never pickled, never logged, and
-scrubbed from every error message (a server may echo headers back).
+is built (by default ``OPENAI_API_KEY``, and only for ``api.openai.com``: any other server
+gets a key only when ``api_key_env`` names one). It is kept in a wrapper that prints as
+``***``, never pickled, never logged, and scrubbed from every answer before anything reads
+or cuts it (a server may echo headers back).
 
 Seeds: with ``per_candidate_requests=True`` (the default) each candidate is its own request
 (``n=1``, ``seed`` = the candidate's seed), so candidate j reproduces on its own and does not
@@ -30,6 +32,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -255,7 +258,7 @@ class OpenAIBackend:
         base_url: str,
         model: str,
         *,
-        api_key_env: str | None = "OPENAI_API_KEY",
+        api_key_env: str | None = "auto",
         concurrency: int = 8,
         timeout: float = 60.0,
         max_retries: int = 5,
@@ -288,8 +291,23 @@ class OpenAIBackend:
         self._lock = threading.Lock()
 
     def _read_key(self) -> None:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = os.environ.get(env) if (env := self.key_env()) else None
         self._key = _Secret(key) if key else None
+
+    def key_env(self) -> str | None:
+        """The environment variable the key comes from: ``api_key_env``; ``"auto"`` (the
+        default) is ``OPENAI_API_KEY`` for OpenAI's own host only, so a user's OpenAI key
+        never goes to a local or third-party server they did not name it for.
+
+        >>> OpenAIBackend("http://127.0.0.1:8000/v1", "m").key_env() is None
+        True
+        >>> OpenAIBackend("https://api.openai.com/v1", "m").key_env()
+        'OPENAI_API_KEY'
+        """
+        if self.api_key_env != "auto":
+            return self.api_key_env
+        host = urllib.parse.urlsplit(self.base_url).hostname
+        return "OPENAI_API_KEY" if host == "api.openai.com" else None
 
     def __repr__(self) -> str:
         return (
@@ -318,6 +336,16 @@ class OpenAIBackend:
         if self._key is not None:
             text = text.replace(self._key.reveal(), "***")
         return text
+
+    def _scrubbed(self, result: _Attempt) -> _Attempt:
+        """The attempt with the key scrubbed from the body and the error before anything
+        reads, parses or cuts them (a cut first could keep the head of an echoed key)."""
+        if self._key is not None:
+            key = self._key.reveal()
+            result.body = result.body.replace(key.encode("utf-8"), b"***")
+            if result.error is not None:
+                result.error = result.error.replace(key, "***")
+        return result
 
     # -- one request --------------------------------------------------------------------
     def _post(self, payload: bytes) -> _Attempt:
@@ -348,7 +376,7 @@ class OpenAIBackend:
         key = digest("request", payload.decode("utf-8"))
         last = ""
         for attempt in range(self.max_retries + 1):
-            result = self._post(payload)
+            result = self._scrubbed(self._post(payload))
             if result.status is not None and 200 <= result.status < 300:
                 try:
                     return parse_completions(result.body, body["n"], body["seed"])
