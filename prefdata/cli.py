@@ -115,14 +115,18 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_any(path: Path) -> tuple[str, pa.Table | None, object | None]:
-    """(kind, table, workdir info): kind is 'workdir', 'pools' or 'table'."""
-    if path.is_dir() and (path / "manifest.json").exists():
-        from prefdata.execute import open_workdir
+def _is_run(path: Path) -> bool:
+    """A work directory, or a folder holding the work directories of a run."""
+    return path.is_dir() and any(path.rglob("manifest.json"))
 
-        info = open_workdir(path)
-        table = info.read() if info.outputs else None
-        return "workdir", table, info
+
+def _load_any(path: Path) -> tuple[str, pa.Table | None, object | None]:
+    """(kind, table, run info): kind is 'workdir', 'pools' or 'table'."""
+    if _is_run(path):
+        from prefdata.execute.runs import open_run
+
+        info = open_run(path)
+        return "workdir", info.read(), info
     from prefdata.io.readers import read_records
 
     table, _ = read_records(path)
@@ -209,10 +213,10 @@ def _sql(args: argparse.Namespace) -> int:
 
     path = Path(args.path)
     tables: dict[str, object] = {}
-    if path.is_dir() and (path / "manifest.json").exists():
-        from prefdata.execute import open_workdir
+    if _is_run(path):
+        from prefdata.execute.runs import open_run
 
-        info = open_workdir(path)
+        info = open_run(path)
         if info.outputs:
             from prefdata.validate import record_type
 

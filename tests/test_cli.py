@@ -267,3 +267,27 @@ def test_damaged_files_are_one_line_and_status_2(tmp_path, capsys):
         assert code == 2, (path, err)
         assert len(err) == 1 and err[0].startswith("prefdata convert: error: "), err
         assert expected in err[0]
+
+
+def test_inspect_and_sql_over_a_recipe_run(tmp_path, capsys):
+    """The folder binarize.py checkpoints in (an ingest, then segments of two runs) is
+    inspected as one run: the funnel from the input rows to the pairs, the pairs queryable,
+    every rejects file (empty ones included) readable."""
+    import importlib.util
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "binarize.py"
+    spec = importlib.util.spec_from_file_location("binarize_for_cli", recipe)
+    binarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(binarize)
+    out = tmp_path / "out"
+    assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out / "work"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    stages = [e["stage"] for e in report["funnel"]]
+    assert stages[:3] == ["read", "layout:long", "FlagDegenerate"] and "Pairs" in stages
+    assert report["funnel"][0]["rows_in"] == 41 and report["rows"] == 12
+    assert main(["sql", str(out / "work"), "SELECT count(*) AS n FROM pairs"]) == 0
+    assert "12" in capsys.readouterr().out
+    assert main(["sql", str(out / "work"), "SELECT count(*) AS n FROM rejects"]) == 0

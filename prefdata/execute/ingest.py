@@ -244,12 +244,13 @@ class _Plan:
             and (self.data.get("partitions") == parts)
         )
 
-    def reset(self, digest: str, parts: int) -> None:
+    def reset(self, digest: str, parts: int, layout: str) -> None:
         for sub in ("spill", "pools", "rejects"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
         self.data = {
             "format": FORMAT,
             "digest": digest,
+            "layout": layout,
             "partitions": parts,
             "batches": {},
             "read_done": None,
@@ -301,7 +302,7 @@ def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
         digest = ingest.digest()
         plan = _Plan(root)
         if not plan.matches(digest, parts):
-            plan.reset(digest, parts)
+            plan.reset(digest, parts, ingest.layout)
         if parts == 1:
             _in_memory(ingest, root, plan)
         else:
@@ -468,26 +469,57 @@ def _build(ingest: Ingest, root: Path, p: int, tables: list[pa.Table]) -> dict[s
 
 def _result(ingest: Ingest, root: Path, plan: _Plan) -> IngestResult:
     parts = sorted(plan.data["built"])
-    batches = plan.data["batches"].values()
-    rows_in = sum(b["rows_in"] for b in batches)
-    rows_read = sum(b["rows_read"] for b in batches)
-    read_rejected = sum(b["read_rejected"] for b in batches)
     built = [plan.data["built"][p] for p in parts]
-    layout_rejected = sum(b["layout_rejected"] for b in batches) + sum(b["rejected"] for b in built)
-    funnel = Funnel()
-    funnel.add("read", rows_in, rows_read, read_rejected)
-    funnel.add(f"layout:{ingest.layout}", rows_read, rows_read - layout_rejected, layout_rejected)
-    if sum(b["rows"] for b in built) != rows_read - layout_rejected:
+    funnel = ingest_funnel(plan.data)
+    layout = funnel.entries[1]
+    if sum(b["rows"] for b in built) != layout.rows_out:
         raise AssertionError(f"ingest of {root}: the rows in pools do not add up")
-    rejects = sorted((root / "rejects").glob("read-*.parquet")) + sorted(
-        (root / "rejects").glob("build-*.parquet")
-    )
     return IngestResult(
         [root / "pools" / shard_name(int(p)) for p in parts],
-        rejects,
+        ingest_rejects(root),
         funnel,
         sum(b["pools"] for b in built),
     )
 
 
-__all__ = ["Ingest", "IngestResult", "partition_of", "partitions", "run_ingest"]
+def ingest_funnel(plan: dict[str, Any]) -> Funnel:
+    """The funnel an ingest manifest records so far: ``read`` and ``layout:<name>``,
+    counted in input rows."""
+    batches = plan["batches"].values()
+    built = plan["built"].values()
+    rows_in = sum(b["rows_in"] for b in batches)
+    rows_read = sum(b["rows_read"] for b in batches)
+    read_rejected = sum(b["read_rejected"] for b in batches)
+    layout_rejected = sum(b["layout_rejected"] for b in batches) + sum(b["rejected"] for b in built)
+    funnel = Funnel()
+    funnel.add("read", rows_in, rows_read, read_rejected)
+    layout = plan.get("layout", "layout")
+    funnel.add(f"layout:{layout}", rows_read, rows_read - layout_rejected, layout_rejected)
+    return funnel
+
+
+def ingest_rejects(root: Path) -> list[Path]:
+    """The rejects files of an ingest: every batch's, then every partition's."""
+    return sorted((root / "rejects").glob("read-*.parquet")) + sorted(
+        (root / "rejects").glob("build-*.parquet")
+    )
+
+
+def is_ingest(path: Path) -> bool:
+    """Whether ``path`` holds an ingest (its manifest plans partitions)."""
+    try:
+        return "partitions" in json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+__all__ = [
+    "Ingest",
+    "IngestResult",
+    "ingest_funnel",
+    "ingest_rejects",
+    "is_ingest",
+    "partition_of",
+    "partitions",
+    "run_ingest",
+]
