@@ -31,6 +31,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each flag's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def error_line(e: BaseException) -> str:
     """An exception as one line (a KeyError without its quotes, Arrow's multi-line
     messages joined).

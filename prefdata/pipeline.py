@@ -182,6 +182,17 @@ def _available(schema: pa.Schema) -> set[str]:
     return names
 
 
+# The optional extras (pyproject.toml) that provide a package stages load in setup().
+EXTRAS = {
+    "torch": "models",
+    "transformers": "models",
+    "sentence_transformers": "models",
+    "math_verify": "verify",
+    "vllm": "vllm",
+    "ray": "ray",
+}
+
+
 @dataclass(frozen=True)
 class Stage:
     """Base class of every stage. Subclasses are ``@dataclass(frozen=True)``; their fields
@@ -243,9 +254,18 @@ class Stage:
         """Load heavy resources (models, connections). Called once per worker."""
 
     def ensure_setup(self) -> None:
-        """Call :meth:`setup` unless this instance has already been set up."""
+        """Call :meth:`setup` unless this instance has already been set up. A package an
+        optional extra provides, missing, says which extra to install."""
         if not self.resources.get("__setup_done__"):
-            self.setup()
+            try:
+                self.setup()
+            except ModuleNotFoundError as e:
+                extra = EXTRAS.get((e.name or "").split(".")[0])
+                if extra is None:
+                    raise
+                raise ModuleNotFoundError(
+                    f"{self.name} needs {e.name}: pip install 'prefdata[{extra}]'", name=e.name
+                ) from e
             self.resources["__setup_done__"] = True
 
     def fits_on_input(self) -> str | None:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from prefdata.annotate.normalise import Normalise
 from prefdata.annotate.strength import Strength
 from prefdata.cli import USER_ERRORS as CLI_USER_ERRORS
-from prefdata.cli import add_layout_arguments, error_line, read_args
+from prefdata.cli import HelpFormatter, add_layout_arguments, error_line, read_args
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import Ingest, LocalExecutor
@@ -69,7 +69,7 @@ SAMPLE_OPTIONS = dict(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_argument_group("input")
     src.add_argument("--input", help="Parquet, JSONL(.gz), a datasets folder, or a Hub id")

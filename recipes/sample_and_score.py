@@ -27,7 +27,7 @@ from pathlib import Path
 import datasets
 
 from prefdata.annotate.strength import Strength
-from prefdata.cli import add_layout_arguments, read_args
+from prefdata.cli import HelpFormatter, add_layout_arguments, read_args
 from prefdata.construct import Pairs
 from prefdata.execute import LocalExecutor
 from prefdata.filter.degenerate import (
@@ -48,7 +48,7 @@ from prefdata.score import RewardModel
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--prompts", required=True, help="prompts: path or Hub id")
     add_layout_arguments(p, default_layout="pool")  # how --prompts is laid out

@@ -38,6 +38,7 @@ def _formats(*names: str) -> list[str]:
 
 def test_help_documents_every_flag(binarize):
     text = binarize.build_parser().format_help()
+    assert "(default: None)" not in text
     for flag in (
         "--input",
         "--layout",

@@ -239,3 +239,33 @@ def test_backend_credentials_never_reach_config_or_provenance():
         rubric="r",
     )
     assert "hf_abcdefgh" not in json.dumps(positional.config(), default=str)
+
+
+def test_a_judge_without_a_backend_says_so():
+    from prefdata.score.judge import JudgePairwise, JudgePointwise
+
+    for judge in (JudgePairwise(name="pw"), JudgePointwise(name="pt")):
+        with pytest.raises(TypeError, match="no backend; pass backend="):
+            judge.ensure_setup()
+
+
+def test_a_missing_optional_package_names_its_extra():
+    """vLLM cannot be installed here (no GPU): a stage whose setup needs it says which
+    extra provides it; a package no extra provides is left as it is."""
+    from dataclasses import dataclass
+
+    from prefdata.pipeline import Stage
+
+    @dataclass(frozen=True)
+    class NeedsVllm(Stage):
+        module: str = "vllm"
+
+        def setup(self):
+            raise ModuleNotFoundError(f"No module named {self.module!r}", name=self.module)
+
+    with pytest.raises(
+        ModuleNotFoundError, match=r"NeedsVllm needs vllm: pip install 'prefdata\[vllm\]'"
+    ):
+        NeedsVllm().ensure_setup()
+    with pytest.raises(ModuleNotFoundError, match="No module named 'nothing_here'"):
+        NeedsVllm(module="nothing_here").ensure_setup()

@@ -140,6 +140,11 @@ class _Judge(Scorer):
 
     def setup(self) -> None:
         b = self.backend
+        if b is None:
+            raise TypeError(
+                f"judge {self.name}: no backend; pass backend= a ChatBackend (OpenAIBackend, "
+                "TransformersBackend, VLLMBackend) or a function that builds one"
+            )
         if not isinstance(b, ChatBackend):
             b = b()
         if not isinstance(b, ChatBackend):
