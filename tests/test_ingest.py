@@ -256,3 +256,23 @@ def test_stages_after_ingest_see_every_pool(tmp_path, shared_data):
     names = [e["stage"] for e in result.funnel.to_list()]
     assert names == ["read", "layout:long", "FlagDegenerate"]
     assert result.read().num_rows == 805
+
+
+def test_a_damaged_checkpoint_is_noticed_and_computed_again(tmp_path):
+    """A pool shard or a stage's output cut short after it was recorded (a full disk, a
+    partial copy): the rerun notices the size, computes it again and ends with the files
+    of an undamaged run."""
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    stages = [FlagDegenerate(repeated_min_prompts=None)]
+    clean = LocalExecutor(tmp_path / "clean", shard_rows=40).run(stages, source)
+    work = tmp_path / "damaged"
+    first = LocalExecutor(work, shard_rows=40).run(stages, source)
+    for victim in (first.output_paths[1], work / "ingest" / "pools" / "shard-00002.parquet"):
+        data = victim.read_bytes()
+        victim.write_bytes(data[: len(data) // 2])
+        again = LocalExecutor(work, shard_rows=40).run(stages, source)
+        assert again.read().equals(clean.read())
+        assert again.funnel.to_list() == clean.funnel.to_list()
+    assert files(work / "ingest" / "pools") == files(tmp_path / "clean" / "ingest" / "pools")

@@ -244,6 +244,15 @@ class _Plan:
             and (self.data.get("partitions") == parts)
         )
 
+    def shards_intact(self, root: Path) -> bool:
+        """Every recorded pool shard is there, of the size recorded (a damaged one cannot
+        be rebuilt once the spill files are gone: the ingest starts over)."""
+        for p, rec in self.data.get("built", {}).items():
+            path = root / "pools" / shard_name(int(p))
+            if not path.exists() or ("bytes" in rec and path.stat().st_size != rec["bytes"]):
+                return False
+        return True
+
     def reset(self, digest: str, parts: int, layout: str) -> None:
         for sub in ("spill", "pools", "rejects"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
@@ -301,7 +310,7 @@ def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
         parts = partitions(ingest.estimate()[1], ingest.partition_bytes)
         digest = ingest.digest()
         plan = _Plan(root)
-        if not plan.matches(digest, parts):
+        if not plan.matches(digest, parts) or not plan.shards_intact(root):
             plan.reset(digest, parts, ingest.layout)
         if parts == 1:
             _in_memory(ingest, root, plan)
@@ -464,6 +473,7 @@ def _build(ingest: Ingest, root: Path, p: int, tables: list[pa.Table]) -> dict[s
         "pools": out.table.num_rows,
         "rows": entries.num_rows() - out.rejects.num_rows,
         "rejected": out.rejects.num_rows,
+        "bytes": (root / "pools" / shard_name(p)).stat().st_size,
     }
 
 

@@ -20,9 +20,10 @@ person can read it. It stays small (one entry per shard and stage).
 The rules that make a killed run resumable with every row exactly once:
 
 - a shard is done for a stage only when its rejects file (and its output file, when
-  stored) were renamed into place *and* the manifest records it; a file without a record
-  is recomputed and overwritten (stages are deterministic, so this is idempotent), a
-  record without its file too;
+  stored) were renamed into place *and* the manifest records it, with the files' sizes;
+  a file without a record is recomputed and overwritten (stages are deterministic, so
+  this is idempotent), a record without its file, or with a file of another size (cut
+  short since), too;
 - a rerun starts each shard at :meth:`Manifest.resume_point`: the first stage not done,
   moved back to just after the last stored output (or the input) before it;
 - the input is planned once, keyed by a content digest of the source and ``shard_rows``,
@@ -198,20 +199,40 @@ class Manifest:
         rows_rejected: int,
         stored: bool = True,
     ) -> None:
-        """Record a (stage, shard) as done; ``stored=False``: only its rejects were kept."""
+        """Record a (stage, shard) as done; ``stored=False``: only its rejects were kept.
+        The sizes of its files are kept too, so a file damaged since (cut short by a full
+        disk, copied in part) is noticed and the shard computed again."""
         rec = {"rows_in": rows_in, "rows_out": rows_out, "rows_rejected": rows_rejected}
         if not stored:
             rec["stored"] = False
+        rec["bytes"] = self._sizes(key, shard, stored)
         self.data["stages"][key]["shards"][f"{shard:05d}"] = rec
 
+    def _sizes(self, key: str, shard: int, stored: bool) -> list[int | None]:
+        """[output file size (None when not stored), rejects file size]; -1 for a file
+        that is not there."""
+
+        def size(path: Path) -> int:
+            try:
+                return path.stat().st_size
+            except OSError:
+                return -1
+
+        out = size(self.output_path(key, shard)) if stored else None
+        return [out, size(self.rejects_path(key, shard))]
+
     def is_done(self, key: str, shard: int) -> bool:
-        """Recorded, with its rejects file, and its output file unless it was not stored."""
+        """Recorded, with its rejects file, and its output file unless it was not stored,
+        each of the size recorded (a record without sizes, from an earlier version: the
+        files exist)."""
         rec = self.done(key, shard)
-        return (
-            rec is not None
-            and self.rejects_path(key, shard).exists()
-            and (not rec.get("stored", True) or self.output_path(key, shard).exists())
-        )
+        if rec is None:
+            return False
+        stored = rec.get("stored", True)
+        now = self._sizes(key, shard, stored)
+        if now[1] < 0 or (stored and now[0] < 0):
+            return False
+        return "bytes" not in rec or rec["bytes"] == now
 
     def resume_point(self, keys: Sequence[str], shard: int) -> int:
         """The first stage to run on ``shard``: every stage before it is done and its input
