@@ -257,29 +257,32 @@ def test_a_users_mistake_is_one_line_and_status_2(binarize, tmp_path, capsys):
 
 
 def test_hub_only_rejects_what_it_cannot_hold_and_an_empty_input_finishes(binarize, tmp_path):
-    """--format hub alone: a pair whose two sides are the same text is a reject with a
-    reason and a funnel line, not a silent loss. An input with no usable row finishes
-    with 0 pairs and the funnel."""
+    """--format hub alone: a pair the Hub table cannot hold (two candidates of one text
+    recorded as a preference, in a pool input) is a reject with a reason and a funnel
+    line, not a silent loss. An input with no usable row finishes with 0 pairs and the
+    funnel."""
     import pyarrow.parquet as pq
 
-    raw = tmp_path / "pairs.jsonl"
-    rows = [
-        {"prompt": "Q1", "chosen": "A", "rejected": "B"},
-        {"prompt": "Q2", "chosen": "same", "rejected": "same"},
-    ]
-    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    def pool(pid, texts):
+        return {
+            "prompt_id": pid,
+            "prompt": [{"role": "user", "content": f"question {pid}"}],
+            "candidates": [
+                {"candidate_id": f"{pid}-{i}", "response": t, "scores": {"preference": s}}
+                for i, (t, s) in enumerate(zip(texts, (1.0, 0.0), strict=True))
+            ],
+        }
+
+    raw = tmp_path / "pools.jsonl"
+    raw.write_text("".join(json.dumps(p) + "\n" for p in [pool("a", "AB"), pool("b", "XX")]))
     out = tmp_path / "hub"
-    assert (
-        binarize.main(
-            ["--input", str(raw), "--layout", "pairs", "--format", "hub", "--out", str(out)]
-        )
-        == 0
-    )
+    flags = ["--input", str(raw), "--layout", "pool", "--strategy", "recorded"]
+    assert binarize.main([*flags, "--format", "hub", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     hub = [e for e in summary["funnel"] if e["stage"] == "export:hub"]
     assert hub == [{"stage": "export:hub", "rows_in": 2, "rows_out": 1, "rows_rejected": 1}]
     rejects = pq.read_table(out / "rejects.parquet").to_pylist()
-    assert len(rejects) == 1 and "Q2" in rejects[0]["record"]
+    assert len(rejects) == 1 and rejects[0]["prompt_id"] == "b", rejects
     assert pq.read_table(next((out / "hub" / "data").glob("*.parquet"))).num_rows == 1
 
     empty = tmp_path / "empty.jsonl"

@@ -92,3 +92,23 @@ def test_string_prompt_with_full_conversations(monkeypatch, prompt):
     both_ways(monkeypatch, raw)
     out = to_pools(raw, "pairs")
     assert out.rejects.num_rows == (1 if prompt is None else 0) + 1  # "other" != "Q"
+
+
+def test_a_pair_with_the_same_text_on_both_sides_is_rejected():
+    """No preference is recorded when chosen and rejected are one text: the row is a
+    reject naming the rejected column, in the column-wise and the per-row path alike."""
+    conv = lambda a: [{"role": "user", "content": "Q"}, {"role": "assistant", "content": a}]  # noqa: E731
+    for raw in (
+        pa.table({"prompt": ["Q", "Q2"], "chosen": ["A", "same"], "rejected": ["B", "same"]}),
+        pa.table(
+            {
+                "chosen": pa.array([conv("A"), conv("same")], MESSAGES_TYPE),
+                "rejected": pa.array([conv("B"), conv("same")], MESSAGES_TYPE),
+            }
+        ),
+    ):
+        out = to_pools(raw, "pairs")
+        assert out.table.num_rows == 1
+        assert out.rejects.select(["row", "field", "reason"]).to_pylist() == [
+            {"row": 1, "field": "rejected", "reason": "chosen and rejected are the same text"}
+        ]

@@ -1,7 +1,8 @@
 """The pairwise layouts: ``pairs`` (chosen / rejected strings or message lists, with an
 optional prompt column) and ``hh`` (Anthropic HH-RLHF transcripts).
 
-Each kept input row gives two entries, chosen then rejected, with the recorded preference
+Each kept input row gives two entries, chosen then rejected (a row whose two responses are
+the same text is rejected: it records no preference), with the recorded preference
 as the score ``preference`` (1.0 / 0.0) and, when the dataset records one per side, the
 score ``score_name``. Rows are read column-wise; a row that the column-wise checks cannot
 vouch for (a null, a malformed message, a prompt that may be blank) is read on its own by
@@ -389,6 +390,9 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
         )
     given = given_ids(column(raw, o.id_col, "id", layout), o.id_col, rej) if o.id_col else None
     kept = kept_rows(raw, rej, o)
+    # a pair whose two sides are the same text records no preference
+    same = np.flatnonzero(np_bool(pc.equal(kept.chosen, kept.rejected)))
+    rej.add_many(kept.rows[same], o.rejected_col, "chosen and rejected are the same text")
     keep = ~rej.mask(kept.rows)
     rows = kept.rows[keep]
     k = len(rows)
