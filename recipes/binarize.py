@@ -423,20 +423,23 @@ def _dropped_candidates(paths: list[Path]) -> dict[str, int]:
 
 def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
     print("funnel (rows):")
-    prev = None
+    prev = None  # the step before; every export reads the pairs, not the export before it
     for e in funnel.entries:
         if prev is not None and prev.rows_out != e.rows_in:
-            # The unit changes: input rows group into pools; pools expand into pairs.
-            what = (
-                "rows with one prompt share a pool"
-                if prev.stage.startswith("layout:")
-                else "pools become pairs"
-            )
+            # The unit changes: input rows group into pools; pools expand into pairs; a
+            # format may write several rows per pair (trl-kto: one per side).
+            if prev.stage.startswith("layout:"):
+                what = "rows with one prompt share a pool"
+            elif e.stage.startswith("export:"):
+                what = f"{e.stage.removeprefix('export:')} counts its own rows"
+            else:
+                what = "pools become pairs"
             print(f"  {'':<22} ({prev.rows_out} -> {e.rows_in}: {what})")
         print(
             f"  {e.stage:<22} {e.rows_in:>8} in  {e.rows_out:>8} out  {e.rows_rejected:>6} rejected"
         )
-        prev = e
+        if not e.stage.startswith("export:"):
+            prev = e
     for reason, n in _dropped_candidates(pool_paths).items():
         print(f"  candidates dropped: {n} x {reason}")
     for stage, reason, n in count_rejects_by_reason(rejects)[:10]:

@@ -320,3 +320,16 @@ def test_damaged_or_busy_work_directories_and_stale_temp_files(binarize, tmp_pat
         assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "in use by another run" in err[0]
+
+
+def test_funnel_notes_with_several_formats(binarize, tmp_path, capsys):
+    """Every export reads the pairs: trl-kto's two rows per pair are its own count, not
+    pools becoming pairs again."""
+    out = tmp_path / "o"
+    assert (
+        binarize.main(["--sample", *_formats("trl-dpo", "trl-kto", "openrlhf"), "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "(12 -> 24: trl-kto counts its own rows)" in printed
+    assert "pools become pairs" not in printed  # the sample's pools give one pair each
