@@ -209,3 +209,23 @@ def test_fingerprint_follows_stats_and_pipeline_declares_fields():
     assert a.fingerprint != b.fingerprint
     Pipeline([Normalise(method="rank", scorers=("rm",))]).check(pool_schema(["rm"]))
     assert Normalise(method="rank", scorers=("rm",)).provided_columns() == ("scores.rm.rank",)
+
+
+def test_scores_too_large_for_their_variance_are_refused_not_zeroed():
+    """Scores of 1e200 overflow the squared deviations (every z-score would be 0, every
+    pair p_chosen 0.5): the fit says so, naming the scorer, instead of going on."""
+    from prefdata.annotate.normalise import NonFiniteScoreError, ScoreStatsFit
+
+    rows = [
+        {
+            "prompt_id": f"p{i}",
+            "prompt": [{"role": "user", "content": "q"}],
+            "candidates": [{"candidate_id": "a", "response": "x", "scores": {"rm": v}}],
+        }
+        for i, v in enumerate([1e200, -3e200, 2.0])
+    ]
+    t = pa.Table.from_pylist(rows, schema=pool_schema(["rm"]))
+    with pytest.raises(NonFiniteScoreError, match="scores rm are too large.*3e\\+200"):
+        ScoreStatsFit(("rm",)).update(t)
+    fine = ScoreStatsFit(("rm",)).update(t.slice(2))
+    assert fine.stats()["rm"].mean == 2.0

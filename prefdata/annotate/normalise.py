@@ -93,7 +93,9 @@ class ScoreStats:
             return cls()
         mean = float(x.mean())
         d = x - mean
-        return cls(int(x.size), mean, float((d * d).sum()))  # pairwise sum, not BLAS: exact
+        with np.errstate(over="ignore"):  # an overflow is reported by ScoreStatsFit.update
+            m2 = float((d * d).sum())  # pairwise sum, not BLAS: exact
+        return cls(int(x.size), mean, m2)
 
     def merge(self, other: ScoreStats) -> ScoreStats:
         """Chan et al.'s pairwise update: exact for any split of the data."""
@@ -139,9 +141,20 @@ class ScoreStatsFit:
     def update(self, table: pa.Table, flat: FlatCandidates | None = None) -> ScoreStatsFit:
         """Add one pool table (``flat``: its candidates, when the caller has flattened them)."""
         flat = flatten_candidates(table) if flat is None else flat
-        stats = {name: ScoreStats.of(x) for name, x in self._finite_scores(flat, table)}
-        for name, st in stats.items():  # all or nothing: a bad score adds no statistics
-            self.parts[name] = self.parts.get(name, ScoreStats()).merge(st)
+        stats = {}
+        for name, x in self._finite_scores(flat, table):
+            st = ScoreStats.of(x)
+            merged = self.parts.get(name, ScoreStats()).merge(st)
+            if not (math.isfinite(merged.mean) and math.isfinite(merged.m2)):
+                # squares of scores near 1e154 and above overflow float64: every z-score
+                # would come out 0 (a silent loss of every preference), so refuse
+                big = float(np.nanmax(np.abs(x))) if len(x) else float("nan")
+                raise NonFiniteScoreError(
+                    f"scores {name} are too large for their variance in float64 (up to "
+                    f"{big:.3g}); rescale them (divide by a power of ten)"
+                )
+            stats[name] = merged
+        self.parts.update(stats)  # all or nothing: a bad score adds no statistics
         return self
 
     def _finite_scores(self, flat: FlatCandidates, table: pa.Table) -> list[tuple[str, np.ndarray]]:
