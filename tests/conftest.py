@@ -31,12 +31,16 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+SHARED_FILES = ("alpaca_eval_pool.parquet", "hh_rlhf_harmless_test.jsonl.gz")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; tests using it carry the ``shared_data`` marker. Where it is absent
     they skip with a visible reason; CI sets PREFDATA_REQUIRE_SHARED_DATA=1 to fail instead."""
-    if not (SHARED_DATA / "alpaca_eval_pool.parquet").exists():
-        msg = f"shared data not found at {SHARED_DATA} (set PREFDATA_SHARED_DATA)"
+    missing = [f for f in SHARED_FILES if not (SHARED_DATA / f).exists()]
+    if missing:
+        msg = f"shared data {missing} not found at {SHARED_DATA} (set PREFDATA_SHARED_DATA)"
         if os.environ.get("PREFDATA_REQUIRE_SHARED_DATA") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

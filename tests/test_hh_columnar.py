@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import sys
 from unittest import mock
 
@@ -143,12 +142,7 @@ def test_split_pairs_matches_split_pair(pairs, kind, skip):
 
 @pytest.fixture(scope="module")
 def hh_rows(shared_data) -> tuple[list, list]:
-    path = shared_data / "hh_rlhf_harmless_test.jsonl.gz"
-    if not path.exists():
-        msg = f"{path} not found (set PREFDATA_SHARED_DATA)"
-        if os.environ.get("PREFDATA_REQUIRE_SHARED_DATA") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    path = shared_data / "hh_rlhf_harmless_test.jsonl.gz"  # the fixture checked it is there
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     return [r["chosen"] for r in rows], [r["rejected"] for r in rows]

@@ -174,7 +174,6 @@ class IngestResult:
     pool_paths: list[Path]
     rejects_paths: list[Path]
     funnel: Funnel
-    num_pools: int
 
 
 def partitions(size: int, partition_bytes: int = PARTITION_BYTES) -> int:
@@ -392,7 +391,7 @@ def _spill_batch(ingest: Ingest, root: Path, b: int, batch: RawBatch, offset: in
     """Convert batch ``b`` and write its spill file and rejects; its rejects table."""
     entries, rejects = _convert(ingest, batch, offset)
     table = _first_prompts_only(entries.to_table())
-    part = partition_of(table["prompt_id"].combine_chunks(), parts, entries.given_id is None)
+    part = partition_of(entries.prompt_ids(), parts, entries.given_id is None)
     table = table.take(pa.array(np.argsort(part, kind="stable")))
     _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
     write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
@@ -488,7 +487,6 @@ def _result(ingest: Ingest, root: Path, plan: _Plan) -> IngestResult:
         [root / "pools" / shard_name(int(p)) for p in parts],
         ingest_rejects(root),
         funnel,
-        sum(b["pools"] for b in built),
     )
 
 

@@ -52,8 +52,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prefdata.io.layouts.columns import Rejects
 from prefdata.io.layouts.entries import Entries, assemble
@@ -80,8 +80,6 @@ class ReadBatch:
 
     entries: Entries
     rejects: pa.Table
-    rows_in: int
-    rows_rejected: int
 
 
 def score_names_of(layout: str, options: LayoutOptions) -> tuple[str, ...]:
@@ -114,7 +112,7 @@ def read_entries(
         entries.record = records.take(pa.array(entries.row))
     entries.row = entries.row + row_offset
     rejects = shift_reject_rows(rej.table(raw, f"layout:{layout}"), row_offset)
-    return ReadBatch(entries, rejects, raw.num_rows, len(rej.items))
+    return ReadBatch(entries, rejects)
 
 
 def build_pools(
@@ -170,21 +168,20 @@ def to_pools(
     o = LayoutOptions(**options).check(layout)
     stage = f"layout:{layout}"
     raw = conform_types(raw)
-    rej = Rejects()
     if layout == "pool":
+        rej = Rejects()
         return StageOutput(pool_table(raw, rej, o, source_name), rej.table(raw, stage))
-    entries = (
-        READERS[layout](raw, rej, o) if raw.num_rows else Entries.empty(score_names_of(layout, o))
-    )
-    table, info = assemble(entries, rej, source=source_name, id_field=o.id_col)
-    if layout in ("pairs", "hh"):
-        table = pair_metadata(table, info)
-    accepted = len(np.unique(info.row))
-    if accepted + len(rej.items) != raw.num_rows:  # every row: in a pool or rejected
+    # the two steps the executor's ingest streams, on the whole table at once
+    read = read_entries(raw, layout, o)
+    built = build_pools(read.entries, layout, o, source_name=source_name)
+    rejects = pa.concat_tables([read.rejects, built.rejects])
+    rejects = rejects.take(pc.sort_indices(rejects["row"]))
+    accepted = read.entries.num_rows() - built.rejects.num_rows
+    if accepted + rejects.num_rows != raw.num_rows:  # every row: in a pool or rejected
         raise AssertionError(
-            f"{stage}: {raw.num_rows} rows in, {accepted} accepted, {len(rej.items)} rejected"
+            f"{stage}: {raw.num_rows} rows in, {accepted} accepted, {rejects.num_rows} rejected"
         )
-    return StageOutput(conform(table), rej.table(raw, stage))
+    return StageOutput(built.table, rejects)
 
 
 __all__ = [

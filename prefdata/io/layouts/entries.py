@@ -144,7 +144,6 @@ class Entries:
             "response": self.response,
             "generator": self.generator,
             "is_cand": pa.array(self.is_cand, pa.bool_()),
-            "prompt_id": self.prompt_ids(),
         }
         for name in ("given_id", "metadata", "key", "record"):
             if (value := getattr(self, name)) is not None:
