@@ -168,6 +168,34 @@ def test_jsonl_is_streamed_in_batches_with_the_same_rows_and_rejects(tmp_path, m
     assert result.funnel.to_list() == ref.funnel.to_list()
 
 
+@pytest.mark.parametrize("batch_bytes", [300, 64 << 20])
+def test_every_reject_names_its_input_line(tmp_path, monkeypatch, batch_bytes):
+    """Read rejects and layout rejects use one numbering, the 0-based input line, in
+    streamed batches as in memory (a layout reject after bad lines is not shifted up)."""
+    path = tmp_path / "long.jsonl"
+    lines, want = [], {}
+    for i in range(60):
+        if i % 13 == 2:
+            lines.append("{not json")
+            want[i] = "read"
+        elif i % 19 == 5:
+            lines.append("   ")  # blank: not a row, but it keeps its line number
+        elif i % 11 == 7:
+            lines.append(json.dumps({"prompt": "", "response": f"r{i}", "rm": i}))
+            want[i] = "layout:long"
+        else:
+            lines.append(json.dumps({"prompt": f"q{i % 5}", "response": f"r{i}", "rm": i}))
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
+    _, _, rejects = ingest(tmp_path, path, "long", score_cols=["rm"])
+    got = {r["row"]: r["stage"] for r in rejects.to_pylist()}
+    assert got == want
+    layout = [r for r in rejects.to_pylist() if r["stage"] == "layout:long"]
+    assert {r["row"] for r in layout} == {7, 18, 29, 40, 51}
+    ref = read_pools(path, "long", score_cols=["rm"])
+    assert {r["row"]: r["stage"] for r in ref.rejects.to_pylist()} == want
+
+
 def files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()

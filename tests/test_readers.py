@@ -167,8 +167,31 @@ def test_malformed_jsonl_lines_become_rejects(tmp_path):
     result = read_pools(path, "long")
     check_funnel(result, 7)  # blank lines are not rows
     layout = {r["row"]: r for r in result.rejects.to_pylist() if r["stage"] == "layout:long"}
-    assert list(layout) == [2] and layout[2]["field"] == "prompt"
+    # numbered by input line like the read rejects (line 9), not by the rows left after them
+    assert list(layout) == [8] and layout[8]["field"] == "prompt"
     assert result.table.num_rows == 2
+
+
+def test_a_lone_surrogate_rejects_its_line_naming_the_field(tmp_path):
+    """JSON allows an unpaired UTF-16 escape that UTF-8 and Arrow cannot hold: that line
+    is rejected with its number and field, and the lines around it are kept (an escaped
+    pair, one emoji, is fine)."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"prompt": "a", "response": "x"}\n'
+        '{"prompt": "b", "response": "bad \\ud800 here"}\n'
+        '{"prompt": "c", "response": "\\ud83d\\ude00"}\n'
+        '{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "y"}\n'
+    )
+    raw, rejects = read_records(path)
+    assert raw["prompt"].to_pylist() == ["a", "c"]
+    assert raw["response"].to_pylist() == ["x", "\U0001f600"]
+    got = [(r["row"], r["field"], r["reason"]) for r in rejects.to_pylist()]
+    assert got[0][:2] == (1, "response") and got[0][2].startswith(
+        "line 2: field 'response' holds a lone UTF-16 surrogate"
+    )
+    assert got[1][:2] == (3, "prompt") and "field 'prompt[0].content'" in got[1][2]
+    check_funnel(read_pools(path, "long"), 4)
 
 
 def test_all_numeric_response_column_is_rejected_per_row(tmp_path):

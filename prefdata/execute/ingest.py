@@ -324,12 +324,14 @@ def _batches(ingest: Ingest) -> Iterator[tuple[int, RawBatch, int]]:
     offset = 0
     for b, batch in enumerate(read_batches(ingest.source, split=ingest.split)):
         yield b, batch, offset
-        offset += batch.table.num_rows
+        offset += batch.rows_in
 
 
 def _convert(ingest: Ingest, batch: RawBatch, offset: int) -> tuple[Entries, pa.Table]:
     """A batch's entries and its rejects (read and layout)."""
-    out = read_entries(batch.table, ingest.layout, ingest.options, row_offset=offset)
+    out = read_entries(
+        batch.table, ingest.layout, ingest.options, row_offset=offset, rows=batch.rows
+    )
     return out.entries, pa.concat_tables([batch.rejects, out.rejects])
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -77,7 +78,23 @@ def _kind(v: Any) -> str:
 
 
 class _Bad(list):
-    """Read rejects: (row, field, reason, record text)."""
+    """Read rejects: (row, field, reason, record text); ``kept``: the input row of each
+    row read, in table order, where a reader numbers rows itself (JSON: lines or items),
+    else None (rows are the input rows not rejected)."""
+
+    kept: list[int] | None = None
+
+    def keep(self, rows: Iterable[int]) -> None:
+        self.kept = [*(self.kept or []), *rows]
+
+    def rows(self, n: int) -> np.ndarray:
+        """The input row of each of the ``n`` rows read."""
+        if self.kept is not None:
+            return np.asarray(self.kept, np.int64)
+        rows = np.arange(n + len(self), dtype=np.int64)
+        if len(self):
+            rows = np.delete(rows, [x[0] for x in self])
+        return rows
 
     def table(self) -> pa.Table:
         items = sorted(self, key=lambda x: x[0])
@@ -92,6 +109,44 @@ class _Bad(list):
             },
             schema=REJECTS_SCHEMA,
         )
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any, path: str = "") -> str | None:
+    """The field (dotted, ``[i]`` for list items) of the first string holding a lone
+    UTF-16 surrogate (an escape such as ``\\ud800`` without its pair: JSON allows it,
+    UTF-8 and Arrow cannot hold it), or None.
+
+    >>> _lone_surrogate({"a": "ok", "b": [{"c": "x" + chr(0xD800)}]})
+    'b[0].c'
+    >>> _lone_surrogate(json.loads('{"a": "\\\\ud83d\\\\ude00"}')) is None  # a pair: one emoji
+    True
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(value)"
+        return None
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        if (found := _lone_surrogate(v, sub)) is not None:
+            return found
+    return None
+
+
+def _surrogate_reason(where: str, field: str) -> str:
+    return (
+        f"{where}: field {field!r} holds a lone UTF-16 surrogate escape (such as \\ud800), "
+        "which is not valid Unicode"
+    )
 
 
 def _record_text(record: Any) -> str:
@@ -177,7 +232,9 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
                     _record_text(records[i]),
                 )
             )
+        bad.keep([])
         return pa.table({})
+    bad.keep(rows[i] for i in keep)
     return pa.table(columns)
 
 
@@ -233,6 +290,16 @@ def _read_json_lines(
                 )
             )
             continue
+        if _SURROGATE_ESCAPE.search(text) and (where := _lone_surrogate(value)) is not None:
+            bad.append(
+                (
+                    i,
+                    where.split(".")[0].split("[")[0],
+                    _surrogate_reason(f"line {i + 1}", where),
+                    json.dumps({"line": text}),
+                )
+            )
+            continue
         records.append(value)
         rows.append(i)
     return _records_to_table(records, rows, "line", bad), n, i + 1 - start
@@ -249,7 +316,16 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
         )
     records, rows = [], []
     for i, v in enumerate(data):
-        if isinstance(v, dict):
+        if isinstance(v, dict) and (where := _lone_surrogate(v)) is not None:
+            bad.append(
+                (
+                    i,
+                    where.split(".")[0].split("[")[0],
+                    _surrogate_reason(f"item {i}", where),
+                    json.dumps({"item": repr(v)}),
+                )
+            )
+        elif isinstance(v, dict):
             records.append(v)
             rows.append(i)
         else:
@@ -352,6 +428,7 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
             t, n, span = _read_json_file(f, local)
             for row, field, reason, rec in local:
                 bad.append((row + offset, field, f"{f.name}: {reason}", rec))
+            bad.keep(r + offset for r in local.kept or [])
             tables.append(t)
             total += n
             offset += span
@@ -408,11 +485,22 @@ def read_records(source: Any, *, split: str | None = None) -> tuple[pa.Table, pa
     >>> raw.schema.field("a").type
     DataType(string)
     """
-    tables, _ = _read_counted(source, split)
-    return tables
+    read = _read_counted(source, split)
+    return read.table, read.rejects
 
 
-def _read_counted(source: Any, split: str | None) -> tuple[tuple[pa.Table, pa.Table], int]:
+@dataclass
+class _Read:
+    """A whole source read: the table, its read rejects, the input row of each table row
+    (the numbers rejects use), and the input rows (non-blank lines for JSON Lines)."""
+
+    table: pa.Table
+    rejects: pa.Table
+    rows: np.ndarray
+    rows_in: int
+
+
+def _read_counted(source: Any, split: str | None) -> _Read:
     bad = _Bad()
     table, n = _read(source, split, bad)
     table = _plain(table)
@@ -421,7 +509,7 @@ def _read_counted(source: Any, split: str | None) -> tuple[tuple[pa.Table, pa.Ta
         raise AssertionError(
             f"read: {n} rows in, {table.num_rows} read, {rejects.num_rows} rejected"
         )
-    return (table, rejects), n
+    return _Read(table, rejects, bad.rows(table.num_rows), n)
 
 
 # --------------------------------------------------------------------------- streamed
@@ -433,12 +521,15 @@ BATCH_BYTES = 64 << 20  # and about this many bytes of text (JSON) or decoded da
 @dataclass
 class RawBatch:
     """A batch of input rows: the raw table, the rows of the batch that could not be read
-    (stage ``read``; ``row`` counts lines or rows over the whole input), and how many
-    input rows the batch covers (``table.num_rows + rejects.num_rows``)."""
+    (stage ``read``; ``row`` counts lines or rows over the whole input), how many input
+    rows the batch covers (``table.num_rows + rejects.num_rows``), and the input row of
+    each table row (None: the rows follow on from the previous batch's, one by one), so
+    the layout's rejects number rows as the read's do."""
 
     table: pa.Table
     rejects: pa.Table
     rows_in: int
+    rows: np.ndarray | None = None
 
 
 def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
@@ -449,7 +540,9 @@ def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
         if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
             bad = _Bad()
             t, n, span = _read_json_array(path, bad)
-            yield RawBatch(_plain(t), _shifted(bad, offset, path, len(paths)), n)
+            yield RawBatch(
+                _plain(t), _shifted(bad, offset, path, len(paths)), n, bad.rows(0) + offset
+            )
             offset += span
             continue
         chunk: list[bytes] = []
@@ -469,7 +562,7 @@ def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 def _json_batch(lines: list[bytes], start: int, offset: int, path: Path, files: int) -> RawBatch:
     bad = _Bad()
     t, n, _ = _read_json_lines(lines, bad, start)
-    return RawBatch(_plain(t), _shifted(bad, offset, path, files), n)
+    return RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
 
 
 def _shifted(bad: _Bad, offset: int, path: Path, files: int) -> pa.Table:
@@ -496,12 +589,13 @@ def _parquet_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
             yield RawBatch(t, _Bad().table(), t.num_rows)
 
 
-def _table_batches(table: pa.Table, rejects: pa.Table, n: int) -> Iterator[RawBatch]:
+def _table_batches(read: _Read) -> Iterator[RawBatch]:
+    table, rejects, n = read.table, read.rejects, read.rows_in
     rows = BATCH_ROWS
     if table.num_rows and table.nbytes > BATCH_BYTES:
         rows = max(1, min(rows, int(table.num_rows * BATCH_BYTES / table.nbytes)))
     if not table.num_rows:
-        yield RawBatch(table, rejects, n)
+        yield RawBatch(table, rejects, n, read.rows)
         return
     for k, start in enumerate(range(0, table.num_rows, rows)):
         part = table.slice(start, rows)
@@ -509,6 +603,7 @@ def _table_batches(table: pa.Table, rejects: pa.Table, n: int) -> Iterator[RawBa
             part,
             rejects if k == 0 else _Bad().table(),
             part.num_rows + (n - table.num_rows if k == 0 else 0),
+            read.rows[start : start + rows],
         )
 
 
@@ -545,8 +640,7 @@ def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]
     elif files:
         yield from _json_line_batches(files)
     else:
-        (table, rejects), n = _read_counted(source, split)
-        yield from _table_batches(table, rejects, n)
+        yield from _table_batches(_read_counted(source, split))
 
 
 def source_label(source: Any, split: str | None) -> str | None:
@@ -588,9 +682,10 @@ def read_pools(
     """
     # Bad options fail before a possibly long read.
     LayoutOptions(**options).check(layout)
-    (raw, read_rejects), n = _read_counted(source, split)
+    read = _read_counted(source, split)
+    raw, read_rejects, n = read.table, read.rejects, read.rows_in
     name = source_name if source_name is not None else source_label(source, split)
-    out = to_pools(raw, layout, source_name=name, **options)
+    out = to_pools(raw, layout, source_name=name, rows=read.rows, **options)
     funnel = Funnel()
     funnel.add(STAGE, n, raw.num_rows, read_rejects.num_rows)
     stage = f"layout:{layout}"

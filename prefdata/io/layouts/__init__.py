@@ -52,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -90,10 +91,16 @@ def score_names_of(layout: str, options: LayoutOptions) -> tuple[str, ...]:
 
 
 def read_entries(
-    raw: pa.Table, layout: str, options: LayoutOptions, *, row_offset: int = 0
+    raw: pa.Table,
+    layout: str,
+    options: LayoutOptions,
+    *,
+    row_offset: int = 0,
+    rows: np.ndarray | None = None,
 ) -> ReadBatch:
-    """The entries of one batch of input rows (``row_offset``: the input row of its first
-    row, so reject rows count over the whole input).
+    """The entries of one batch of input rows, numbered as input rows so reject rows count
+    over the whole input: ``rows`` gives the input row of each raw row (a JSON line
+    number, with bad lines skipped), else ``row_offset`` is that of the first row.
 
     >>> out = read_entries(pa.table({"prompt": ["Q", ""], "response": ["a", "b"]}), "long",
     ...                    LayoutOptions())
@@ -110,9 +117,27 @@ def read_entries(
     if options.id_col and len(entries):  # a clash found later rejects the row as read here
         records = rejects_from(raw, "", "")["record"].combine_chunks()
         entries.record = records.take(pa.array(entries.row))
+    rejects = rej.table(raw, f"layout:{layout}")
+    if rows is not None:
+        entries.row = np.asarray(rows, np.int64)[entries.row]
+        return ReadBatch(entries, input_rows(rejects, rows))
     entries.row = entries.row + row_offset
-    rejects = shift_reject_rows(rej.table(raw, f"layout:{layout}"), row_offset)
-    return ReadBatch(entries, rejects)
+    return ReadBatch(entries, shift_reject_rows(rejects, row_offset))
+
+
+def input_rows(rejects: pa.Table, rows: np.ndarray) -> pa.Table:
+    """Rejects of a raw table renumbered as input rows: ``row`` k becomes ``rows[k]``.
+
+    >>> r = rejects_from(pa.table({"prompt_id": ["p"]}), "demo", "bad", rows=[1])
+    >>> input_rows(r, np.array([0, 2, 5]))["row"].to_pylist()
+    [2]
+    """
+    rejects = shift_reject_rows(rejects, 0)
+    if not rejects.num_rows:
+        return rejects
+    at = np.asarray(rows, np.int64)[rejects["row"].to_numpy()]
+    i = rejects.schema.get_field_index("row")
+    return rejects.set_column(i, "row", pa.array(at, pa.int64()))
 
 
 def build_pools(
@@ -133,7 +158,12 @@ def build_pools(
 
 
 def to_pools(
-    raw: pa.Table, layout: str, *, source_name: str | None = None, **options: Any
+    raw: pa.Table,
+    layout: str,
+    *,
+    source_name: str | None = None,
+    rows: np.ndarray | None = None,
+    **options: Any,
 ) -> StageOutput:
     """Pools from a raw table in ``layout`` (one of :data:`LAYOUTS`); see the module doc.
 
@@ -147,7 +177,8 @@ def to_pools(
     completion fields (``response``, ``model``), and score_cols to pick scores (default:
     overall_score, fine_grained_score and the four aspect ratings present; another name
     reads that numeric field of each completion); ``pool`` uses id_col. Missing columns
-    named by an option raise :class:`KeyError`; bad rows are rejected.
+    named by an option raise :class:`KeyError`; bad rows are rejected. ``rows``: the input
+    row of each raw row (the reader's numbering, such as JSON lines), for the rejects.
 
     Per-side scores (``pairs`` and ``hh``; e.g. ultrafeedback_binarized's ``score_chosen``
     and ``score_rejected``): with ``chosen_score_col`` and ``rejected_score_col`` (both or
@@ -170,9 +201,10 @@ def to_pools(
     raw = conform_types(raw)
     if layout == "pool":
         rej = Rejects()
-        return StageOutput(pool_table(raw, rej, o, source_name), rej.table(raw, stage))
+        table, rejects = pool_table(raw, rej, o, source_name), rej.table(raw, stage)
+        return StageOutput(table, rejects if rows is None else input_rows(rejects, rows))
     # the two steps the executor's ingest streams, on the whole table at once
-    read = read_entries(raw, layout, o)
+    read = read_entries(raw, layout, o, rows=rows)
     built = build_pools(read.entries, layout, o, source_name=source_name)
     rejects = pa.concat_tables([read.rejects, built.rejects])
     rejects = rejects.take(pc.sort_indices(rejects["row"]))
@@ -192,6 +224,7 @@ __all__ = [
     "LayoutOptions",
     "ReadBatch",
     "build_pools",
+    "input_rows",
     "read_entries",
     "score_names_of",
     "to_pools",
