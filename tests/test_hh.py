@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pyarrow as pa
 import pytest
 
 from prefdata.io.hh import parse_transcript, split_pair
@@ -37,8 +40,6 @@ def test_empty_final_assistant_turn_is_an_empty_response():
 @pytest.mark.parametrize(
     "text,reason",
     [
-        ("\n\nHuman: a\n\nAssistant: b\n\nAssistant: c", "turns not alternating: turn 2"),
-        ("\n\nHuman: a\n\nHuman: b", "turns not alternating: turn 1"),
         ("\n\nAssistant: hi\n\nHuman: q", "does not start with a Human turn"),
         ("Preamble\n\nHuman: a\n\nAssistant: b", "text before the first turn"),
         ("just text", "text before the first turn"),
@@ -51,6 +52,23 @@ def test_parse_refuses_unclean(text, reason):
     with pytest.raises(ValueError) as err:
         parse_transcript(text)
     assert reason in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("\n\nHuman: a\n\nAssistant: b\n\nAssistant:  c ", [(U, "a"), (A, "b\n\nAssistant:  c")]),
+        ("\n\nHuman: a\n\nHuman: b", [(U, "a\n\nHuman: b")]),
+        (
+            "Human: q\n\nAssistant: x\n\nAssistant: y\n\nAssistant: z\n\nHuman: r",
+            [(U, "q"), (A, "x\n\nAssistant: y\n\nAssistant: z"), (U, "r")],
+        ),
+    ],
+)
+def test_a_repeated_role_joins_the_turn_before_as_written(text, want):
+    """HH has assistant turns where the model wrote "\\n\\nAssistant:" in its answer: the
+    text stays one turn (TRL's HH split keeps these rows too) instead of a rejected row."""
+    assert [(m["role"], m["content"]) for m in parse_transcript(text)] == want
 
 
 def test_split_pair():
@@ -80,9 +98,9 @@ def test_split_pair():
             "differ before the final assistant turn",
         ),
         (
-            "\n\nHuman: Q\n\nAssistant: a",
-            "\n\nHuman: Q\n\nAssistant: b\n\nAssistant: c",
-            "rejected: turns not alternating",
+            "\n\nHuman: Q\n\nAssistant: a\n\nAssistant: c\n\nHuman: R\n\nAssistant: x",
+            "\n\nHuman: Q\n\nAssistant: a\n\nHuman: R\n\nAssistant: y",
+            "chosen and rejected differ before the final assistant turn (turn 1)",
         ),
     ],
 )
@@ -90,3 +108,22 @@ def test_split_pair_refuses(chosen, rejected, reason):
     with pytest.raises(ValueError) as err:
         split_pair(chosen, rejected)
     assert reason in str(err.value)
+
+
+def test_hh_layout_records_joined_turns_in_the_pool_metadata():
+    from prefdata.io.readers import read_pools
+
+    joined = "\n\nHuman: Q\n\nAssistant: a\n\nAssistant: b"
+    raw = pa.table(
+        {
+            "chosen": [joined, "\n\nHuman: P\n\nAssistant: x"],
+            "rejected": ["\n\nHuman: Q\n\nAssistant: no", "\n\nHuman: P\n\nAssistant: y"],
+            "m": [1.5, 2.0],
+        }
+    )
+    out = read_pools(raw, "hh", margin_col="m")
+    assert out.rejects.num_rows == 0
+    meta = [json.loads(m) for m in out.table["metadata"].to_pylist()]
+    assert meta == [{"margin": 1.5, "joined_turns": ["chosen"]}, {"margin": 2.0}]
+    responses = [c["response"] for c in out.table["candidates"][0].as_py()]
+    assert responses == ["a\n\nAssistant: b", "no"]

@@ -20,7 +20,7 @@ from prefdata.schema import MESSAGES_TYPE
 def check(chosen: pa.Array, rejected: pa.Array) -> hh.SplitPairs:
     """split_pairs(chosen, rejected) matches split_pair row by row, and only the rows it
     refuses went through split_pair; returns the result."""
-    with mock.patch.object(hh, "split_pair", wraps=split_pair) as spy:
+    with mock.patch.object(hh, "_split_pair", wraps=hh._split_pair) as spy:
         out = split_pairs(chosen, rejected)
     assert out.prompt.type == MESSAGES_TYPE
     assert out.chosen.type == out.rejected.type == pa.string()
@@ -37,7 +37,8 @@ def check(chosen: pa.Array, rejected: pa.Array) -> hh.SplitPairs:
             got = (out.prompt[i].as_py(), out.chosen[i].as_py(), out.rejected[i].as_py())
             assert got == want, (i, c, r)
     assert set(out.errors) <= set(range(len(chosen)))
-    assert spy.call_count == len(out.errors)
+    # the columnar pass refuses what split_pair refuses or has to join: only those go there
+    assert spy.call_count == len(out.errors) + len(out.joined)
     return out
 
 
@@ -153,10 +154,14 @@ def test_real_hh_rows_match_split_pair_and_stay_columnar(hh_rows):
     chosen, rejected = hh_rows
     out = check(pa.array(chosen), pa.array(rejected))  # only refused rows via split_pair
     assert len(chosen) == 2312
-    assert 0 < len(out.errors) < 20
-    assert all(
-        e.startswith(("chosen: turns not", "rejected: turns not")) for e in out.errors.values()
-    )
+    # every row splits; 9 have a second "Assistant:" marker inside an assistant turn
+    assert out.errors == {} and len(out.joined) == 9
+    for i in out.joined:
+        texts = [m["content"] for m in out.prompt[i].as_py()] + [
+            out.chosen[i].as_py(),
+            out.rejected[i].as_py(),
+        ]
+        assert any("\n\nAssistant:" in t for t in texts)
 
 
 # --- hand-written edge cases ------------------------------------------------------------------

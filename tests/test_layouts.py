@@ -477,7 +477,7 @@ def test_hh_layout_splits_and_rejects_with_reasons():
         {
             "chosen": [
                 "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Joke?\n\nAssistant: Knock knock",
-                "\n\nHuman: A\n\nAssistant: B\n\nAssistant: C",
+                "\n\nAssistant: B\n\nHuman: A\n\nAssistant: C",
                 "\n\nHuman: A\n\nAssistant: B",
             ],
             "rejected": [
@@ -499,7 +499,7 @@ def test_hh_layout_splits_and_rejects_with_reasons():
         ("No.", 0.0),
     ]
     r = reasons(out)
-    assert r[1][0] == "chosen" and "not alternating" in r[1][1]
+    assert r[1][0] == "chosen" and "does not start with a Human turn" in r[1][1]
     assert r[2][0] == "chosen" and "differ before the final assistant turn" in r[2][1]
 
 

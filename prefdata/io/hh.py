@@ -5,6 +5,11 @@ missing at the very start). ``Human:`` inside a turn without the blank line befo
 part of that turn's text (HH has such lines, where a model wrote a fake human turn); it is
 never treated as a boundary. Turn contents are stripped of surrounding whitespace.
 
+Two turns of the same role in a row (HH has assistant turns where the model wrote
+``"\n\nAssistant:"`` inside its answer; TRL's own HH split keeps them) are one turn: the
+second marker and its text stay in the first turn's content, as written. The pair layout
+records such rows in the pool's metadata (``"joined_turns"``), so they can be found.
+
 Anything that cannot be split cleanly raises :class:`ValueError` with the reason; callers
 turn that into a rejects entry rather than guessing.
 
@@ -32,15 +37,23 @@ _ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
 def parse_transcript(text: str) -> list[dict[str, str]]:
-    """Split one transcript into messages (user/assistant, strictly alternating, starting
-    with a user turn). Non-final turns must not be empty; the final turn may be (HH has
-    empty final assistant turns, which are real, if degenerate, responses).
+    """Split one transcript into messages (user/assistant, alternating, starting with a
+    user turn; a repeated role joins the turn before it: module docstring). Non-final
+    turns must not be empty; the final turn may be (HH has empty final assistant turns,
+    which are real, if degenerate, responses).
 
-    >>> parse_transcript("Human: a\\n\\nHuman: b")
+    >>> parse_transcript("Human: a\\n\\nAssistant: b\\n\\nAssistant: c")
+    [{'role': 'user', 'content': 'a'}, {'role': 'assistant', 'content': 'b\\n\\nAssistant: c'}]
+    >>> parse_transcript("Assistant: a")
     Traceback (most recent call last):
     ...
-    ValueError: turns not alternating: turn 1 is a user turn after a user turn
+    ValueError: does not start with a Human turn
     """
+    return _parse(text)[0]
+
+
+def _parse(text: str) -> tuple[list[dict[str, str]], int]:
+    """:func:`parse_transcript` and the number of turns joined to the turn before."""
     if not isinstance(text, str):
         raise ValueError(f"not a string ({type(text).__name__})")
     if text.startswith(("Human:", "Assistant:")):
@@ -51,22 +64,21 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
         raise ValueError(f"text before the first turn: {parts[0][:40]!r}")
     if len(parts) < 3:
         raise ValueError("no '\\n\\nHuman:' or '\\n\\nAssistant:' turn found")
-    messages = [
-        {"role": _ROLE[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)
-    ]
-    if messages[0]["role"] != "user":
+    if parts[1] != "Human":
         raise ValueError("does not start with a Human turn")
-    for i in range(1, len(messages)):
-        if messages[i]["role"] == messages[i - 1]["role"]:
-            role = messages[i]["role"]
-            raise ValueError(
-                f"turns not alternating: turn {i} is a{'n' if role == 'assistant' else ''} "
-                f"{role} turn after a{'n' if role == 'assistant' else ''} {role} turn"
-            )
+    raw: list[list[str]] = []  # [role word, content as written]
+    joined = 0
+    for i in range(1, len(parts), 2):
+        if raw and raw[-1][0] == parts[i]:  # the same role again: part of that turn
+            raw[-1][1] += f"\n\n{parts[i]}:{parts[i + 1]}"
+            joined += 1
+        else:
+            raw.append([parts[i], parts[i + 1]])
+    messages = [{"role": _ROLE[word], "content": content.strip()} for word, content in raw]
     for i, m in enumerate(messages[:-1]):
         if not m["content"]:
             raise ValueError(f"turn {i} ({m['role']}) is empty")
-    return messages
+    return messages, joined
 
 
 def split_pair(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, str]:
@@ -80,12 +92,17 @@ def split_pair(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, s
     ...
     ValueError: chosen and rejected differ before the final assistant turn (turn 0)
     """
+    return _split_pair(chosen, rejected)[:3]
+
+
+def _split_pair(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, str, list[str]]:
+    """:func:`split_pair` and the sides whose transcript had turns joined."""
     try:
-        c = parse_transcript(chosen)
+        c, c_joined = _parse(chosen)
     except ValueError as e:
         raise ValueError(f"chosen: {e}") from None
     try:
-        r = parse_transcript(rejected)
+        r, r_joined = _parse(rejected)
     except ValueError as e:
         raise ValueError(f"rejected: {e}") from None
     for name, msgs in (("chosen", c), ("rejected", r)):
@@ -104,7 +121,8 @@ def split_pair(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, s
         raise ValueError("empty prompt: no turn before the final assistant turn")
     if prompt_c[-1]["role"] != "user":  # guaranteed by alternation; checked to never mis-split
         raise ValueError("prompt does not end with a Human turn")
-    return prompt_c, c[-1]["content"], r[-1]["content"]
+    sides = [name for name, k in (("chosen", c_joined), ("rejected", r_joined)) if k]
+    return prompt_c, c[-1]["content"], r[-1]["content"], sides
 
 
 # Every character str.isspace() accepts, which is exactly what str.strip() removes (a test
@@ -124,6 +142,7 @@ class SplitPairs:
     chosen: pa.Array  # string
     rejected: pa.Array  # string
     errors: dict[int, str]  # row -> str(ValueError) of split_pair
+    joined: dict[int, list[str]]  # row -> the sides with a repeated role joined into a turn
 
 
 @dataclass
@@ -252,15 +271,19 @@ def _rows_as_py(arr: pa.Array, text: pa.Array | None, rows: np.ndarray) -> list:
 
 
 def _fallback(
-    chosen: list, rejected: list, rows: np.ndarray, errors: dict[int, str]
+    chosen: list, rejected: list, rows: np.ndarray, errors: dict[int, str], joined: dict
 ) -> dict[int, tuple[list[dict[str, str]], str, str]]:
-    """split_pair on ``rows``: successes returned, errors recorded in ``errors``."""
+    """split_pair on ``rows``: successes returned, errors recorded in ``errors`` and
+    joined turns in ``joined``."""
     done = {}
     for i, c, r in zip(rows.tolist(), chosen, rejected, strict=True):
         try:
-            done[i] = split_pair(c, r)
+            *done[i], sides = _split_pair(c, r)
         except ValueError as e:
             errors[i] = str(e)
+            continue
+        if sides:
+            joined[i] = sides
     return done
 
 
@@ -314,9 +337,14 @@ def split_pairs(chosen: pa.Array, rejected: pa.Array) -> SplitPairs:
         chosen_out, rejected_out = pa.nulls(n, pa.string()), pa.nulls(n, pa.string())
 
     errors: dict[int, str] = {}
+    joined: dict[int, list[str]] = {}
     rows = np.flatnonzero(~ok)
     done = _fallback(
-        _rows_as_py(chosen, c_text, rows), _rows_as_py(rejected, r_text, rows), rows, errors
+        _rows_as_py(chosen, c_text, rows),
+        _rows_as_py(rejected, r_text, rows),
+        rows,
+        errors,
+        joined,
     )
     if done:  # split_pair accepted rows the columnar pass left out: put them in
         index = np.arange(n)
@@ -326,7 +354,7 @@ def split_pairs(chosen: pa.Array, rejected: pa.Array) -> SplitPairs:
         prompt = pa.concat_arrays([prompt, pa.array(p, MESSAGES_TYPE)]).take(index)
         chosen_out = pa.concat_arrays([chosen_out, pa.array(ct, pa.string())]).take(index)
         rejected_out = pa.concat_arrays([rejected_out, pa.array(rt, pa.string())]).take(index)
-    return SplitPairs(prompt, chosen_out, rejected_out, errors)
+    return SplitPairs(prompt, chosen_out, rejected_out, errors, joined)
 
 
 __all__ = ["SplitPairs", "parse_transcript", "split_pair", "split_pairs"]

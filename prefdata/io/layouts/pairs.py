@@ -20,7 +20,7 @@ the per-row rules, which give the exact reason it is rejected.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,6 +64,7 @@ class _Kept:
     prompt: pa.Array  # MESSAGES_TYPE
     chosen: pa.Array  # string
     rejected: pa.Array  # string
+    notes: dict[int, dict] = field(default_factory=dict)  # row -> metadata to record
 
     @classmethod
     def concat(cls, parts: list[_Kept]) -> _Kept:
@@ -79,6 +80,7 @@ class _Kept:
             cat([p.prompt.cast(MESSAGES_TYPE) for p in parts]),
             cat([p.chosen.cast(pa.string()) for p in parts]),
             cat([p.rejected.cast(pa.string()) for p in parts]),
+            {k: v for p in parts for k, v in p.notes.items()},
         )
 
 
@@ -342,7 +344,29 @@ def _hh_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
         rej.add(i, o.rejected_col if reason.startswith("rejected") else o.chosen_col, reason)
     rows = np.flatnonzero(np_bool(got.chosen.is_valid()))
     idx = pa.array(rows)
-    return _Kept(rows, got.prompt.take(idx), got.chosen.take(idx), got.rejected.take(idx))
+    notes = {i: {"joined_turns": sides} for i, sides in got.joined.items()}
+    return _Kept(rows, got.prompt.take(idx), got.chosen.take(idx), got.rejected.take(idx), notes)
+
+
+def _with_notes(meta: pa.Array | None, notes: dict[int, dict], n: int) -> pa.Array | None:
+    """Per-row metadata JSON with ``notes`` added to the rows they name (few rows).
+
+    >>> meta = pa.array(['{"margin": 1.0}', None])
+    >>> _with_notes(meta, {0: {"x": [1]}, 1: {"y": 2}}, 2).to_pylist()
+    ['{"margin": 1.0, "x": [1]}', '{"y": 2}']
+    """
+    if not notes:
+        return meta
+    rows = sorted(notes)
+    old = meta.take(pa.array(rows)).to_pylist() if meta is not None else [None] * len(rows)
+    new = [
+        json.dumps({**(json.loads(m) if m else {}), **notes[r]}, ensure_ascii=False)
+        for r, m in zip(rows, old, strict=True)
+    ]
+    at = np.arange(n)
+    at[rows] = n + np.arange(len(rows))
+    base = meta if meta is not None else pa.nulls(n, pa.string())
+    return pa.concat_arrays([base.cast(pa.string()), pa.array(new, pa.string())]).take(pa.array(at))
 
 
 def _margin_json(margins: pa.Array) -> pa.Array:
@@ -397,6 +421,7 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
     rows = kept.rows[keep]
     k = len(rows)
     kk = pa.array(np.flatnonzero(keep))
+    meta = _with_notes(None if margins is None else _margin_json(margins), kept.notes, raw.num_rows)
     pair_of = pa.array(np.repeat(np.arange(k), 2))
     at_row = pa.array(np.repeat(rows, 2))
     both = lambda c, r: pa.concat_arrays([c, r]).take(  # noqa: E731
@@ -416,7 +441,7 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
         score_cols,
         np.ones(2 * k, bool),
         None if given is None else given.take(at_row),
-        None if margins is None else _margin_json(margins).take(at_row),
+        None if meta is None else meta.take(at_row),
     )
 
 
