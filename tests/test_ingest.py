@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -304,3 +305,37 @@ def test_a_damaged_checkpoint_is_noticed_and_computed_again(tmp_path):
         assert again.read().equals(clean.read())
         assert again.funnel.to_list() == clean.funnel.to_list()
     assert files(work / "ingest" / "pools") == files(tmp_path / "clean" / "ingest" / "pools")
+
+
+@pytest.mark.parametrize("partition_bytes", [64 << 20, 256])
+def test_contradictory_pairs_are_rejected_wherever_their_rows_are(tmp_path, partition_bytes):
+    """A over B in one row and B over A in another, for one prompt, teach nothing: both
+    rows are rejected naming each other (in memory, and in a streamed ingest whose
+    batches hold the two rows apart); the prompt's other pairs are kept."""
+    from prefdata.construct.recorded import RecordedPairs
+
+    rows = [{"prompt": f"other {i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(40)]
+    rows[3] = {"prompt": "Q", "chosen": "A", "rejected": "B"}
+    rows[10] = {"prompt": "Q", "chosen": "C", "rejected": "D"}
+    rows[37] = {"prompt": "Q", "chosen": "B", "rejected": "A"}
+    rows[20] = {"prompt": "Q", "chosen": "A", "rejected": "B"}  # the same preference again
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ref = read_pools(path, "pairs")
+    result = LocalExecutor(tmp_path / "w").run(
+        [RecordedPairs()], Ingest(path, "pairs", partition_bytes=partition_bytes)
+    )
+    rejects = result.rejects()
+    layout = [r for r in rejects.to_pylist() if r["stage"] == "layout:pairs"]
+    assert [(r["row"], r["reason"]) for r in layout] == [
+        (3, "contradicts row 37, which prefers this row's rejected response to its chosen one"),
+        (20, "contradicts row 37, which prefers this row's rejected response to its chosen one"),
+        (37, "contradicts row 3, which prefers this row's rejected response to its chosen one"),
+    ]
+    assert sorted_rejects(ref.rejects) == sorted_rejects(
+        rejects.filter(pc.equal(rejects["stage"], "layout:pairs"))
+    )
+    pairs = result.read()
+    q = pairs.filter(pc.equal(pairs["chosen"], "C")).to_pylist()
+    assert len(q) == 1 and q[0]["rejected"] == "D"
+    assert pairs.num_rows == 37 and result.funnel.entries[1].rows_rejected == 3

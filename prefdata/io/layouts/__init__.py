@@ -60,7 +60,12 @@ from prefdata.io.layouts.columns import Rejects
 from prefdata.io.layouts.entries import Entries, assemble
 from prefdata.io.layouts.long import long_entries
 from prefdata.io.layouts.options import LAYOUTS, PREFERENCE, LayoutOptions
-from prefdata.io.layouts.pairs import hh_entries, pair_metadata, pairs_entries
+from prefdata.io.layouts.pairs import (
+    hh_entries,
+    pair_metadata,
+    pairs_entries,
+    reject_contradictions,
+)
 from prefdata.io.layouts.pool import pool_table
 from prefdata.io.layouts.ultrafeedback import ULTRAFEEDBACK_SCORES, ultrafeedback_entries
 from prefdata.pipeline import StageOutput, rejects_from, shift_reject_rows
@@ -151,7 +156,10 @@ def build_pools(
     order; the rows rejected here (a given prompt id naming two prompts) carry the
     records the entries keep (:attr:`Entries.record`)."""
     rej = Rejects()
-    table, info = assemble(entries.sorted(), rej, source=source_name, id_field=options.id_col)
+    entries = entries.sorted()
+    if layout in ("pairs", "hh"):
+        reject_contradictions(entries, rej, options.chosen_col)
+    table, info = assemble(entries, rej, source=source_name, id_field=options.id_col)
     if layout in ("pairs", "hh"):
         table = pair_metadata(table, info)
     return StageOutput(conform(table), rej.table(None, f"layout:{layout}"), table.num_rows)

@@ -455,6 +455,62 @@ def hh_entries(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> Entries:
     return _entries(raw, rej, o, "hh", _hh_kept)
 
 
+def reject_contradictions(e: Entries, rej: Rejects, field: str | None) -> None:
+    """Reject rows whose pair another row records the other way round for the same prompt
+    (A over B, and B over A): both rows, each naming the other, as no preference can be
+    learnt from them. Entries come as (chosen, rejected) per row, as the pair layouts make
+    them; only prompts in several rows are compared.
+
+    >>> from prefdata.io.layouts.columns import Rejects
+    >>> q = pa.array([[{"role": "user", "content": "Q"}]] * 6)
+    >>> e = Entries.of([0, 0, 1, 1, 2, 2], q, pa.array(["A", "B", "C", "D", "B", "A"]),
+    ...                pos=np.array([0, 1] * 3)).with_keys()
+    >>> rej = Rejects()
+    >>> reject_contradictions(e, rej, "chosen")
+    >>> sorted(rej.items), rej.items[2][1]
+    ([0, 2], "contradicts row 0, which prefers this row's rejected response to its chosen one")
+    """
+    import polars as pl
+
+    if len(e) < 4:
+        return
+    df = pl.DataFrame(
+        {
+            "row": e.row,
+            "pos": e.pos,
+            "p": pl.Series(e.prompt_ids().cast(pa.string())),
+            "t": pl.Series(e.response.cast(pa.string())),
+        }
+    )
+    shared = df.filter(pl.col("pos") == 0).group_by("p").agg(pl.len()).filter(pl.col("len") > 1)
+    if not shared.height:
+        return
+    df = df.join(shared.select("p"), on="p")
+    pairs = (
+        df.filter(pl.col("pos") == 0)
+        .select("row", "p", c="t")
+        .join(df.filter(pl.col("pos") == 1).select("row", r="t"), on="row")
+    )
+    flipped = pairs.select(other="row", p="p", c="r", r="c")
+    hits = (
+        pairs.join(flipped, on=["p", "c", "r"])
+        .group_by("row")
+        .agg(pl.col("other").min(), pl.col("p").first(), pl.col("c").first(), pl.col("r").first())
+        .sort("row")
+    )
+    for row, other, p, c, r in hits.iter_rows():
+        rej.add(
+            row,
+            field,
+            f"contradicts row {other}, which prefers this row's rejected response to its "
+            "chosen one",
+            prompt_id=p,
+        )
+        rej.records.setdefault(
+            int(row), json.dumps({"chosen": c, "rejected": r}, ensure_ascii=False)
+        )
+
+
 def pair_metadata(table: pa.Table, info: Assembly) -> pa.Table:
     """Pools merged from several pairs list the recorded pairs by candidate id:
     ``{"pairs": [{"chosen": id, "rejected": id, "margin": m}, ...]}``."""
