@@ -402,9 +402,6 @@ def validate(table: pa.Table) -> list[ValidationError]:
     return sorted(out, key=lambda e: (e.row, order.get(e.field.split("[")[0].split(".")[0], 9)))
 
 
-__all__ = ["REQUIRED_COLUMNS", "ValidationError", "check_prompt", "validate"]
-
-
 def record_type(table: pa.Table | pa.Schema) -> str | None:
     """Which prefdata record type a table holds, judged by its columns: ``pool``, ``pair``,
     ``list``, ``unpaired``, or None (not a prefdata record table, e.g. a trainer export).
@@ -460,4 +457,60 @@ def validate_records(table: pa.Table, kind: str) -> list[ValidationError]:
             if path.startswith("prompt") and i in prompt_rows:
                 continue  # already reported with the pool rules
             out.append(ValidationError(i, path or "(row)", err.message))
+    if kind == "pair":
+        out += pair_conflicts(table)
     return sorted(out, key=lambda e: (e.row, e.field))
+
+
+def pair_conflicts(table: pa.Table) -> list[ValidationError]:
+    """Pairs that record no preference: chosen and rejected the same text, or a pair that
+    another row of the same prompt records the other way round (both rows reported).
+
+    >>> t = pa.table({"prompt_id": ["p", "p", "q"], "chosen": ["A", "B", "x"],
+    ...               "rejected": ["B", "A", "x"]})
+    >>> for e in pair_conflicts(t):
+    ...     print(e.row, e.field, e.reason[:41])
+    0 chosen contradicts row 1, which prefers this row
+    1 chosen contradicts row 0, which prefers this row
+    2 rejected chosen and rejected are the same text
+    """
+    import polars as pl
+
+    if not {"prompt_id", "chosen", "rejected"} <= set(table.column_names) or not table.num_rows:
+        return []
+    df = pl.from_arrow(table.select(["prompt_id", "chosen", "rejected"])).with_row_index("row")
+    out = [
+        ValidationError(int(i), "rejected", "chosen and rejected are the same text")
+        for i in df.filter(pl.col("chosen") == pl.col("rejected"))["row"].to_list()
+    ]
+    flipped = df.select(
+        pl.col("row").alias("other"), "prompt_id", chosen="rejected", rejected="chosen"
+    )
+    hits = (
+        df.filter(pl.col("chosen") != pl.col("rejected"))
+        .join(flipped, on=["prompt_id", "chosen", "rejected"])
+        .group_by("row")
+        .agg(pl.col("other").min())
+        .sort("row")
+    )
+    out += [
+        ValidationError(
+            int(row),
+            "chosen",
+            f"contradicts row {other}, which prefers this row's rejected response to its "
+            "chosen one",
+        )
+        for row, other in hits.iter_rows()
+    ]
+    return sorted(out, key=lambda e: e.row)
+
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "ValidationError",
+    "check_prompt",
+    "pair_conflicts",
+    "record_type",
+    "validate",
+    "validate_records",
+]
