@@ -4,14 +4,18 @@ prefdata convert INPUT --layout long --prompt-col instruction ... --out pools.pa
 prefdata inspect PATH [--json]
 prefdata validate PATH
 prefdata sql PATH "SELECT ... FROM pools"
+
+A user's mistake (a flag, a path, a file, the network) is one line on stderr and exit
+status 2; ``--debug`` (or ``PREFDATA_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,43 @@ def error_line(e: BaseException) -> str:
     """
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+DEBUG_ENV = "PREFDATA_DEBUG"
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: show the traceback of an error instead of its one line."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)",
+    )
+
+
+def guarded(
+    prog: str,
+    run: Callable[[], int],
+    *,
+    debug: bool = False,
+    errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """The error boundary of the command line and every recipe: ``run()``'s status, or,
+    for a user's error (:data:`USER_ERRORS` and ``errors``), one line ``prog: error: ...``
+    on stderr and status 2. With ``debug`` (``--debug``) or ``PREFDATA_DEBUG=1`` the
+    error propagates with its traceback. Other exceptions are bugs of ours: they always
+    show their traceback.
+
+    >>> guarded("demo", lambda: int("x"))
+    2
+    """
+    try:
+        return run()
+    except (*USER_ERRORS, *errors) as e:
+        if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+        return 2
 
 
 def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
@@ -275,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="table name for the file (default pools, or pairs)")
     s.add_argument("--max-rows", type=int, default=20)
     s.set_defaults(func=_sql)
+    for command in (c, i, v, s):
+        add_debug_argument(command)
     return p
 
 
@@ -282,11 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import duckdb
 
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS + (duckdb.Error,) as e:
-        print(f"prefdata {args.command}: error: {error_line(e)}", file=sys.stderr)
-        return 2
+    return guarded(
+        f"prefdata {args.command}",
+        lambda: args.func(args),
+        debug=args.debug,
+        errors=(duckdb.Error,),
+    )
 
 
 if __name__ == "__main__":

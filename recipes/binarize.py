@@ -32,8 +32,13 @@ import pyarrow.parquet as pq
 
 from prefdata.annotate.normalise import Normalise
 from prefdata.annotate.strength import Strength
-from prefdata.cli import USER_ERRORS as CLI_USER_ERRORS
-from prefdata.cli import HelpFormatter, add_layout_arguments, error_line, read_args
+from prefdata.cli import (
+    HelpFormatter,
+    add_debug_argument,
+    add_layout_arguments,
+    guarded,
+    read_args,
+)
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
 from prefdata.execute import Ingest, LocalExecutor
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload the Hub folder to this dataset repo (token from HF_TOKEN)",
     )
     out.add_argument("--public", action="store_true", help="make the Hub repo public")
+    add_debug_argument(p)
     return p
 
 
@@ -226,17 +232,9 @@ class UsageError(ValueError):
     """A flag that cannot work with the input (said in one line, exit status 2)."""
 
 
-# What a user's input, flags, files or network can cause: one line, exit status 2.
-USER_ERRORS = (*CLI_USER_ERRORS, WorkdirBusy)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except USER_ERRORS as e:
-        print(f"binarize: error: {error_line(e)}", file=sys.stderr)
-        return 2
+    return guarded("binarize", lambda: run(args), debug=args.debug, errors=(WorkdirBusy,))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,9 +27,16 @@ from pathlib import Path
 import datasets
 
 from prefdata.annotate.strength import Strength
-from prefdata.cli import HelpFormatter, add_layout_arguments, read_args
+from prefdata.cli import (
+    HelpFormatter,
+    add_debug_argument,
+    add_layout_arguments,
+    guarded,
+    read_args,
+)
 from prefdata.construct import Pairs
 from prefdata.execute import LocalExecutor
+from prefdata.execute.workdir import WorkdirBusy
 from prefdata.filter.degenerate import (
     DEFAULT_DROP,
     DropFlagged,
@@ -101,11 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="run seed (per-candidate seeds derive from it)"
     )
+    add_debug_argument(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return guarded("sample_and_score", lambda: run(args), debug=args.debug, errors=(WorkdirBusy,))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The recipe, on parsed flags."""
     datasets.disable_progress_bars()
     out = Path(args.out)
     prompts, read_rejects, funnel = read_pools(args.prompts, args.layout, **read_args(args))

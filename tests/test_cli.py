@@ -291,3 +291,39 @@ def test_inspect_and_sql_over_a_recipe_run(tmp_path, capsys):
     assert main(["sql", str(out / "work"), "SELECT count(*) AS n FROM pairs"]) == 0
     assert "12" in capsys.readouterr().out
     assert main(["sql", str(out / "work"), "SELECT count(*) AS n FROM rejects"]) == 0
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path, monkeypatch, capsys, how):
+    """Without --debug a missing file is one line and status 2; with --debug (or
+    PREFDATA_DEBUG=1) the exception propagates, traceback and all."""
+    argv = ["convert", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.parquet")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    if how == "flag":
+        argv.append("--debug")
+    else:
+        monkeypatch.setenv("PREFDATA_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        main(argv)
+
+
+@pytest.mark.parametrize("recipe", ["binarize.py", "sample_and_score.py"])
+def test_every_recipe_has_the_error_boundary(tmp_path, recipe):
+    """A recipe run on a missing input, as a user runs it: one line on stderr, status 2;
+    with --debug, the traceback."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "recipes" / recipe
+    flags = (
+        ["--input", str(tmp_path / "nope.jsonl")]
+        if recipe == "binarize.py"
+        else ["--prompts", str(tmp_path / "nope.jsonl"), "--model", "m", "--reward-model", "r"]
+    )
+    cmd = [sys.executable, str(script), *flags, "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    name = recipe.removesuffix(".py")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"{name}: error: no such file or folder: {flags[1]}"]
+    done = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback (most recent call last)" in done.stderr
