@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,6 +40,7 @@ from prefdata.cli import (
 )
 from prefdata.construct import Lists, Pairs
 from prefdata.construct.recorded import RecordedPairs
+from prefdata.data import SAMPLE_OPTIONS, sample_path
 from prefdata.execute import Ingest, LocalExecutor
 from prefdata.execute.workdir import WorkdirBusy, clean_temp_files
 from prefdata.filter.degenerate import DropFlagged, FlagDegenerate
@@ -61,14 +61,8 @@ STRATEGIES = (
     "all-pairs",
     "by-correctness",
 )
-SAMPLE = resources.files("prefdata").joinpath("data", "sample_long.jsonl")
-SAMPLE_OPTIONS = dict(
-    layout="long",
-    prompt_col="prompt",
-    response_col="response",
-    generator_col="generator",
-    score_col=["rm_quality", "rm_helpful"],
-)
+# --sample: the bundled sample's read options, under the flags' names (--score-col)
+SAMPLE_FLAGS = {("score_col" if k == "score_cols" else k): v for k, v in SAMPLE_OPTIONS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """The recipe, on parsed flags."""
     if args.sample:
-        args.input = str(SAMPLE)
-        for k, v in SAMPLE_OPTIONS.items():
+        args.input = str(sample_path())
+        for k, v in SAMPLE_FLAGS.items():
             if getattr(args, k) in (None, "long"):
                 setattr(args, k, v)
         args.name = args.name or "prefdata sample"
