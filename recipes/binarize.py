@@ -49,6 +49,7 @@ from prefdata.io.export import FORMATS, ShardedExport, export, hub_table
 from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
 from prefdata.pipeline import count_rejects_by_reason
+from prefdata.report.stats import dropped_counts
 from prefdata.schema import score_names
 
 STRATEGIES = (
@@ -327,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         import datasets
 
         from prefdata.io.hub import push_to_hub, write_hub_folder
-        from prefdata.report.card import CardInfo
+        from prefdata.report.card import CardInfo, build_date, file_digests
 
         datasets.disable_progress_bars()
 
@@ -338,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
                 pretty_name=args.name or Path(args.input).stem,
                 license=args.license,
                 source_datasets=[args.input] if not Path(args.input).exists() else [],
+                input_digests=file_digests([args.input]) if Path(args.input).exists() else {},
+                created=build_date(),
                 stages=stages,
                 funnel=funnel,
                 pools=kept_pools,
@@ -403,16 +406,6 @@ def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Ta
     return pairs, {"margin": pairs["margin"].null_count < pairs.num_rows}
 
 
-def _dropped_candidates(paths: list[Path]) -> dict[str, int]:
-    """Candidates dropped, by reason, from the pool files (that column alone is read)."""
-    if not paths or "dropped_candidates" not in pq.read_schema(paths[0]).names:
-        return {}
-    dropped = pq.read_table(paths, columns=["dropped_candidates"])["dropped_candidates"]
-    reasons = pc.struct_field(pc.list_flatten(dropped), "reason")
-    counts = pc.value_counts(reasons).to_pylist()
-    return dict(sorted((c["values"], c["counts"]) for c in counts))
-
-
 def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
     print("funnel (rows):")
     prev = None  # the step before; every export reads the pairs, not the export before it
@@ -432,7 +425,7 @@ def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
         )
         if not e.stage.startswith("export:"):
             prev = e
-    for reason, n in _dropped_candidates(pool_paths).items():
+    for reason, n in dropped_counts(pool_paths).items():
         print(f"  candidates dropped: {n} x {reason}")
     for stage, reason, n in count_rejects_by_reason(rejects)[:10]:
         print(f"  rejected by {stage}: {n} x {reason[:90]}")

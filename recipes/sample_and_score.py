@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 
 from prefdata.annotate.strength import Strength
 from prefdata.cli import (
@@ -41,14 +42,13 @@ from prefdata.filter.degenerate import (
     DEFAULT_DROP,
     DropFlagged,
     FlagDegenerate,
-    RepeatedResponsesFit,
 )
 from prefdata.generate import Sample
 from prefdata.io.export import export, hub_table
 from prefdata.io.hub import write_hub_folder
-from prefdata.io.parquet import read_parquet
+from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
-from prefdata.report.card import CardInfo
+from prefdata.report.card import CardInfo, build_date, file_digests
 from prefdata.score import RewardModel
 
 
@@ -145,13 +145,10 @@ def run(args: argparse.Namespace) -> int:
     # 1. sample and score (the costly stages: their shards are kept and resume)
     workdir = Path(args.workdir or out / "work")
     scored = LocalExecutor(workdir, shard_rows=args.shard_rows).run([*samplers, *scorers], prompts)
-    # 2. "repeated across prompts" is a dataset-wide fit: one pass over every scored shard
-    fit = RepeatedResponsesFit()
-    for path in scored.output_paths:
-        fit.update(read_parquet(path))
-    # 3. flag, drop, pair and annotate, streaming the scored shards
+    # 2. flag ("repeated across prompts" is a dataset-wide fit: the executor runs it over
+    # every scored shard first), drop, pair and annotate, streaming the scored shards
     curate = [
-        FlagDegenerate(repeated=fit.finalize()),
+        FlagDegenerate(),
         DropFlagged(flags=tuple(args.drop_flag or DEFAULT_DROP)),
         Pairs(args.strategy, score=names[0], min_margin=args.min_margin, seed=args.seed),
         Strength(),  # every score field of the pairs, multi-objective heads included
@@ -163,15 +160,25 @@ def run(args: argparse.Namespace) -> int:
     funnel = funnel.then(scored.funnel).then(result.funnel)
     pairs = result.read()
     dpo = export(pairs, "trl-dpo", out / "trl-dpo", funnel=funnel)
+    converted = hub_table(pairs)  # what the Hub table cannot hold is rejected, not dropped
+    funnel.add(
+        "export:hub", converted.rows_in, converted.table.num_rows, converted.rejects.num_rows
+    )
+    rejects = [read_rejects, scored.rejects(), result.rejects(), dpo.rejects, converted.rejects]
+    write_parquet(pa.concat_tables(rejects, promote_options="default"), out / "rejects.parquet")
+    local = Path(args.prompts).exists()
     hub = write_hub_folder(
         out / "hub",
-        {"default": {"train": hub_table(pairs).table}},
+        {"default": {"train": converted.table}},
         card=CardInfo(
             pretty_name=Path(args.prompts).stem,
             stages=stages,
             funnel=funnel,
             seed=args.seed,
             description="On-policy preference pairs sampled and scored with prefdata.",
+            source_datasets=[] if local else [args.prompts],
+            input_digests=file_digests([args.prompts]) if local else {},
+            created=build_date(),
         ),
     )
     for e in funnel.entries:
@@ -183,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         f"{scored.rejects().num_rows + result.rejects().num_rows} in stages, "
         f"{dpo.rejects.num_rows} in export)"
     )
-    print(f"trl-dpo: {dpo[0]}\nhub: {hub}")
+    print(f"trl-dpo: {dpo[0]}\nhub: {hub}\nrejects: {out / 'rejects.parquet'}")
     return 0
 
 

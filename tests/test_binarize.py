@@ -333,3 +333,25 @@ def test_funnel_notes_with_several_formats(binarize, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "(12 -> 24: trl-kto counts its own rows)" in printed
     assert "pools become pairs" not in printed  # the sample's pools give one pair each
+
+
+def test_the_card_states_version_date_input_digest_and_candidate_drops(
+    binarize, tmp_path, monkeypatch
+):
+    """The dataset card says which prefdata built the data, when (SOURCE_DATE_EPOCH pins
+    the date for a byte-identical rebuild), the SHA-256 of the input file, and the
+    candidates dropped inside pools, which no row count shows."""
+    import hashlib
+
+    from prefdata import __version__
+    from prefdata.data import sample_path
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    out = tmp_path / "card"
+    assert binarize.main(["--sample", "--format", "hub", "--out", str(out)]) == 0
+    card = (out / "hub" / "README.md").read_text()
+    sha = hashlib.sha256(sample_path().read_bytes()).hexdigest()
+    assert f"- built with prefdata {__version__}" in card
+    assert "- created: 2023-11-14" in card
+    assert f"- input file `sample_long.jsonl`: SHA-256 `{sha}`" in card
+    assert "| flagged: empty | 1 |" in card and "| flagged: judge_injection | 1 |" in card

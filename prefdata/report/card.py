@@ -16,7 +16,14 @@ with the same keys:
 - ``pools``: the pool table the data was built from (scorer agreement across all candidate
   pairs, and pool-level generator counts);
 - ``license``, ``language``, ``task_categories``, ``tags`` (added to those derived from the
-  content), ``description``, ``source_datasets``, ``seed``, ``extra`` (a dict listed as is).
+  content), ``description``, ``source_datasets``, ``seed``, ``extra`` (a dict listed as is);
+- ``input_digests``: ``{file name: SHA-256}`` of the input files (:func:`file_digests`:
+  what ``sha256sum`` prints), so a reader can check they hold the same input;
+- ``created``: the date the data was built (``YYYY-MM-DD``; :func:`build_date`).
+
+The card always states the prefdata version that built the data, and, with ``pools``, the
+candidates dropped inside pools by reason (flagged responses, collapsed duplicates), which
+no row count shows.
 
 >>> info = CardInfo(pretty_name="Demo", stages=[{"name": "Read", "config": {"n": 1},
 ...                                              "fingerprint": "abc"}])
@@ -26,15 +33,25 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
-from prefdata.report.stats import scorer_agreement, size_category, table_stats, value_counts
+from prefdata.report.stats import (
+    dropped_counts,
+    scorer_agreement,
+    size_category,
+    table_stats,
+    value_counts,
+)
 
 PIPELINE_NAME = "prefdata"
 
@@ -55,6 +72,8 @@ class CardInfo:
     pools: pa.Table | None = None
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    input_digests: dict[str, str] = field(default_factory=dict)
+    created: str | None = None
 
     @classmethod
     def of(cls, card: CardInfo | Mapping[str, Any]) -> CardInfo:
@@ -64,6 +83,41 @@ class CardInfo:
         if unknown:
             raise TypeError(f"unknown card fields {sorted(unknown)}")
         return cls(**card)
+
+
+def build_date() -> str:
+    """Today's date (UTC), or that of ``SOURCE_DATE_EPOCH`` when set (the reproducible
+    builds convention: set it to rebuild a card byte for byte on another day).
+
+    >>> import os; os.environ["SOURCE_DATE_EPOCH"] = "0"; build_date()
+    '1970-01-01'
+    >>> del os.environ["SOURCE_DATE_EPOCH"]
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (
+        datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    )
+    return moment.strftime("%Y-%m-%d")
+
+
+def file_digests(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """``{name: SHA-256 hex}`` of each file (a folder: each file in it, by relative path).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"; _ = p.write_bytes(b"abc")
+    >>> file_digests([p])["a.txt"][:16]
+    'ba7816bf8f01cfea'
+    """
+    out = {}
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            out[str(f.relative_to(path)) if path.is_dir() else f.name] = h.hexdigest()
+    return out
 
 
 def stage_records(stages: Sequence[Any]) -> list[dict[str, Any]]:
@@ -287,10 +341,30 @@ def render_body(
     else:
         out += ["No funnel recorded.", ""]
 
-    if info.source_datasets or info.extra:
-        out += ["## Sources and notes", ""]
-        out += [f"- source: {s}" for s in info.source_datasets]
-        out += [f"- {k}: {_md_escape(json.dumps(v, default=str))}" for k, v in info.extra.items()]
-        out.append("")
+    if info.pools is not None:
+        dropped = dropped_counts(info.pools)
+        out += ["## Candidates dropped inside pools", ""]
+        if dropped:
+            out += [
+                "Responses removed from their pool (the pool itself was kept, so the funnel's "
+                "row counts do not show them):",
+                "",
+                "| reason | candidates |",
+                "|---|---|",
+            ]
+            out += [f"| {_md_escape(r)} | {n} |" for r, n in dropped.items()]
+            out.append("")
+        else:
+            out += ["None.", ""]
+
+    from prefdata import __version__
+
+    out += ["## Provenance", "", f"- built with prefdata {__version__}"]
+    if info.created:
+        out.append(f"- created: {info.created}")
+    out += [f"- source: {s}" for s in info.source_datasets]
+    out += [f"- input file `{name}`: SHA-256 `{d}`" for name, d in info.input_digests.items()]
+    out += [f"- {k}: {_md_escape(json.dumps(v, default=str))}" for k, v in info.extra.items()]
+    out.append("")
     out += ["## License", "", f"`{info.license}`", ""]
     return "\n".join(out)

@@ -60,6 +60,30 @@ def value_counts(values: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     return {k: int(v) for k, v in rows}
 
 
+def dropped_counts(pools: pa.Table | list) -> dict[str, int]:
+    """Candidates dropped inside pools (the ``dropped_candidates`` column), by reason,
+    sorted by reason; ``pools``: a pool table or pool Parquet files (only that column is
+    read).
+
+    >>> t = pa.table({"dropped_candidates": [[{"candidate_id": "a", "reason": "flagged: empty"}],
+    ...                                      []]})
+    >>> dropped_counts(t)
+    {'flagged: empty': 1}
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if isinstance(pools, list):
+        if not pools or "dropped_candidates" not in pq.read_schema(pools[0]).names:
+            return {}
+        pools = pq.read_table(pools, columns=["dropped_candidates"])
+    if "dropped_candidates" not in pools.column_names:
+        return {}
+    reasons = pc.struct_field(pc.list_flatten(pools["dropped_candidates"]), "reason")
+    counts = pc.value_counts(reasons).to_pylist()
+    return dict(sorted((c["values"], c["counts"]) for c in counts))
+
+
 def _text_lengths(col: pa.ChunkedArray) -> pl.Series:
     """Characters of a string column, or of the last message's content of a message list."""
     s = pl.Series(values=col)
