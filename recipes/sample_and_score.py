@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model to sample from; repeat for several generators",
     )
     p.add_argument(
+        "--generator-name",
+        action="append",
+        help="the generator name recorded for each --model, in order (default: the model id "
+        "or path as given)",
+    )
+    p.add_argument(
         "--backend",
         choices=("transformers", "vllm", "openai"),
         default="transformers",
@@ -112,6 +118,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _generator_names(args: argparse.Namespace) -> list[str | None]:
+    """One generator name per --model (None: the model id), checked to be distinct: two
+    samplers recording one generator would mix their candidates."""
+    from prefdata.generate import default_generator_name
+
+    given = args.generator_name or []
+    if given and len(given) != len(args.model):
+        raise UsageError(
+            f"give one --generator-name per --model ({len(args.model)}), not {len(given)}"
+        )
+    names = given or [None] * len(args.model)
+    recorded = [n or default_generator_name(m) for n, m in zip(names, args.model, strict=True)]
+    twice = sorted({n for n in recorded if recorded.count(n) > 1})
+    if twice:
+        raise UsageError(
+            f"two --model flags record the generator {twice[0]!r}; name them apart with "
+            "--generator-name"
+        )
+    return names
+
+
+class UsageError(ValueError):
+    """Flags that cannot work together (one line, exit status 2)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return guarded("sample_and_score", lambda: run(args), debug=args.debug, errors=(WorkdirBusy,))
@@ -134,9 +165,10 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             system_prompt=args.system_prompt,
             seed=args.seed,
+            generator=g,
             options=options,
         )
-        for m in args.model
+        for m, g in zip(args.model, _generator_names(args), strict=True)
     ]
     names = [
         f"rm{i}" if len(args.reward_model) > 1 else "rm" for i in range(len(args.reward_model))

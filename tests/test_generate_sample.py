@@ -53,7 +53,7 @@ def sampler(tiny_models):
     return Sample(model=str(tiny_models["causal"]), n=3, max_tokens=16, seed=7)
 
 
-def test_fills_pools_with_recorded_candidates(sampler):
+def test_fills_pools_with_recorded_candidates(sampler, tiny_models):
     out = sampler(pools())
     assert "backend" not in pickle.loads(pickle.dumps(sampler)).__dict__.get("_resources", {})
     assert out.rejects.num_rows == 0 and out.table.num_rows == 4
@@ -65,9 +65,9 @@ def test_fills_pools_with_recorded_candidates(sampler):
             candidate_seed(7, row["prompt_id"], j) for j in range(3)
         ]
         for c in cands:
-            assert c["generator"] == "causal"
+            assert c["generator"] == str(tiny_models["causal"])  # the model path as given
             assert c["candidate_id"] == candidate_id(
-                row["prompt_id"], "causal", c["sample_index"], c["response"]
+                row["prompt_id"], str(tiny_models["causal"]), c["sample_index"], c["response"]
             )
             assert c["finish_reason"] in ("stop", "length") and 1 <= c["num_tokens"] <= 16
             assert ("truncated" in c["flags"]) == (c["finish_reason"] == "length")
@@ -125,7 +125,7 @@ def test_second_sampler_appends_from_another_generator(sampler, tiny_models):
     for before, after in zip(first.to_pylist(), out.table.to_pylist(), strict=True):
         cands = after["candidates"]
         assert cands[:3] == before["candidates"]  # untouched, in order
-        assert [c["generator"] for c in cands] == ["causal"] * 3 + ["weak"] * 2
+        assert [c["generator"] for c in cands] == [str(tiny_models["causal"])] * 3 + ["weak"] * 2
         assert [c["sample_index"] for c in cands[3:]] == [0, 1]
         assert all(c["scores"] == {"rm": None} for c in cands[3:])
     assert out.table.to_pylist()[0]["candidates"][0]["scores"] == {"rm": 0.5}
@@ -173,8 +173,9 @@ def test_bad_and_too_long_prompts_go_to_rejects(sampler):
     table = pools(PROMPTS[:2] + bad)
     result = Pipeline([sampler]).run(table)
     assert result.table.num_rows == 2
+    stage = f"Sample[{sampler.generator_name}]"
     assert result.funnel.to_list() == [
-        {"stage": "Sample", "rows_in": 5, "rows_out": 2, "rows_rejected": 3}
+        {"stage": stage, "rows_in": 5, "rows_out": 2, "rows_rejected": 3}
     ]
     rej = result.rejects.to_pylist()
     assert [r["row"] for r in rej] == [2, 3, 4]
@@ -184,7 +185,7 @@ def test_bad_and_too_long_prompts_go_to_rejects(sampler):
     )
     assert rej[1]["reason"] == "prompt must end with a user or tool turn; it ends with 'assistant'"
     assert rej[2]["reason"] == "prompt is empty"
-    assert all(r["field"] == "prompt" and r["stage"] == "Sample" for r in rej)
+    assert all(r["field"] == "prompt" and r["stage"] == stage for r in rej)
     assert json.loads(rej[1]["record"])["prompt_id"] == table["prompt_id"][3].as_py()
 
 
@@ -294,7 +295,7 @@ def test_outage_stops_the_shard_and_a_rerun_regenerates_only_unfinished_shards(
         expected = stage(table).table
     assert result.read().equals(expected)
     assert result.funnel.to_list() == [
-        {"stage": "Sample", "rows_in": 6, "rows_out": 6, "rows_rejected": 0}
+        {"stage": "Sample[tiny]", "rows_in": 6, "rows_out": 6, "rows_rejected": 0}
     ]
 
 
@@ -309,3 +310,18 @@ def test_engine_options_are_not_mistaken_for_credentials():
     assert dict(s.options)["max_num_batched_tokens"] == 8192
     with pytest.raises(ValueError, match="credential"):
         Sample(model="m", backend="openai", options={"hf_token": "x"})
+
+
+def test_two_samplers_are_two_generators_and_two_funnel_lines(tiny_models, tmp_path):
+    """Two local models in folders of the same name stay two generators (the default name
+    is the path as given), and each sampler is its own funnel line."""
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    for link in (a, b):
+        link.parent.mkdir()
+        link.symlink_to(tiny_models["causal"], target_is_directory=True)
+    stages = [Sample(model=str(m), n=1, max_tokens=4, seed=1) for m in (a, b)]
+    result = Pipeline(stages).run(pools())
+    gens = [c["generator"] for p in result.table["candidates"].to_pylist() for c in p]
+    assert sorted(set(gens)) == [str(a), str(b)] and len(gens) == 8
+    assert [e["stage"] for e in result.funnel.to_list()] == [f"Sample[{a}]", f"Sample[{b}]"]
+    assert all(e["rows_in"] == 4 for e in result.funnel.to_list())

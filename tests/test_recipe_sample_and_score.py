@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sample_and_score.py"
 
@@ -76,3 +77,38 @@ def test_sample_score_pair_export(tiny_models, tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.parquet")}
     recipe.main([*args, "--out", str(tmp_path / "a")])
     assert {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.parquet")} == before
+
+
+def test_generator_names_are_given_per_model_and_must_differ(tiny_models, tmp_path):
+    """--generator-name names each --model's generator; two models recording one name, or a
+    count that does not match, are refused in one line before anything runs."""
+    recipe = _load()
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi"}\n')
+    base = ["--prompts", str(prompts), "--layout", "long", "--prompt-col", "prompt"]
+    base += ["--reward-model", str(tiny_models["reward"]), "--out", str(tmp_path / "o")]
+    model = str(tiny_models["causal"])
+    args = recipe.build_parser().parse_args(
+        [
+            *base,
+            "--model",
+            model,
+            "--model",
+            model,
+            "--generator-name",
+            "x",
+            "--generator-name",
+            "y",
+        ]
+    )
+    assert recipe._generator_names(args) == ["x", "y"]
+    for extra, message in [
+        (["--model", model, "--model", model], "two --model flags record the generator"),
+        (
+            ["--model", model, "--generator-name", "a", "--generator-name", "b"],
+            "one --generator-name per --model",
+        ),
+    ]:
+        args = recipe.build_parser().parse_args([*base, *extra])
+        with pytest.raises(ValueError, match=message):
+            recipe._generator_names(args)

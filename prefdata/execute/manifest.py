@@ -40,6 +40,7 @@ The rules that make a killed run resumable with every row exactly once:
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,12 +72,14 @@ def shard_name(shard: int) -> str:
 
 
 def stage_dir_name(index: int, name: str, key: str) -> str:
-    """``<ii>-<Stage>-<key>``, relative to ``workdir/stages``.
+    """``<ii>-<Stage>-<key>``, relative to ``workdir/stages``: the name before any
+    ``[...]`` label (a generator may be a path), in characters safe in a file name.
 
-    >>> stage_dir_name(1, "Filter", "ab12")
-    '01-Filter-ab12'
+    >>> stage_dir_name(1, "Filter", "ab12"), stage_dir_name(0, "Sample[/m/q:7b]", "cd")
+    ('01-Filter-ab12', '00-Sample-cd')
     """
-    return f"{index:02d}-{name}-{key}"
+    base = re.sub(r"[^A-Za-z0-9_.]+", "_", name.split("[")[0]).strip("_.")[:60] or "stage"
+    return f"{index:02d}-{base}-{key}"
 
 
 def dumps_manifest(obj: dict[str, Any]) -> str:

@@ -54,15 +54,15 @@ def candidate_seed(run_seed: int, prompt_id: str, sample_index: int) -> int:
 
 
 def default_generator_name(model: str) -> str:
-    """The generator recorded for ``model``: a local path's folder name, else the id as given.
+    """The generator recorded for ``model`` unless ``generator=`` names it: the model id or
+    path as given (without a trailing slash), so two local models in folders of the same
+    name stay two generators.
 
-    >>> default_generator_name("/models/qwen-3b/"), default_generator_name("Qwen/Qwen2.5-3B")
-    ('qwen-3b', 'Qwen/Qwen2.5-3B')
+    >>> default_generator_name("/models/a/qwen-3b/"), default_generator_name("Qwen/Qwen2.5-3B")
+    ('/models/a/qwen-3b', 'Qwen/Qwen2.5-3B')
     """
-    model = str(model).rstrip("/")
-    if model.startswith(("/", ".", "~")) or "\\" in model:
-        return model.replace("\\", "/").rsplit("/", 1)[-1]
-    return model
+    model = str(model)
+    return model.rstrip("/\\") or model
 
 
 def make_backend(
@@ -184,6 +184,11 @@ class Sample(Stage):
         return self.generator or default_generator_name(self.model)
 
     @property
+    def name(self) -> str:
+        """``Sample[<generator>]``: two samplers in one run are two funnel lines."""
+        return f"Sample[{self.generator_name}]"
+
+    @property
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(
             n=self.n,
@@ -273,7 +278,7 @@ class Sample(Stage):
         # update and close do nothing
         with progress_bar(
             len(todo),
-            desc=f"{self.name}[{self.generator_name}]",
+            desc=self.name,
             unit="prompts",
             enabled=self.progress if todo else False,
         ) as bar:
