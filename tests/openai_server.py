@@ -31,7 +31,8 @@ class Fault:
     ``delay``: sleep first (then serve normally unless another field is set);
     ``status`` + ``body``/``headers``: answer with these; ``content``: a 200 whose single
     choice holds this text; ``echo_auth``: a 401 whose message repeats the Authorization
-    header (a careless server), to check that clients scrub it.
+    header (a careless server), to check that clients scrub it, ``pad`` characters into
+    a long message (and as many after it).
     """
 
     status: int | None = None
@@ -40,6 +41,7 @@ class Fault:
     delay: float = 0.0
     content: str | None = None
     echo_auth: bool = False
+    pad: int = 0
 
 
 class OpenAIServer:
@@ -127,7 +129,10 @@ class OpenAIServer:
                 time.sleep(fault.delay)
             if fault.echo_auth:
                 auth = headers.get("Authorization", "")
-                return 401, json_headers, _error(f"invalid credentials: {auth}")
+                text = f"invalid credentials: {auth}"
+                if fault.pad:
+                    text = f"{'x' * fault.pad} {text} {'y' * fault.pad}"
+                return 401, json_headers, _error(text)
             if fault.status is not None:
                 payload = fault.body if fault.body is not None else _error(f"fault {fault.status}")
                 return fault.status, {**json_headers, **fault.headers}, payload
