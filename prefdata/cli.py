@@ -83,6 +83,10 @@ def guarded(
     >>> guarded("demo", lambda: int("x"))
     2
     """
+    # datasets' own progress bars would interleave with our lines
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when it loads
+    if "datasets" in sys.modules:  # already loaded
+        sys.modules["datasets"].disable_progress_bars()
     try:
         return run()
     except (*USER_ERRORS, *errors) as e:

@@ -246,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy is None:
         args.strategy = "recorded" if args.layout in ("pairs", "hh") else "best-worst"
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the outputs")
     workdir = Path(args.workdir) if args.workdir else out / "work"
 
     # 1. read into pools, flag degenerate candidates (the repeated-response statistics are

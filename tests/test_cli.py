@@ -242,11 +242,14 @@ def test_validate_pairs_and_refuse_trainer_exports(tmp_path, capsys):
 
 
 def test_damaged_files_are_one_line_and_status_2(tmp_path, capsys):
-    """A truncated .jsonl.gz, a corrupt Parquet file and a duplicated column name: one line
-    naming the problem, exit status 2, no traceback."""
+    """A corrupt Parquet file and a duplicated column name: one line naming the problem
+    (and the file), exit status 2, no traceback. A .jsonl.gz cut in half keeps the lines
+    before the break and rejects the rest as one row."""
     import gzip
 
-    good = gzip.compress(b'{"prompt": "Q", "response": "A"}\n' * 200)
+    good = gzip.compress(
+        b"".join(b'{"prompt": "Q%d", "response": "A%d"}\n' % (i, i * 7) for i in range(2000))
+    )
     truncated = tmp_path / "cut.jsonl.gz"
     truncated.write_bytes(good[: len(good) // 2])
     corrupt = tmp_path / "bad.parquet"
@@ -259,7 +262,13 @@ def test_damaged_files_are_one_line_and_status_2(tmp_path, capsys):
     pq.write_table(
         pa.Table.from_arrays([pa.array(["Q"]), pa.array(["A"]), pa.array(["B"])], names=names), dup
     )
-    for path, expected in [(truncated, ""), (corrupt, ""), (dup, "'response' appears 2 times")]:
+    out = tmp_path / "cut.parquet"
+    assert main(["convert", str(truncated), "--layout", "long", "--out", str(out)]) == 0
+    rejects = pq.read_table(tmp_path / "cut.rejects.parquet").to_pylist()
+    assert len(rejects) == 1 and "cut.jsonl.gz breaks off here" in rejects[0]["reason"]
+    assert pq.read_metadata(out).num_rows == rejects[0]["row"] > 0  # the lines before it
+    capsys.readouterr()
+    for path, expected in [(corrupt, "bad.parquet: "), (dup, "'response' appears 2 times")]:
         code = main(
             ["convert", str(path), "--layout", "long", "--out", str(tmp_path / "o.parquet")]
         )

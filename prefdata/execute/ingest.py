@@ -128,7 +128,12 @@ class Ingest:
         """(rows, decoded bytes) of the input, from footers and file sizes where it can."""
         files = self.files()
         if files and files[0].name.lower().endswith(".parquet"):
-            metas = [pq.ParquetFile(p).metadata for p in files]
+            from prefdata.io.readers import naming
+
+            metas = []
+            for p in files:
+                with naming(p):
+                    metas.append(pq.ParquetFile(p).metadata)
             rows = sum(m.num_rows for m in metas)
             size = sum(
                 m.row_group(g).total_byte_size for m in metas for g in range(m.num_row_groups)

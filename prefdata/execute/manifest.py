@@ -40,8 +40,8 @@ The rules that make a killed run resumable with every row exactly once:
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

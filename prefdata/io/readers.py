@@ -39,8 +39,10 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,23 @@ from prefdata.schema import REJECTS_SCHEMA, conform_types
 STAGE = "read"
 _JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Errors reading ``path`` (a damaged, truncated or unreadable file) name it: the
+    libraries' messages often do not ("Parquet magic bytes not found in footer")."""
+    try:
+        yield
+    except (OSError, EOFError, pa.ArrowException) as e:
+        if str(path) in str(e) or path.name in str(e):
+            raise
+        text = f"{path}: " + "; ".join(x.strip() for x in str(e).splitlines() if x.strip())
+        try:
+            renamed = type(e)(text)
+        except Exception:  # noqa: BLE001 - an exception type that takes other arguments
+            renamed = OSError(text)
+        raise renamed from e
 
 
 # --------------------------------------------------------------------------- JSON
@@ -238,10 +257,33 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
     return pa.table(columns)
 
 
+class _Damaged(bytes):
+    """Where a compressed file breaks off (truncated, corrupt): the lines before it are
+    read; this stands for the rest, one rejected row with the reason."""
+
+    reason: str = ""
+
+
 def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines; a gzip file that breaks off after some lines ends with a
+    :class:`_Damaged` marker (one that breaks off before any raises: nothing is readable)."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
-        yield from fh
+        lines, seen = iter(fh), False
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error) as e:
+                if not seen:
+                    raise
+                damaged = _Damaged()
+                damaged.reason = f"{path.name} breaks off here ({e}); the rest cannot be read"
+                yield damaged
+                return
+            seen = True
+            yield line
 
 
 def _first_char(path: Path) -> str:
@@ -258,6 +300,10 @@ def _read_json_lines(
     ones included."""
     records, rows, n, i = [], [], 0, start - 1
     for i, line in enumerate(lines, start):
+        if isinstance(line, _Damaged):
+            n += 1
+            bad.append((i, None, f"line {i + 1}: {line.reason}", json.dumps({"line": None})))
+            continue
         if i == 0 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
         if not line.strip():
@@ -396,21 +442,56 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
 
 
+def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+    """A CSV file; a row with the wrong number of fields is rejected (rows are numbered
+    from 0 after the header line, the reason names the file's line)."""
+    import pyarrow.csv as pcsv
+
+    def skip(row: Any) -> str:
+        line = row.number
+        if line is None:  # not known: the read cannot number its rejects
+            return "error"
+        bad.append(
+            (
+                line - 2,
+                None,
+                f"line {line}: {row.actual_columns} fields where the header has "
+                f"{row.expected_columns}",
+                json.dumps({"line": row.text}, ensure_ascii=False),
+            )
+        )
+        return "skip"
+
+    t = pcsv.read_csv(
+        path,
+        # one thread: the handler is told each bad row's line number only then
+        read_options=pcsv.ReadOptions(use_threads=False),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+    )
+    return t, t.num_rows + len(bad)
+
+
 def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
     if path.is_file():
-        name = path.name.lower()
-        if name.endswith(".parquet"):
-            t = pq.ParquetFile(path).read()  # read_table refuses duplicated names
-            return t, t.num_rows
-        if name.endswith(_JSON_SUFFIXES):
-            t, n, _ = _read_json_file(path, bad)
-            return t, n
-        if name.endswith(".csv"):
-            import pyarrow.csv as pcsv
+        with naming(path):
+            return _read_file(path, bad)
+    return _read_folder(path, split, bad)
 
-            t = pcsv.read_csv(path)
-            return t, t.num_rows
-        raise ValueError(f"{path}: unknown file type (expected .parquet, .jsonl[.gz], .json, .csv)")
+
+def _read_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        t = pq.ParquetFile(path).read()  # read_table refuses duplicated names
+        return t, t.num_rows
+    if name.endswith(_JSON_SUFFIXES):
+        t, n, _ = _read_json_file(path, bad)
+        return t, n
+    if name.endswith(".csv"):
+        return _read_csv(path, bad)
+    raise ValueError(f"{path}: unknown file type (expected .parquet, .jsonl[.gz], .json, .csv)")
+
+
+def _read_folder(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         import datasets
 
@@ -418,14 +499,19 @@ def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]
         return t, t.num_rows
     parquet, jsons = (_parquet_files(path), _json_files(path)) if split is None else ([], [])
     if parquet and not jsons:
-        t = _concat([pq.ParquetFile(f).read() for f in parquet])
+        tables = []
+        for f in parquet:
+            with naming(f):
+                tables.append(pq.ParquetFile(f).read())
+        t = _concat(tables)
         return t, t.num_rows
     if jsons and not parquet:
         tables, total, offset = [], 0, 0
         for f in jsons:
             # Rows are numbered across the files in order (one running index).
             local = _Bad()
-            t, n, span = _read_json_file(f, local)
+            with naming(f):
+                t, n, span = _read_json_file(f, local)
             for row, field, reason, rec in local:
                 bad.append((row + offset, field, f"{f.name}: {reason}", rec))
             bad.keep(r + offset for r in local.kept or [])
@@ -537,26 +623,30 @@ def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
     line across the files, as :func:`read_records` numbers them."""
     offset = 0
     for path in paths:
-        if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
-            bad = _Bad()
-            t, n, span = _read_json_array(path, bad)
-            yield RawBatch(
-                _plain(t), _shifted(bad, offset, path, len(paths)), n, bad.rows(0) + offset
-            )
-            offset += span
-            continue
-        chunk: list[bytes] = []
-        size = start = seen = 0
-        for i, line in enumerate(_lines(path)):
-            chunk.append(line)
-            size += len(line)
-            seen = i + 1
-            if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
-                yield _json_batch(chunk, start, offset, path, len(paths))
-                start, chunk, size = i + 1, [], 0
-        if chunk or start == 0:
-            yield _json_batch(chunk, start, offset, path, len(paths))
-        offset += seen
+        with naming(path):
+            offset = yield from _json_file_batches(path, offset, len(paths))
+
+
+def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch]:
+    """One JSON file's batches (rows numbered from ``offset``, file names in reasons when
+    there are several ``files``); returns the offset for the next file."""
+    if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
+        bad = _Bad()
+        t, n, span = _read_json_array(path, bad)
+        yield RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
+        return offset + span
+    chunk: list[bytes] = []
+    size = start = seen = 0
+    for i, line in enumerate(_lines(path)):
+        chunk.append(line)
+        size += len(line)
+        seen = i + 1
+        if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
+            yield _json_batch(chunk, start, offset, path, files)
+            start, chunk, size = i + 1, [], 0
+    if chunk or start == 0:
+        yield _json_batch(chunk, start, offset, path, files)
+    return offset + seen
 
 
 def _json_batch(lines: list[bytes], start: int, offset: int, path: Path, files: int) -> RawBatch:
@@ -575,18 +665,23 @@ def _shifted(bad: _Bad, offset: int, path: Path, files: int) -> pa.Table:
 
 def _parquet_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
     for path in paths:
-        file = pq.ParquetFile(path)
-        for g in range(file.num_row_groups):
-            meta = file.metadata.row_group(g)
-            if meta.total_byte_size > 4 * BATCH_BYTES:
-                rows = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
-                for batch in file.iter_batches(batch_size=rows, row_groups=[g]):
-                    yield RawBatch(
-                        _plain(pa.Table.from_batches([batch])), _Bad().table(), batch.num_rows
-                    )
-                continue
-            t = _plain(file.read_row_group(g))
-            yield RawBatch(t, _Bad().table(), t.num_rows)
+        with naming(path):
+            yield from _parquet_file_batches(path)
+
+
+def _parquet_file_batches(path: Path) -> Iterator[RawBatch]:
+    file = pq.ParquetFile(path)
+    for g in range(file.num_row_groups):
+        meta = file.metadata.row_group(g)
+        if meta.total_byte_size > 4 * BATCH_BYTES:
+            rows = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
+            for batch in file.iter_batches(batch_size=rows, row_groups=[g]):
+                yield RawBatch(
+                    _plain(pa.Table.from_batches([batch])), _Bad().table(), batch.num_rows
+                )
+            continue
+        t = _plain(file.read_row_group(g))
+        yield RawBatch(t, _Bad().table(), t.num_rows)
 
 
 def _table_batches(read: _Read) -> Iterator[RawBatch]:

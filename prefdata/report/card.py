@@ -94,9 +94,7 @@ def build_date() -> str:
     >>> del os.environ["SOURCE_DATE_EPOCH"]
     """
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = (
-        datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
-    )
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
     return moment.strftime("%Y-%m-%d")
 
 

@@ -1,0 +1,37 @@
+"""The bad-input corpus (tests/bad_inputs.py): every case ends as its user is owed, a
+one-line error with exit status 2, or the good rows kept and every bad one in the
+rejects with its stage, input row, field and reason, the counts adding up; never a
+traceback. The ``prefdata`` commands run in this process, the recipe's cases as a user
+runs them (a fresh process)."""
+
+from __future__ import annotations
+
+import pytest
+from bad_inputs import CASES, run, verdict
+
+
+def test_the_corpus_is_large_and_covers_every_reader_and_layout():
+    assert len(CASES) >= 40
+    names = " ".join(c.name for c in CASES)
+    for kind in (
+        "jsonl",
+        "json-",
+        "parquet",
+        "csv",
+        "hub",
+        "long",
+        "pairs",
+        "hh",
+        "ultrafeedback",
+        "pool",
+        "binarize",
+    ):
+        assert kind in names, kind
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case, tmp_path):
+    got = run(case, tmp_path, in_process=True)
+    good, what = verdict(case, got)
+    assert "Traceback" not in got.stderr, got.stderr
+    assert good, f"{case.name}: {what}\nstderr: {got.stderr[-800:]}"
