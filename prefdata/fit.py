@@ -112,6 +112,12 @@ class StageFit:
     def finalize(self) -> Stage:
         return self.state.fitted(self.stage)
 
+    @property
+    def parallel(self) -> bool:
+        """Whether fits of single tables merged in table order equal updating one fit in
+        that order (the state's ``parallel``), so an executor may update them on threads."""
+        return bool(getattr(self.state, "parallel", False))
+
     def columns(self) -> list[str] | None:
         """The input fields the fit reads (``candidates.scores``: list levels left out),
         so an executor reads only those; None: every column."""

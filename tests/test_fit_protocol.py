@@ -337,3 +337,52 @@ def test_no_fit_runs_the_segment_as_is(tmp_path):
     result = run_with_fits(run, stages, pools(5), tmp_path / "w")
     assert seen == [(stages, tmp_path / "w")]
     assert result.read().num_rows == 5
+
+
+def test_parallel_fits_merged_in_order_equal_one_fit_updated_in_order(tmp_path):
+    """The executor fits ScoreStatsFit and RepeatedResponsesFit one table per thread and
+    merges them in table order: byte-identical to one fit updated table by table; an
+    overflow that only the merge meets is refused all the same."""
+    import numpy as np
+    import pyarrow as pa
+
+    from prefdata.annotate import Normalise
+    from prefdata.annotate.normalise import NonFiniteScoreError
+    from prefdata.execute.fitting import fit_checkpointed
+    from prefdata.filter import FlagDegenerate
+    from prefdata.schema import pool_schema
+
+    rng = np.random.default_rng(0)
+
+    def table(k: int, shift: float = 0.0) -> pa.Table:
+        rows = [
+            {
+                "prompt_id": f"p{k}-{i}",
+                "prompt": [{"role": "user", "content": "q"}],
+                "candidates": [
+                    {
+                        "candidate_id": f"c{j}",
+                        "response": f"a shared answer {j % 3} here",
+                        "scores": {"rm": float(rng.normal(3, 2)) * scale},
+                    }
+                    for j in range(4)
+                ],
+            }
+            for i in range(50)
+        ]
+        return pa.Table.from_pylist(rows, schema=pool_schema(["rm"]))
+
+    tables = [table(k) for k in range(7)]
+    for stage in (Normalise(), FlagDegenerate(repeated_min_prompts=3)):
+        assert stage.fit().parallel
+        one = stage.fit()
+        for t in tables:
+            one.update(t)
+        fitted = fit_checkpointed(stage, iter(tables), tmp_path / "fits", None)
+        assert fitted.fingerprint == one.finalize().fingerprint
+        assert fitted.config() == one.finalize().config()
+    big = [table(0, 1e153), table(1, -1e153)]  # each alone fits float64, together not
+    for t in big:
+        Normalise().fit().update(t)  # no error: only the merge overflows
+    with pytest.raises(NonFiniteScoreError, match="scores rm are too large"):
+        fit_checkpointed(Normalise(), iter(big), tmp_path / "fits", None)

@@ -135,6 +135,9 @@ class ScoreStatsFit:
     """
 
     columns: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates.scores")  # what it reads
+    # update() merges each table's statistics into the running ones: per-table fits
+    # merged in order give the very same numbers
+    parallel: ClassVar[bool] = True
     scorers: tuple[str, ...] = ()
     parts: dict[str, ScoreStats] = field(default_factory=dict)
 
@@ -143,19 +146,23 @@ class ScoreStatsFit:
         flat = flatten_candidates(table) if flat is None else flat
         stats = {}
         for name, x in self._finite_scores(flat, table):
-            st = ScoreStats.of(x)
-            merged = self.parts.get(name, ScoreStats()).merge(st)
-            if not (math.isfinite(merged.mean) and math.isfinite(merged.m2)):
-                # squares of scores near 1e154 and above overflow float64: every z-score
-                # would come out 0 (a silent loss of every preference), so refuse
-                big = float(np.nanmax(np.abs(x))) if len(x) else float("nan")
-                raise NonFiniteScoreError(
-                    f"scores {name} are too large for their variance in float64 (up to "
-                    f"{big:.3g}); rescale them (divide by a power of ten)"
-                )
-            stats[name] = merged
+            big = float(np.nanmax(np.abs(x))) if len(x) else float("nan")
+            stats[name] = self._merged(name, ScoreStats.of(x), big)
         self.parts.update(stats)  # all or nothing: a bad score adds no statistics
         return self
+
+    def _merged(self, name: str, st: ScoreStats, big: float = float("nan")) -> ScoreStats:
+        """The running statistics of ``name`` merged with ``st``; refused when they stop
+        being finite: squares of scores near 1e154 and above overflow float64, and every
+        z-score would come out 0 (a silent loss of every preference)."""
+        merged = self.parts.get(name, ScoreStats()).merge(st)
+        if not (math.isfinite(merged.mean) and math.isfinite(merged.m2)):
+            size = f"up to {big:.3g}" if math.isfinite(big) else "too large"
+            raise NonFiniteScoreError(
+                f"scores {name} are too large for their variance in float64 ({size}); "
+                "rescale them (divide by a power of ten)"
+            )
+        return merged
 
     def _finite_scores(self, flat: FlatCandidates, table: pa.Table) -> list[tuple[str, np.ndarray]]:
         """Each scorer's values; raises naming the row and field of the first infinite one."""
@@ -225,7 +232,7 @@ class ScoreStatsFit:
 
     def merge(self, other: ScoreStatsFit) -> ScoreStatsFit:
         for name, st in other.parts.items():
-            self.parts[name] = self.parts.get(name, ScoreStats()).merge(st)
+            self.parts[name] = self._merged(name, st)
         return self
 
     def stats(self) -> dict[str, ScoreStats]:

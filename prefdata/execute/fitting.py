@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prefdata.execute.inputs import resolve_source, source_digest
+from prefdata.execute.threads import ordered, workers
 from prefdata.fit import Fit, loads
 from prefdata.ids import digest
 from prefdata.io.atomic import atomic_path
@@ -155,7 +156,9 @@ def run_all(
 def fit_checkpointed(
     stage: Stage, tables: Iterable[pa.Table], fits_dir: Path, identity: str | None
 ) -> Stage:
-    """``stage`` fitted over ``tables`` (read only when needed); the fit is loaded from,
+    """``stage`` fitted over ``tables`` (read only when needed; a fit whose updates are
+    independent, ``fit.parallel``, is one fit per table on a few threads, merged in table
+    order: the same numbers as one fit updated in order); the fit is loaded from,
     or saved to, ``fits_dir/<fingerprint>-<identity>.fit`` (atomically). ``identity`` None
     (an input without a digest) fits every time and saves nothing. A file that does not
     load (another format) is fitted again and replaced."""
@@ -170,8 +173,13 @@ def fit_checkpointed(
         except ValueError:
             loaded = None
     if loaded is None:
-        for table in tables:
-            fit.update(table)
+        if getattr(fit, "parallel", False):
+            jobs = ((None, lambda t=t: stage.fit().update(t)) for t in tables)
+            for _, part in ordered(jobs, workers(), "prefdata-fit"):
+                fit.merge(part)
+        else:
+            for table in tables:
+                fit.update(table)
         if path is not None:
             data = fit.dumps()
             atomic_path(path, lambda p: p.write_bytes(data))

@@ -38,9 +38,7 @@ import json
 import math
 import os
 import shutil
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ import pyarrow.parquet as pq
 
 from prefdata.execute.inputs import source_digest
 from prefdata.execute.manifest import MANIFEST, shard_name, write_json_atomic
+from prefdata.execute.threads import ordered, workers
 from prefdata.execute.workdir import clean_temp_files, workdir_lock
 from prefdata.io.layouts import (
     Entries,
@@ -350,28 +349,6 @@ def _record_batch(plan: _Plan, b: int, rows_in: int, rows_read: int, rejects: pa
     }
 
 
-def _workers() -> int:
-    """Threads converting batches and building partitions: the cores, at most 4 (the
-    kernels release the GIL; each holds one batch or partition)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(4, cores or 1))
-
-
-def _ordered(jobs: Iterator[tuple[Any, Callable[[], Any]]], workers: int) -> Iterator[tuple]:
-    """Run ``(key, fn)`` jobs on ``workers`` threads, at most ``workers + 1`` in flight,
-    and yield ``(key, result)`` in job order (so records are saved in order)."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="prefdata-ingest") as pool:
-        pending: deque = deque()
-        for key, fn in jobs:
-            pending.append((key, pool.submit(fn)))
-            while len(pending) > workers:
-                k, f = pending.popleft()
-                yield k, f.result()
-        while pending:
-            k, f = pending.popleft()
-            yield k, f.result()
-
-
 def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
     if plan.data["built"].get("00000"):
         return
@@ -380,7 +357,7 @@ def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
         ((b, batch), lambda batch=batch, offset=offset: _convert(ingest, batch, offset))
         for b, batch, offset in _batches(ingest)
     )
-    for (b, batch), (e, rej) in _ordered(jobs, _workers()):
+    for (b, batch), (e, rej) in ordered(jobs, workers(), "prefdata-ingest"):
         entries.append(e.to_table())
         rejects.append(rej)
         _record_batch(plan, b, batch.rows_in, batch.table.num_rows, rej)
@@ -425,7 +402,7 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
                     ),
                 )
 
-    for (b, rows_in, rows_read), rejects in _ordered(jobs(), _workers()):
+    for (b, rows_in, rows_read), rejects in ordered(jobs(), workers(), "prefdata-ingest"):
         _record_batch(plan, b, rows_in, rows_read, rejects)
         plan.save()
     plan.data["read_done"] = batches
@@ -458,7 +435,7 @@ def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         for p in range(parts)
         if not plan.data["built"].get(f"{p:05d}")
     )
-    for p, record in _ordered(jobs, _workers()):
+    for p, record in ordered(jobs, workers(), "prefdata-ingest"):
         plan.data["built"][f"{p:05d}"] = record
         plan.save()
     shutil.rmtree(root / "spill", ignore_errors=True)

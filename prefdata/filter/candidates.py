@@ -112,8 +112,12 @@ def record_dropped(
     counts = np.bincount(flat.parents[idx], minlength=n)  # parents are sorted
     offsets = offsets_of(counts)
     added = pa.ListArray.from_arrays(pa.array(offsets), new)
-    if DROPPED in table.column_names:
-        prev = table[DROPPED].combine_chunks().cast(DROPPED_TYPE)
+    prev = (
+        table[DROPPED].combine_chunks().cast(DROPPED_TYPE)
+        if DROPPED in table.column_names
+        else None
+    )
+    if prev is not None and (prev.null_count or pc.sum(pc.list_value_length(prev)).as_py()):
         prev = pc.fill_null(prev, pa.scalar([], DROPPED_TYPE))
         merged = (
             pl.DataFrame({"a": pl.Series(prev), "b": pl.Series(added)})
@@ -121,7 +125,7 @@ def record_dropped(
             .to_arrow()
             .cast(DROPPED_TYPE)
         )
-    else:
+    else:  # nothing recorded before (the common case): the new records alone
         merged = added.cast(DROPPED_TYPE)
     return set_column(table, DROPPED, merged)
 

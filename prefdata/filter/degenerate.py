@@ -116,6 +116,7 @@ class RepeatedResponsesFit:
     min_chars: int = 20
     parts: list[pl.DataFrame] = field(default_factory=list)
     columns: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates.response")  # what it reads
+    parallel: ClassVar[bool] = True  # merge() appends parts: per-table fits merge exactly
 
     def update(self, table: pa.Table, _hashes: Any = None) -> RepeatedResponsesFit:
         flat = flatten_candidates(table)
