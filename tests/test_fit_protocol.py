@@ -363,7 +363,7 @@ def test_parallel_fits_merged_in_order_equal_one_fit_updated_in_order(tmp_path):
                     {
                         "candidate_id": f"c{j}",
                         "response": f"a shared answer {j % 3} here",
-                        "scores": {"rm": float(rng.normal(3, 2)) * scale},
+                        "scores": {"rm": shift + float(rng.normal(3, 2))},
                     }
                     for j in range(4)
                 ],
