@@ -609,7 +609,7 @@ RECIPE_FLAGS = {
     "long": [
         *("--layout", "long", "--prompt-col", "prompt", "--response-col", "response"),
         *("--generator-col", "generator", "--score-col", "a", "--score-col", "b"),
-        *("--score-col", "c", "--strategy", "best-worst", "--vote", "2"),
+        *("--score-col", "c", "--score", "a", "--strategy", "best-worst", "--vote", "2"),
     ],
     "pairs": [
         *("--layout", "pairs", "--prompt-col", "prompt"),

@@ -355,3 +355,24 @@ def test_the_card_states_version_date_input_digest_and_candidate_drops(
     assert "- created: 2023-11-14" in card
     assert f"- input file `sample_long.jsonl`: SHA-256 `{sha}`" in card
     assert "| flagged: empty | 1 |" in card and "| flagged: judge_injection | 1 |" in card
+
+
+def test_several_scores_rank_by_their_ensemble_unless_told(binarize, tmp_path, capsys):
+    """With several --score-col and no --score the pairs rank by the z-scored mean
+    (the quality benchmark's winner); --score NAME or ensemble:min|uwo choose; a bad
+    ensemble name is one line and status 2."""
+    runs = {}
+    for label, extra in [("default", []), ("one", ["--score", "rm_quality"]),
+                         ("min", ["--score", "ensemble:min"])]:  # fmt: skip
+        out = tmp_path / label
+        assert binarize.main(["--sample", "--format", "trl-dpo", "--out", str(out), *extra]) == 0
+        runs[label] = json.loads((out / "summary.json").read_text())
+    stages = lambda r: [e["stage"] for e in r["funnel"]]  # noqa: E731
+    assert "Ensemble[ensemble.mean]" in stages(runs["default"])
+    assert not any(s.startswith("Ensemble") for s in stages(runs["one"]))
+    assert "Ensemble[ensemble.min]" in stages(runs["min"])
+    capsys.readouterr()
+    assert (
+        binarize.main(["--sample", "--score", "ensemble:median", "--out", str(tmp_path / "x")]) == 2
+    )
+    assert "expected ensemble:mean, ensemble:min or ensemble:uwo" in capsys.readouterr().err
