@@ -13,6 +13,7 @@ from prefdata.score.base import Scorer, candidates_view, pools_from_texts, with_
 from prefdata.score.column import FromColumn
 from prefdata.score.embedding import EmbeddingRelevance
 from prefdata.score.judge import JudgePairwise, JudgePointwise
+from prefdata.score.rank import RankPairwise
 from prefdata.score.logprob import DensityRatio, LogProb
 from prefdata.score.reward_model import RewardModel, VLLMRewardModel
 from prefdata.score.sandbox import CodeTests, SandboxLimits, run_sandboxed
@@ -25,6 +26,7 @@ __all__ = [
     "EmbeddingRelevance",
     "FromColumn",
     "JudgePairwise",
+    "RankPairwise",
     "JudgePointwise",
     "LogProb",
     "MathVerify",

@@ -308,11 +308,13 @@ class JudgePairwise(_Judge):
         self.ensure_setup()
         return self._compare(candidates_view(table), table)[0]
 
-    def _compare(self, view, table):
+    def _compare(self, view, table, pairs: list[tuple[int, int, int]] | None = None):
+        """Judge ``pairs`` ((row, i, j) flat candidate indices; default: :meth:`_pairs`)
+        in both orders: the public pair table and the rows with ``_i``/``_j``."""
         prompts = table["prompt"].to_pylist()
         pids = table["prompt_id"].to_pylist()
         cids = view.field("candidate_id")
-        pairs = self._pairs(view, table)
+        pairs = self._pairs(view, table) if pairs is None else pairs
         convs, seeds = [], []
         for r, i, j in pairs:
             for a, b in ((i, j), (j, i)):
