@@ -13,8 +13,8 @@ from prefdata.score.base import Scorer, candidates_view, pools_from_texts, with_
 from prefdata.score.column import FromColumn
 from prefdata.score.embedding import EmbeddingRelevance
 from prefdata.score.judge import JudgePairwise, JudgePointwise
-from prefdata.score.rank import RankPairwise
 from prefdata.score.logprob import DensityRatio, LogProb
+from prefdata.score.rank import RankPairwise
 from prefdata.score.reward_model import RewardModel, VLLMRewardModel
 from prefdata.score.sandbox import CodeTests, SandboxLimits, run_sandboxed
 from prefdata.score.verify import Constraints, MathVerify
