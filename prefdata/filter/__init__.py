@@ -8,6 +8,7 @@ mergeable state per batch or shard, ``finalize()`` returns an index, and the sta
 it row-locally; without an index a stage fits on the table it is given (whole-table mode).
 """
 
+from prefdata.filter.active import ActivePairs, ActivePrompts
 from prefdata.filter.air import AirPairs, StablePrompts
 from prefdata.filter.decontam import Decontaminate, read_benchmark
 from prefdata.filter.dedup import (
@@ -30,6 +31,8 @@ from prefdata.filter.voting import PoolVote, Vote
 
 __all__ = [
     "DEFAULT_DROP",
+    "ActivePairs",
+    "ActivePrompts",
     "AirPairs",
     "JUDGE_INJECTION_PATTERNS",
     "CollapseIdenticalCandidates",
