@@ -4,6 +4,7 @@ prefdata convert INPUT --layout long --prompt-col instruction ... --out pools.pa
 prefdata inspect PATH [--json]
 prefdata validate PATH
 prefdata sql PATH "SELECT ... FROM pools"
+prefdata report PATH --out report.html
 
 A user's mistake (a flag, a path, a file, the network) is one line on stderr and exit
 status 2; ``--debug`` (or ``PREFDATA_DEBUG=1``) shows the traceback instead.
@@ -87,9 +88,17 @@ def guarded(
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when it loads
     if "datasets" in sys.modules:  # already loaded
         sys.modules["datasets"].disable_progress_bars()
+    from prefdata.pipeline import EXTRAS
+
     try:
         return run()
-    except (*USER_ERRORS, *errors) as e:
+    except (*USER_ERRORS, *errors, ModuleNotFoundError) as e:
+        # a missing package is the user's to install only when an extra provides it
+        missing_extra = isinstance(e, ModuleNotFoundError) and (
+            (e.name or "").split(".")[0] in EXTRAS
+        )
+        if isinstance(e, ModuleNotFoundError) and not missing_extra:
+            raise
         if debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
         print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
@@ -262,6 +271,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from prefdata.report.html import write_report
+
+    print(write_report(args.path, args.out))
+    return 0
+
+
 def _sql(args: argparse.Namespace) -> int:
     from prefdata.sql import format_table, query
 
@@ -314,13 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-errors", type=int, default=50)
     v.set_defaults(func=_validate)
 
+    r = sub.add_parser(
+        "report", help="one self-contained HTML file of plots for a run, pools or pairs"
+    )
+    r.add_argument("path", help="a run folder (e.g. OUT/work), a pool or a pair Parquet file")
+    r.add_argument("--out", required=True, help="the HTML file to write")
+    r.set_defaults(func=_report)
+
     s = sub.add_parser("sql", help="run a DuckDB query over pools, pairs or rejects")
     s.add_argument("path", help="a Parquet file (with its .rejects sibling) or a workdir")
     s.add_argument("query")
     s.add_argument("--name", help="table name for the file (default pools, or pairs)")
     s.add_argument("--max-rows", type=int, default=20)
     s.set_defaults(func=_sql)
-    for command in (c, i, v, s):
+    for command in (c, i, v, r, s):
         add_debug_argument(command)
     return p
 

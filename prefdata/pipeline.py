@@ -190,6 +190,7 @@ EXTRAS = {
     "math_verify": "verify",
     "vllm": "vllm",
     "ray": "ray",
+    "matplotlib": "report",
 }
 
 

@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload the Hub folder to this dataset repo (token from HF_TOKEN)",
     )
     out.add_argument("--public", action="store_true", help="make the Hub repo public")
+    out.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/report.html: plots of scores, agreement, length bias, margins, "
+        "generators and the funnel (needs the report extra)",
+    )
     add_debug_argument(p)
     return p
 
@@ -401,6 +407,10 @@ def run(args: argparse.Namespace) -> int:
             push_to_hub(folder, args.push_to_hub, private=not args.public)
             written["hub"].append(f"https://huggingface.co/datasets/{args.push_to_hub}")
 
+    if args.report:
+        from prefdata.report.html import write_report
+
+        written["report"] = [str(write_report(workdir, out / "report.html"))]
     n_pairs = built.funnel.entries[-1].rows_out if built.funnel.entries else 0
     _print_summary(funnel, all_rejects, filtered.output_paths, n_pairs, written, out)
     return 0
