@@ -1,0 +1,197 @@
+"""Iterative on-policy DPO: N rounds of sample, score, pair, export and train.
+
+Round r samples --n candidates per prompt from the round r-1 policy (round 1: --model),
+scores them with --reward-model, drops degenerate candidates, builds pairs (--strategy,
+best-worst by default) and writes TRL DPO data, then trains the next policy with TRL's
+DPOTrainer for --steps steps (the round's policy is also DPO's reference) and saves it to
+``OUT/round-<r>/policy``. Each round has its own work directory and is resumable: a round
+whose policy is saved is skipped on a rerun, and a killed round resumes from its
+checkpoints. The rounds' score and pair statistics are printed and saved together in
+``OUT/summary.json`` (``--report``: each round's HTML report too).
+
+    # offline, on CPU, with any small local causal LM and reward model
+    python recipes/iterative_dpo.py --prompts prompts.jsonl --model ./policy \\
+        --reward-model ./rm --rounds 2 --n 4 --steps 2 --out out/iterative
+
+    # on a GPU: vLLM sampling, more samples and steps
+    python recipes/iterative_dpo.py --prompts prompts.jsonl --model Qwen/Qwen2.5-1.5B-Instruct \\
+        --backend vllm --reward-model Skywork/Skywork-Reward-V2-Llama-3.1-8B \\
+        --rounds 3 --n 8 --steps 200 --strategy sweet-spot --out out/iterative
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from prefdata.cli import HelpFormatter, add_debug_argument, add_layout_arguments, read_args
+from prefdata.recipe import UsageError, main_of
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--prompts", required=True, help="prompts: path or Hub id")
+    add_layout_arguments(p, default_layout="pool")  # a JSONL of {"prompt": ...} is pools
+    p.add_argument("--model", required=True, help="the round-0 policy (path or Hub id)")
+    p.add_argument("--reward-model", required=True, help="reward model that scores candidates")
+    p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    p.add_argument("--rounds", type=int, default=2, help="rounds of sample, pair and train")
+    p.add_argument("--n", type=int, default=4, help="candidates per prompt per round")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens per candidate at most")
+    p.add_argument(
+        "--strategy",
+        choices=("best-worst", "best-random", "sweet-spot"),
+        default="best-worst",
+        help="pairs from each prompt's scored candidates",
+    )
+    p.add_argument("--steps", type=int, default=2, help="DPO steps per round")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
+    p.add_argument("--learning-rate", type=float, default=5e-6)
+    p.add_argument("--batch-size", type=int, default=2, help="DPO per-device batch size")
+    p.add_argument("--max-length", type=int, default=512, help="DPO max sequence length")
+    p.add_argument("--seed", type=int, default=0, help="run seed (each round derives its own)")
+    p.add_argument("--out", required=True, help="output folder (a round-<r> folder per round)")
+    p.add_argument("--report", action="store_true", help="write each round's report.html")
+    add_debug_argument(p)
+    return p
+
+
+def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) -> dict:
+    """Sample, score, curate and export round ``r`` (checkpointed in ``folder/work``);
+    its statistics."""
+    from prefdata.annotate import Strength
+    from prefdata.construct import Pairs
+    from prefdata.execute import LocalExecutor
+    from prefdata.filter import DropFlagged, FlagDegenerate
+    from prefdata.generate import Sample
+    from prefdata.io.export import export
+    from prefdata.io.parquet import write_parquet
+    from prefdata.io.readers import read_pools
+    from prefdata.score import RewardModel
+
+    prompts, read_rejects, _ = read_pools(args.prompts, args.layout, **read_args(args))
+    stages = [
+        Sample(
+            model=policy,
+            backend=args.backend,
+            n=args.n,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed + r,
+            generator=f"round-{r}",
+        ),
+        RewardModel(args.reward_model, name="rm"),
+        FlagDegenerate(repeated_min_prompts=None),
+        DropFlagged(flags=("empty",)),  # random or early policies hit the token limit
+        Pairs(args.strategy, score="rm", seed=args.seed + r),
+        Strength(scorers=("rm",)),
+    ]
+    result = LocalExecutor(folder / "work", shard_rows=64).run(stages, prompts)
+    pairs = result.read()
+    dpo = export(pairs, "trl-dpo", folder / "trl-dpo", funnel=result.funnel)
+    rejects = pa.concat_tables(
+        [read_rejects, result.rejects(), dpo.rejects], promote_options="default"
+    )
+    write_parquet(rejects, folder / "rejects.parquet")
+    scores = [(p or {}).get("rm") for p in pairs["chosen_scores"].to_pylist()]
+    if args.report:
+        from prefdata.report.html import write_report
+
+        write_report(folder / "work", folder / "report.html")
+    return {
+        "round": r,
+        "policy": policy,
+        "prompts": prompts.num_rows,
+        "pairs": pairs.num_rows,
+        "mean_chosen_rm": _mean(scores),
+        "mean_margin": _mean(pairs["margin"].to_pylist()),
+        "funnel": result.funnel.to_list(),
+        "dpo": str(dpo[0]),
+    }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def train_round(args: argparse.Namespace, r: int, policy: str, data: str, out: Path) -> None:
+    """DPO on the round's pairs, from ``policy`` (also the reference); saved to ``out``."""
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    import torch
+
+    dataset = load_dataset("parquet", data_files=data, split="train")
+    if not len(dataset):
+        raise UsageError(f"round {r}: no pairs to train on (see round-{r}/rejects.parquet)")
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    config = DPOConfig(
+        output_dir=str(out.with_name("trainer")),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        beta=args.beta,
+        max_length=args.max_length,
+        seed=args.seed + r,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+    )
+    trainer = DPOTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    tmp = out.with_name(out.name + ".tmp")
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "dpo.json").write_text(
+        json.dumps({"steps": trainer.state.global_step, "losses": losses})
+    )
+    tmp.replace(out)  # the policy appears whole or not at all: a rerun retrains otherwise
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rounds < 1 or args.steps < 1 or args.n < 2:
+        raise UsageError("--rounds and --steps must be >= 1 and --n >= 2 (pairs need two)")
+    out = Path(args.out)
+    policy, rounds = args.model, []
+    for r in range(1, args.rounds + 1):
+        folder = out / f"round-{r}"
+        saved = folder / "policy"
+        stats_file = folder / "stats.json"
+        if saved.is_dir() and stats_file.exists():  # finished earlier: skip
+            stats = json.loads(stats_file.read_text())
+            print(f"round {r}: done earlier, {stats['pairs']} pairs -> {saved}")
+        else:
+            stats = sample_round(args, r, policy, folder)
+            train_round(args, r, policy, stats["dpo"], saved)
+            stats["trained"] = json.loads((saved / "dpo.json").read_text())
+            stats_file.write_text(json.dumps(stats, indent=2) + "\n")
+            print(
+                f"round {r}: {stats['pairs']} pairs, mean chosen rm {stats['mean_chosen_rm']}, "
+                f"{stats['trained']['steps']} DPO steps -> {saved}"
+            )
+        rounds.append(stats)
+        policy = str(saved)
+    (out / "summary.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
+    print(f"final policy: {policy}")
+    return 0
+
+
+main = main_of("iterative_dpo", build_parser, run)
+
+if __name__ == "__main__":
+    sys.exit(main())
