@@ -122,11 +122,10 @@ def _mean(values) -> float | None:
 
 def train_round(args: argparse.Namespace, r: int, policy: str, data: str, out: Path) -> None:
     """DPO on the round's pairs, from ``policy`` (also the reference); saved to ``out``."""
+    import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    import torch
 
     dataset = load_dataset("parquet", data_files=data, split="train")
     if not len(dataset):
