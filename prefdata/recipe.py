@@ -73,9 +73,13 @@ def source_of(args: argparse.Namespace) -> Any:
     if not args.input:
         raise UsageError("give --input (or --sample)")
     options = read_args(args)
-    if args.layout == "pool":
-        return args.input
-    return Ingest(args.input, args.layout, **options)
+    if args.layout != "pool":
+        return Ingest(args.input, args.layout, **options)
+    if str(args.input).endswith(".parquet") and options["split"] is None:
+        return args.input  # pools already: read in place, shard by shard
+    from prefdata.io.readers import read_pools
+
+    return read_pools(args.input, "pool", **options).table
 
 
 def score_columns(args: argparse.Namespace) -> tuple[str, ...]:

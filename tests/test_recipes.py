@@ -100,3 +100,32 @@ def test_a_users_mistake_is_one_line(name, argv, message, tmp_path, capsys):
     assert load(name).main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith(f"{name}: error: ")
+
+
+def test_verifiable_math_pairs_right_against_wrong(tmp_path):
+    out = tmp_path / "math"
+    argv = ["--sample", "--max-pairs-per-prompt", "1", "--out", str(out)]
+    assert load("verifiable_math_dpo").main(argv) == 0
+    dpo = pq.read_table(out / "trl-dpo" / "train.parquet").to_pylist()
+    assert len(dpo) == 36  # one pair per problem
+    from prefdata.data import math_path
+
+    gold = {
+        json.loads(line)["prompt"]: json.loads(line)["answer"]
+        for line in math_path().read_text().splitlines()
+    }
+    for row in dpo:
+        answer = gold[row["prompt"][-1]["content"]]
+        assert row["chosen"][0]["content"].endswith(f"\\boxed{{{answer}}}.")
+        assert not row["rejected"][0]["content"].endswith(f"\\boxed{{{answer}}}.")
+
+
+def test_rationale_dpo_writes_a_rationale_per_pair(tiny_models, tmp_path):
+    """The judge is the tiny random-weight model: real generation, meaningless text."""
+    out = tmp_path / "rationale"
+    argv = ["--sample", "--judge-model", str(tiny_models["causal"]), "--max-tokens", "8",
+            "--out", str(out)]  # fmt: skip
+    assert load("rationale_dpo").main(argv) == 0
+    dpo = pq.read_table(out / "trl-dpo" / "train.parquet")
+    assert dpo.column_names == ["prompt", "chosen", "rejected", "rationale"]
+    assert dpo.num_rows == 12 and all(r for r in dpo["rationale"].to_pylist())

@@ -1,4 +1,5 @@
-"""Small data files that ship with prefdata, found wherever it is installed.
+"""Small data files that ship with prefdata, found wherever it is installed (all written
+by the project for its examples and tests).
 
 :func:`sample_path` is the scored sample the README and ``binarize.py --sample`` use:
 12 prompts in the long layout (one row per response), 41 responses from several
@@ -28,7 +29,19 @@ SAMPLE_OPTIONS: dict[str, Any] = {
 
 def sample_path() -> Path:
     """The bundled sample (``sample_long.jsonl``), from the installed package."""
-    return Path(str(resources.files("prefdata.data").joinpath("sample_long.jsonl")))
+    return data_path("sample_long.jsonl")
 
 
-__all__ = ["SAMPLE_OPTIONS", "sample_path"]
+def math_path() -> Path:
+    """``math_solutions.jsonl``: 36 arithmetic word problems in the pool layout, each with
+    its gold ``answer`` and four worked solutions (two right, one with an arithmetic slip,
+    one with the wrong operation), each ending in ``\\boxed{...}``."""
+    return data_path("math_solutions.jsonl")
+
+
+def data_path(name: str) -> Path:
+    """A bundled file by name."""
+    return Path(str(resources.files("prefdata.data").joinpath(name)))
+
+
+__all__ = ["SAMPLE_OPTIONS", "data_path", "math_path", "sample_path"]
