@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="run seed (per-candidate seeds derive from it)"
     )
+    p.add_argument("--report", action="store_true", help="also write OUT/report.html")
     add_debug_argument(p)
     return p
 
@@ -223,6 +224,10 @@ def run(args: argparse.Namespace) -> int:
         f"{dpo.rejects.num_rows} in export)"
     )
     print(f"trl-dpo: {dpo[0]}\nhub: {hub}\nrejects: {out / 'rejects.parquet'}")
+    if args.report:
+        from prefdata.report.html import write_report
+
+        print(f"report: {write_report(workdir.parent, out / 'report.html')}")
     return 0
 
 

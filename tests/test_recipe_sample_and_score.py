@@ -51,9 +51,11 @@ def test_sample_score_pair_export(tiny_models, tmp_path, capsys):
         "--shard-rows",
         "2",
     ]
-    assert recipe.main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert recipe.main([*args, "--out", str(tmp_path / "a"), "--report"]) == 0
     printed = capsys.readouterr().out
     assert "pairs: 3" in printed
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "<h2>Score distributions</h2>" in page and "Sample[" in page  # both runs' funnel
     work = tmp_path / "a" / "work"
     sampled = pq.read_table(sorted(work.glob("stages/00-Sample-*/shard-00000.parquet"))[0])
     cands = sampled["candidates"].to_pylist()

@@ -48,8 +48,10 @@ def binarize_module():
 
 
 def self_contained(page: str) -> bool:
-    """Nothing fetched: no scripts, stylesheets, images or links to another file."""
+    """Nothing fetched: no scripts, stylesheets, images or links to another file (an
+    image inline as a data: URI is part of the page)."""
     refs = re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
+    refs = [r for r in refs if not r.startswith("data:")]
     return "<script" not in page and "<link" not in page and not refs
 
 
@@ -57,7 +59,7 @@ def test_the_recipe_writes_every_section_self_contained(run):
     page = (run / "report.html").read_text()
     for section in SECTIONS:
         assert section in page, section
-    assert page.count("<svg") == 5  # funnel, scores, length bias, margins, generators
+    assert page.count("<svg") == 6  # funnel, scores, agreement, length bias, margins, generators
     assert self_contained(page)
     assert re.search(r"<td>rm_quality</td><td>rm_helpful</td><td>\d+</td>", page)
 
@@ -106,3 +108,36 @@ def test_reject_reasons_are_listed():
     page = render(ReportData("t", funnel=funnel, rejects=rejects))
     assert "<h3>Top reject reasons</h3>" in page
     assert "<td>read</td><td>line 1: invalid JSON</td><td>2</td>" in page
+
+
+def test_a_real_headless_chromium_renders_the_plots(run, tmp_path):
+    """Debian's chromium opens the report from disk and draws it: the screenshot holds
+    the plots' own colours (the funnel's blue, the generators' green). Skipped where no
+    chromium is installed; .ci/run installs it, and PREFDATA_REQUIRE_CHROMIUM=1 turns the
+    skip into a failure."""
+    import os
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("PREFDATA_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("chromium is not installed but PREFDATA_REQUIRE_CHROMIUM=1")
+        pytest.skip("no chromium here (Debian: apt-get install chromium)")
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--window-size=1200,3000", f"--screenshot={shot}", (run / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 3000)
+    colours = {c for _, c in image.getcolors(maxcolors=1 << 20)}
+    assert len(colours) > 50  # not a blank page
+
+    def near(rgb):
+        return any(sum(abs(a - b) for a, b in zip(c, rgb, strict=True)) < 12 for c in colours)
+
+    assert near((0x4C, 0x78, 0xA8)) and near((0x54, 0xA2, 0x4B))  # funnel blue, chosen green

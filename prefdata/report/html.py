@@ -7,7 +7,7 @@ table or a pair table. Sections, each where the data has what it needs:
   pools;
 - score distributions, one histogram per scorer;
 - scorer agreement: for every two scorers the share of candidate pairs of one pool they
-  order the same way (sign agreement) and Kendall's tau over those pairs;
+  order the same way (sign agreement) and Kendall's tau over those pairs, as a matrix;
 - length bias: each score against response length (with the correlation), and the
   chosen/rejected length ratio of the pairs;
 - the margin histogram and each generator's chosen and rejected counts (win rate);
@@ -226,6 +226,26 @@ def length_bias(df: pl.DataFrame, names: Sequence[str]) -> tuple[str, dict[str, 
     return _svg(fig), corr
 
 
+def agreement_matrix(names: Sequence[str], agree: dict[tuple[str, str], dict]) -> str:
+    """Scorers by scorers: sign agreement above the diagonal, Kendall's tau below."""
+    k = len(names)
+    grid = np.full((k, k), np.nan)
+    for (a, b), v in agree.items():
+        i, j = names.index(a), names.index(b)
+        grid[i, j], grid[j, i] = v["agreement"], v["tau"]
+    fig, (ax,) = _figure(width=1.1 * k + 2.2, height=1.0 * k + 1.4)
+    image = ax.imshow(grid, vmin=-1, vmax=1, cmap="RdBu")
+    for i in range(k):
+        for j in range(k):
+            if i != j and np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_title("agreement (upper) and Kendall tau (lower)")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return _svg(fig)
+
+
 def margin_histogram(pairs: pa.Table) -> str:
     m = pc.drop_null(pairs["margin"]).to_numpy(zero_copy_only=False)
     fig, (ax,) = _figure(width=5.0)
@@ -313,6 +333,7 @@ def render(data: ReportData, samples: int = 12) -> str:
                     "<h2>Scorer agreement</h2>",
                     '<p class="note">Over every two candidates of one pool: the share both '
                     "scorers order the same way, and Kendall's tau-a.</p>",
+                    agreement_matrix(names, agree),
                     _table(["scorer", "scorer", "pairs", "sign agreement", "Kendall tau"], rows),
                 ]
             svg, corr = length_bias(df, names)
