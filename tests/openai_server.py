@@ -50,7 +50,7 @@ class OpenAIServer:
     def __init__(self, backend: ChatBackend, model: str = "tiny") -> None:
         self.backend = backend
         self.model = model
-        self.requests: list[dict[str, Any]] = []  # {"headers": ..., "body": ...}
+        self.requests: list[dict[str, Any]] = []  # {"headers", "body", "peer": client port}
         self._script: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
@@ -84,7 +84,9 @@ class OpenAIServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
-                    status, headers, body = server.handle(self.path, dict(self.headers), raw)
+                    status, headers, body = server.handle(
+                        self.path, dict(self.headers), raw, peer=self.client_address[1]
+                    )
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
@@ -113,14 +115,16 @@ class OpenAIServer:
         self.close()
 
     # -- request handling ---------------------------------------------------------------
-    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict, bytes]:
+    def handle(
+        self, path: str, headers: dict[str, str], raw: bytes, peer: int | None = None
+    ) -> tuple[int, dict, bytes]:
         json_headers = {"Content-Type": "application/json"}
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:
             return 400, json_headers, _error("request body is not JSON")
         with self._lock:
-            self.requests.append({"headers": headers, "body": body})
+            self.requests.append({"headers": headers, "body": body, "peer": peer})
             fault = self._script.popleft() if self._script else None
         if not path.endswith("/chat/completions"):
             return 404, json_headers, _error(f"no route {path}")

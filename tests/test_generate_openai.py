@@ -259,3 +259,15 @@ def test_no_key_goes_to_a_server_it_was_not_named_for(fresh, monkeypatch):
     backend.chat([HI], GenerationConfig(n=1, max_tokens=4), [[1]])
     assert all("Authorization" not in r["headers"] for r in fresh.requests)
     assert OpenAIBackend("https://api.openai.com/v1", "gpt")._key is not None
+
+
+def test_connections_are_kept_alive_and_pooled(fresh):
+    """40 requests through 4 workers use at most 4 connections (keep-alive, pooled), not
+    one connection per request."""
+    backend = OpenAIBackend(fresh.url, "tiny", concurrency=4, backoff=FAST, api_key_env=None)
+    seeds = [[i, i + 1, i + 2, i + 3] for i in range(10)]
+    results = backend.chat([HI] * 10, GenerationConfig(n=4, max_tokens=2), seeds)
+    assert all(r.error is None and len(r.completions) == 4 for r in results)
+    peers = {r["peer"] for r in fresh.requests}
+    assert len(fresh.requests) == 40 and 1 <= len(peers) <= 4
+    backend.close()

@@ -1,9 +1,13 @@
 """A chat backend for any OpenAI-compatible server (vLLM serve, SGLang, TGI, hosted APIs).
 
-Standard library only (``urllib`` in a thread pool): bounded concurrency, a per-request
-timeout, retries with exponential backoff on 429, 5xx, timeouts and dropped connections
-(honouring ``Retry-After``), with jitter derived from a digest of the request so a rerun
-waits the same and parallel requests spread out.
+One ``httpx2`` client (the HTTP client of the ``openai`` SDK and ``huggingface_hub``) per
+backend, with keep-alive connections pooled up to ``concurrency`` (64 by default, sized
+for a serving engine), shared by ``concurrency`` worker threads: a server sees at most that
+many requests in flight, each on a reused connection. A per-request timeout, retries with
+exponential backoff on 429, 5xx, timeouts and dropped connections (honouring
+``Retry-After``), with jitter derived from a digest of the request so a rerun waits the
+same and parallel requests spread out. ``benchmarks/bench_http.py`` measures it against
+the ``openai`` SDK's ``AsyncOpenAI``.
 
 The API key is read from the environment variable named by ``api_key_env`` when the backend
 is built (by default ``OPENAI_API_KEY``, and only for ``api.openai.com``: any other server
@@ -28,12 +32,9 @@ import email.utils
 import json
 import logging
 import os
-import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -259,7 +260,7 @@ class OpenAIBackend:
         model: str,
         *,
         api_key_env: str | None = "auto",
-        concurrency: int = 8,
+        concurrency: int = 64,
         timeout: float = 60.0,
         max_retries: int = 5,
         backoff: Backoff = Backoff(),
@@ -288,6 +289,7 @@ class OpenAIBackend:
         self._sleep = sleep
         self._read_key()
         self._pool: ThreadPoolExecutor | None = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
     def _read_key(self) -> None:
@@ -318,19 +320,38 @@ class OpenAIBackend:
 
     def __getstate__(self) -> dict[str, Any]:
         # The key stays behind; an unpickled copy reads it from its own environment.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_key", "_pool", "_lock")}
+        skip = ("_key", "_pool", "_lock", "_client")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._read_key()
         self._pool = None
+        self._client = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the worker threads and close the pooled connections."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _http(self) -> Any:
+        """The pooled client (made on first use, in this process)."""
+        with self._lock:
+            if self._client is None:
+                import httpx2
+
+                limits = httpx2.Limits(
+                    max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+                )
+                self._client = httpx2.Client(
+                    timeout=self.timeout, limits=limits, follow_redirects=False, trust_env=False
+                )
+            return self._client
 
     def _scrub(self, text: str) -> str:
         if self._key is not None:
@@ -349,25 +370,21 @@ class OpenAIBackend:
 
     # -- one request --------------------------------------------------------------------
     def _post(self, payload: bytes) -> _Attempt:
+        import httpx2
+
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key is not None:
             headers["Authorization"] = "Bearer " + self._key.reveal()
-        req = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return _Attempt(resp.status, resp.read())
-        except urllib.error.HTTPError as exc:
-            body = exc.read() if exc.fp is not None else b""
-            return _Attempt(exc.code, body, parse_retry_after(exc.headers.get("Retry-After")))
-        except TimeoutError:
+            resp = self._http().post(self.url, content=payload, headers=headers)
+        except httpx2.TimeoutException:
             return _Attempt(None, error=f"timed out after {self.timeout:g} s")
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError | socket.timeout):
-                return _Attempt(None, error=f"timed out after {self.timeout:g} s")
-            return _Attempt(None, error=f"connection failed: {reason}")
-        except (ConnectionError, OSError) as exc:
+        except (httpx2.TransportError, OSError) as exc:
             return _Attempt(None, error=f"connection failed: {type(exc).__name__}: {exc}")
+        if 200 <= resp.status_code < 300:
+            return _Attempt(resp.status_code, resp.content)
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        return _Attempt(resp.status_code, resp.content, retry_after)
 
     def _request(self, body: dict[str, Any]) -> list[Completion] | str:
         """Completions, or an error string; raises BackendUnavailableError when exhausted
