@@ -336,3 +336,28 @@ def test_density_ratio_vllm_engines_share_the_gpu():
     cdr = DensityRatio("strong", "weak", engine="vllm", gpu_memory_utilization=0.8)
     assert [p.gpu_memory_utilization for p in cdr._parts()] == [0.4, 0.4]
     assert cdr.fingerprint == DensityRatio("strong", "weak", engine="vllm").fingerprint
+
+
+def test_costly_scorers_show_progress_inside_a_shard(tiny_models, capsys):
+    """A reward model and a log-prob scorer show a bar per shard (sequences and tokens/s)
+    when asked (on a terminal by default); progress is not part of the config."""
+    import pyarrow as pa
+
+    from prefdata.schema import pool_schema
+    from prefdata.score import LogProb, RewardModel
+
+    rows = [
+        {"prompt_id": f"p{i}", "prompt": [{"role": "user", "content": f"q {i}"}],
+         "candidates": [{"candidate_id": f"c{i}{j}", "response": f"a {j}", "flags": []}
+                        for j in range(3)]}
+        for i in range(4)
+    ]  # fmt: skip
+    pools = pa.Table.from_pylist(rows, schema=pool_schema())
+    for stage in (RewardModel(str(tiny_models["reward"]), progress=True),
+                  LogProb(str(tiny_models["causal"]), name="lp", progress=True)):  # fmt: skip
+        stage(pools)
+        err = capsys.readouterr().err
+        assert f"{stage.name}: 100%" in err and "12/12" in err and "tok/s" in err, err
+        assert "progress" not in stage.config()
+    RewardModel(str(tiny_models["reward"]), progress=False)(pools)
+    assert "rm:" not in capsys.readouterr().err  # (transformers' own loading bar aside)

@@ -25,7 +25,7 @@ import importlib.metadata
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -228,6 +228,9 @@ class Scorer(Stage):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "prompt", "candidates")
+    # a progress bar inside each shard for the costly scorers (models, judges): on a
+    # terminal unless set; never part of the config
+    progress: bool | None = field(default=None, kw_only=True, metadata={"fingerprint": False})
 
     def score_fields(self) -> tuple[str, ...]:
         """The score fields this scorer writes (known before any model is loaded)."""

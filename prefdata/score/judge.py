@@ -168,18 +168,24 @@ class _Judge(Scorer):
         self, conversations: list[list[dict]], seeds: list[list[int]]
     ) -> list[list[str | None]]:
         """Answers (``generation.n`` per conversation; None where the backend errored)."""
+        from prefdata.progress import progress_bar
+
         out: list[list[str | None]] = []
         step = max(1, self.batch_size)
-        for i in range(0, len(conversations), step):
-            res = self._backend().chat(
-                conversations[i : i + step], self.generation, seeds[i : i + step]
-            )
-            if len(res) != len(conversations[i : i + step]):
-                raise RuntimeError(
-                    f"backend returned {len(res)} results for "
-                    f"{len(conversations[i : i + step])} conversations"
+        with progress_bar(
+            len(conversations), desc=self.name, unit="asks", enabled=self.progress
+        ) as bar:
+            for i in range(0, len(conversations), step):
+                res = self._backend().chat(
+                    conversations[i : i + step], self.generation, seeds[i : i + step]
                 )
-            out.extend([None] if r.error else [c.text for c in r.completions] for r in res)
+                if len(res) != len(conversations[i : i + step]):
+                    raise RuntimeError(
+                        f"backend returned {len(res)} results for "
+                        f"{len(conversations[i : i + step])} conversations"
+                    )
+                out.extend([None] if r.error else [c.text for c in r.completions] for r in res)
+                bar.update(len(res))
         return out
 
 

@@ -188,6 +188,8 @@ class LogProb(Scorer):
             seqs,
             lambda idx: self._forward([seqs[i] for i in idx], [cut[i][1] for i in idx]),
             self.token_budget,
+            desc=self.name,
+            progress=self.progress,
         )
         return out["sum"], out["count"], truncated
 

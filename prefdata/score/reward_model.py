@@ -149,10 +149,17 @@ def run_bucketed(
     token_budget: int,
     *,
     on_oom: Callable[[], None] | None = None,
+    desc: str = "",
+    progress: bool | None = None,
 ) -> tuple[dict[str, np.ndarray], list[int]]:
     """Run ``forward(indices)`` over length-bucketed batches of ``ids``; on out-of-memory
     halve the batch and retry. Returns the per-sequence outputs in input order and the batch
-    sizes used."""
+    sizes used. A progress bar (``desc``; on a terminal unless ``progress`` says) counts
+    sequences, with tokens/s."""
+    import time
+
+    from prefdata.progress import progress_bar
+
     results: dict[str, np.ndarray] = {}
     sizes: list[int] = []
 
@@ -163,20 +170,27 @@ def run_bucketed(
             results[k][idx] = v
 
     stack = list(reversed(plan_batches([len(x) for x in ids], token_budget)))
-    while stack:
-        idx = stack.pop()
-        try:
-            out = forward(idx)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_oom(exc) or len(idx) == 1:
-                raise
-            if on_oom is not None:
-                on_oom()
-            half = len(idx) // 2
-            stack.extend([idx[half:], idx[:half]])
-            continue
-        sizes.append(len(idx))
-        put(idx, out)
+    t0, tokens = time.perf_counter(), 0
+    with progress_bar(len(ids), desc=desc, unit="seqs", enabled=progress) as bar:
+        while stack:
+            idx = stack.pop()
+            try:
+                out = forward(idx)
+            except (RuntimeError, MemoryError) as exc:
+                if not _is_oom(exc) or len(idx) == 1:
+                    raise
+                if on_oom is not None:
+                    on_oom()
+                half = len(idx) // 2
+                stack.extend([idx[half:], idx[:half]])
+                continue
+            sizes.append(len(idx))
+            put(idx, out)
+            tokens += sum(len(ids[i]) for i in idx)
+            bar.update(len(idx))
+            bar.set_postfix_str(
+                f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f} tok/s", refresh=False
+            )
     return results, sizes
 
 
@@ -320,7 +334,12 @@ class RewardModel(Scorer):
                 torch.cuda.empty_cache()
 
         scores, sizes = run_bucketed(
-            ids, lambda idx: self._forward([ids[i] for i in idx]), self.token_budget, on_oom=oom
+            ids,
+            lambda idx: self._forward([ids[i] for i in idx]),
+            self.token_budget,
+            on_oom=oom,
+            desc=self.name,
+            progress=self.progress,
         )
         self.resources["batch_sizes"].extend(sizes)
         flags = [[self.truncated_flag] if t else [] for t in truncated]
