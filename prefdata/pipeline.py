@@ -448,16 +448,22 @@ class Pipeline:
                 )
             available = s.columns_after(available)
 
-    def run(self, table: pa.Table) -> PipelineResult:
-        """Run every stage over ``table`` in memory."""
+    def run(self, table: pa.Table, *, progress: bool | None = None) -> PipelineResult:
+        """Run every stage over ``table`` in memory; a bar over the stages (on a terminal
+        unless ``progress`` says) names the one running."""
+        from prefdata.progress import progress_bar
+
         self.check(table.schema)
         funnel, rejects = Funnel(), [empty_rejects()]
-        for s in self.stages:
-            rows_in = table.num_rows
-            out = s(table)
-            funnel.add(s.name, rows_in, out.kept, out.rejects.num_rows)
-            table = out.table
-            rejects.append(out.rejects)
+        with progress_bar(len(self.stages), desc="stages", unit="stages", enabled=progress) as bar:
+            for s in self.stages:
+                bar.set_postfix_str(s.name, refresh=True)
+                rows_in = table.num_rows
+                out = s(table)
+                funnel.add(s.name, rows_in, out.kept, out.rejects.num_rows)
+                table = out.table
+                rejects.append(out.rejects)
+                bar.update(1)
         return PipelineResult(table, pa.concat_tables(rejects), funnel)
 
     def keys(self) -> list[str]:

@@ -41,9 +41,10 @@ class Pools:
         table, rejects, funnel = read_pools(source, layout, **options)
         return cls(table, rejects, funnel)
 
-    def pipe(self, *stages: Stage) -> Pools:
-        """Run stages in memory, keeping rejects and adding to the funnel."""
-        result = Pipeline(list(stages)).run(self.table)
+    def pipe(self, *stages: Stage, progress: bool | None = None) -> Pools:
+        """Run stages in memory, keeping rejects and adding to the funnel (a bar over the
+        stages on a terminal, unless ``progress`` says)."""
+        result = Pipeline(list(stages)).run(self.table, progress=progress)
         funnel = self.funnel.then(result.funnel)
         return type(self)(result.table, pa.concat_tables([self.rejects, result.rejects]), funnel)
 

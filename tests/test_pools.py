@@ -31,3 +31,16 @@ def test_read_chain_and_run_checkpointed(tmp_path):
     assert ran.table.equals(pools.pipe(stage).table)
     assert ran.rejects.num_rows == 7
     assert "Pools(5 pools, 7 rejects)" == repr(ran)
+
+
+def test_pipe_shows_a_bar_over_its_stages_when_asked(capsys):
+    from prefdata import Pools
+    from prefdata.data import sample_path
+    from prefdata.filter import DropFlagged, FlagDegenerate
+
+    pools = Pools.read(sample_path(), "long", generator_col="generator", score_cols=("rm_quality",))
+    pools.pipe(FlagDegenerate(), DropFlagged(), progress=True)
+    err = capsys.readouterr().err
+    assert "stages: 100%" in err and "2/2" in err and "DropFlagged" in err
+    pools.pipe(FlagDegenerate())  # not a terminal: no bar
+    assert "stages" not in capsys.readouterr().err
