@@ -83,7 +83,11 @@ def arrow_schema(record_type: str) -> pa.Schema:
     """
     root = json_schema(record_type)
     return pa.schema(
-        [pa.field(k, arrow_type(v, root)) for k, v in root["properties"].items()],
+        [
+            pa.field(k, arrow_type(v, root))
+            for k, v in root["properties"].items()
+            if not v.get("x-optional-column")  # present only where the data has it
+        ],
     )
 
 

@@ -96,7 +96,7 @@ def test_on_the_alpaca_eval_pool_through_the_executor(shared_data, tmp_path):
     rejects = [r for r in result.rejects().to_pylist() if r["stage"] == "StablePrompts"]
     spreads = [float(r["reason"].split()[-3]) for r in rejects]
     cut = float(rejects[0]["reason"].split()[-1])
-    assert min(spreads) > cut and len(rejects) == air.rows_rejected
+    assert min(spreads) >= cut and len(rejects) == air.rows_rejected  # (4 digits shown)
     kept = result.read()
     assert kept.num_rows == funnel["AirPairs"].rows_out > 0
     assert all(0.3 <= m <= 1.0 for m in kept["margin"].to_pylist())
