@@ -99,4 +99,6 @@ def test_on_the_alpaca_eval_pool_through_the_executor(shared_data, tmp_path):
     assert min(spreads) >= cut and len(rejects) == air.rows_rejected  # (4 digits shown)
     kept = result.read()
     assert kept.num_rows == funnel["AirPairs"].rows_out > 0
+    again = LocalExecutor(tmp_path / "w2", shard_rows=100).run(stages, source)
+    assert again.read().equals(kept)  # the same cut-off, to the bit, with other shards
     assert all(0.3 <= m <= 1.0 for m in kept["margin"].to_pylist())

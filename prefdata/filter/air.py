@@ -38,8 +38,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from prefdata.annotate.columns import score_array
 from prefdata.arrow import flatten_candidates, to_float
@@ -54,23 +54,29 @@ def generator_spread(table: pa.Table, score: str) -> tuple[np.ndarray, np.ndarra
     n = table.num_rows
     if not len(flat.values):
         return np.full(n, np.nan), np.zeros(n, np.int64)
-    import pyarrow.compute as pc
 
-    df = pl.DataFrame(
-        {
-            "pool": flat.parents,
-            "gen": pl.Series(pc.struct_field(flat.values, "generator").cast(pa.string())),
-            "s": score_array(flat.values, score),
-        }
-    ).filter(pl.col("s").is_not_nan())
-    per_gen = df.group_by("pool", "gen").agg(pl.col("s").mean())
-    per_pool = per_gen.group_by("pool").agg(
-        pl.col("s").std(ddof=0).alias("spread"), pl.len().alias("gens")
-    )
+    # NumPy, in a fixed order (sorted by pool and generator): the same sums, bit for bit,
+    # on every run, so a quantile cut-off never moves
+    gen_codes = pc.dictionary_encode(
+        pc.fill_null(pc.struct_field(flat.values, "generator").cast(pa.string()), "")
+    ).indices.to_numpy(zero_copy_only=False)
+    s = score_array(flat.values, score)
+    ok = ~np.isnan(s)
+    pool, gen, s = flat.parents[ok], gen_codes[ok], s[ok]
+    order = np.lexsort((gen, pool))
+    pool, gen, s = pool[order], gen[order], s[order]
+    if not len(s):
+        return np.full(n, np.nan), np.zeros(n, np.int64)
+    start = np.flatnonzero(np.r_[True, (pool[1:] != pool[:-1]) | (gen[1:] != gen[:-1])])
+    means = np.add.reduceat(s, start) / np.diff(np.r_[start, len(s)])
+    g_pool = pool[start]
+    p_start = np.flatnonzero(np.r_[True, g_pool[1:] != g_pool[:-1]])
+    counts = np.diff(np.r_[p_start, len(g_pool)])
+    mu = np.add.reduceat(means, p_start) / counts
+    var = np.add.reduceat((means - np.repeat(mu, counts)) ** 2, p_start) / counts
     spread, gens = np.full(n, np.nan), np.zeros(n, np.int64)
-    pools = per_pool["pool"].to_numpy()
-    spread[pools] = per_pool["spread"].to_numpy()
-    gens[pools] = per_pool["gens"].to_numpy()
+    spread[g_pool[p_start]] = np.sqrt(var)
+    gens[g_pool[p_start]] = counts
     return spread, gens
 
 
