@@ -138,6 +138,10 @@ def add_layout_arguments(parser: Any, *, default_layout: str = "pool") -> None:
         help="pairs/hh: column with the rejected response's score (e.g. score_rejected)",
     )
     a("--score-name", default=d.score_name, help="name the per-side scores get on each candidate")
+    a(
+        "--annotator-col",
+        help="pairs/hh: column naming who recorded each preference (kept as annotator_id)",
+    )
     a("--source", help="source name recorded in each pool (default: the input)")
 
 

@@ -478,17 +478,21 @@ def pair_conflicts(table: pa.Table) -> list[ValidationError]:
 
     if not {"prompt_id", "chosen", "rejected"} <= set(table.column_names) or not table.num_rows:
         return []
-    df = pl.from_arrow(table.select(["prompt_id", "chosen", "rejected"])).with_row_index("row")
+    # one annotator's own rows only: two annotators who disagree are data, not a conflict
+    who = ["annotator_id"] if "annotator_id" in table.column_names else []
+    df = pl.from_arrow(table.select(["prompt_id", "chosen", "rejected", *who])).with_row_index(
+        "row"
+    )
     out = [
         ValidationError(int(i), "rejected", "chosen and rejected are the same text")
         for i in df.filter(pl.col("chosen") == pl.col("rejected"))["row"].to_list()
     ]
     flipped = df.select(
-        pl.col("row").alias("other"), "prompt_id", chosen="rejected", rejected="chosen"
+        pl.col("row").alias("other"), "prompt_id", *who, chosen="rejected", rejected="chosen"
     )
     hits = (
         df.filter(pl.col("chosen") != pl.col("rejected"))
-        .join(flipped, on=["prompt_id", "chosen", "rejected"])
+        .join(flipped, on=["prompt_id", "chosen", "rejected", *who], nulls_equal=True)
         .group_by("row")
         .agg(pl.col("other").min())
         .sort("row")

@@ -223,7 +223,7 @@ def _ensemble_method(score: str | None) -> str | None:
 
 def _pairs_stage(args: argparse.Namespace, score: str | None) -> Pairs | RecordedPairs:
     if args.strategy == "recorded":
-        return RecordedPairs()
+        return RecordedPairs(annotators=bool(args.annotator_col))
     cfg: dict = {
         "seed": args.seed,
         "min_margin": args.min_margin,
@@ -331,7 +331,11 @@ def run(args: argparse.Namespace) -> int:
         pair_stages.append(Strength(scorers=z_scores, gamma=args.gamma))
     # formats written shard by shard as the pairs are computed (memory stays a shard);
     # the others need the whole table
-    sinks = {f: ShardedExport(f, out / f) for f in formats} if set(formats) <= STREAMED else {}
+    # who recorded each pair rides along in every format that takes extra columns
+    keep = {"keep": ["annotator_id"]} if args.annotator_col else {}
+    sinks = (
+        {f: ShardedExport(f, out / f, **keep) for f in formats} if set(formats) <= STREAMED else {}
+    )
     built = LocalExecutor(workdir / "pairs", shard_rows=args.shard_rows).run(
         pair_stages, filtered.output_paths, sink=_fan_out(sinks) if sinks else None
     )
@@ -360,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
                     ranked = stage(ranked).table
             lists = Lists(score=score)(ranked)
             table, rejects = lists.table, [*rejects, lists.rejects]
-        options = {}
+        options = dict(keep)
         if fmt == "trl-reward":
             table, options = _reward_margin(
                 table, args.reward_margin, getattr(pairs_stage, "score", None)
@@ -412,7 +416,12 @@ def run(args: argparse.Namespace) -> int:
 
         written["report"] = [str(write_report(workdir, out / "report.html"))]
     n_pairs = built.funnel.entries[-1].rows_out if built.funnel.entries else 0
-    _print_summary(funnel, all_rejects, filtered.output_paths, n_pairs, written, out)
+    agreement = None
+    if args.annotator_col:
+        from prefdata.annotate.annotators import annotator_agreement
+
+        agreement = annotator_agreement(pairs if pairs is not None else built.read())
+    _print_summary(funnel, all_rejects, filtered.output_paths, n_pairs, written, out, agreement)
     return 0
 
 
@@ -463,7 +472,7 @@ def _reward_margin(pairs: pa.Table, kind: str, score: str | None) -> tuple[pa.Ta
     return pairs, {"margin": pairs["margin"].null_count < pairs.num_rows}
 
 
-def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
+def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out, agreement=None) -> None:
     print("funnel (rows):")
     prev = None  # the step before; every export reads the pairs, not the export before it
     for e in funnel.entries:
@@ -491,6 +500,17 @@ def _print_summary(funnel, rejects, pool_paths, n_pairs, written, out) -> None:
         print(f"{fmt}: {', '.join(paths)}")
     print(f"rejects: {out / 'rejects.parquet'}")
     summary = {"pairs": n_pairs, "funnel": funnel.to_list(), "outputs": written}
+    if agreement is not None:
+        print(
+            f"annotators: {len(agreement['annotators'])}, items labelled twice or more: "
+            f"{agreement['items']}, Krippendorff's alpha {agreement['alpha']:.3f}"
+        )
+        summary["annotators"] = {
+            "names": agreement["annotators"],
+            "items": agreement["items"],
+            "alpha": agreement["alpha"],
+            "pairwise": [{"a": a, "b": b, **v} for (a, b), v in agreement["pairwise"].items()],
+        }
     (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

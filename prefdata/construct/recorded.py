@@ -62,17 +62,21 @@ class RecordedPairs(ConstructStage):
     A pool from one pair yields it (chosen = the candidate scored 1.0 under ``preference``,
     rejected = 0.0); a merged pool yields every pair in ``metadata.pairs``, with its recorded
     margin. A pool without an unambiguous recorded pair, or whose recorded ids are not among
-    its candidates, goes to rejects with the reason.
+    its candidates, goes to rejects with the reason. ``annotators=True`` adds the optional
+    ``annotator_id`` column: who recorded each pair (the layouts' ``annotator_col``), null
+    where the source does not say.
     """
 
     preference: str = "preference"
+    annotators: bool = False
     strategy: ClassVar[str] = "recorded"
 
     def required_columns(self) -> tuple[str, ...]:
         return ("prompt_id", "prompt", "candidates", "metadata")
 
     def provided_columns(self) -> tuple[str, ...]:
-        return (*pair_schema().names, "chosen_scores", "rejected_scores")
+        extra = ("annotator_id",) if self.annotators else ()
+        return (*pair_schema().names, "chosen_scores", "rejected_scores", *extra)
 
     def construct(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, pa.Table]:
         lists = table["candidates"].combine_chunks()
@@ -96,8 +100,13 @@ class RecordedPairs(ConstructStage):
             if len(quick)
             else pa.array([], pa.float64())
         )
+        annot_quick = (
+            pl_json_field(meta.take(pa.array(quick)), "annotator")
+            if len(quick)
+            else pa.array([], pa.string())
+        )
         slow = np.flatnonzero(~ok)
-        c_s, r_s, src_s, m_s, bad_rows, bad_reasons = self._by_row(
+        c_s, r_s, src_s, m_s, a_s, bad_rows, bad_reasons = self._by_row(
             table, flat, offsets, slow, meta.take(pa.array(slow)).to_pylist()
         )
         src = np.concatenate([quick, np.asarray(src_s, np.int64)])
@@ -106,6 +115,9 @@ class RecordedPairs(ConstructStage):
         ri = np.concatenate([r_one[quick], np.asarray(r_s, np.int64)])[order]
         margin = pa.concat_arrays([margins, pa.array(m_s, pa.float64())]).take(pa.array(order))
         out = self._assemble(table, flat, ci, ri, src[order], margin)
+        if self.annotators:
+            who = pa.concat_arrays([annot_quick.cast(pa.string()), pa.array(a_s, pa.string())])
+            out = out.append_column("annotator_id", who.take(pa.array(order)))
         rejects = (
             rejects_from(
                 table.take(bad_rows), self.name, bad_reasons, field="metadata", rows=bad_rows
@@ -146,7 +158,7 @@ class RecordedPairs(ConstructStage):
             if has_pref
             else [None] * len(at)
         )
-        c_idx, r_idx, src, margins = [], [], [], []
+        c_idx, r_idx, src, margins, annotators = [], [], [], [], []
         bad_rows, bad_reasons = [], []
         start = 0
         for row, meta_text, size in zip(rows.tolist(), metas, sizes.tolist(), strict=True):
@@ -157,13 +169,15 @@ class RecordedPairs(ConstructStage):
             meta = json.loads(meta_text) if meta_text else {}
             if isinstance(meta, dict) and isinstance(meta.get("pairs"), list):
                 recorded = [
-                    (p.get("chosen"), p.get("rejected"), p.get("margin")) for p in meta["pairs"]
+                    (p.get("chosen"), p.get("rejected"), p.get("margin"), p.get("annotator"))
+                    for p in meta["pairs"]
                 ]
             else:
                 ones = [c for c, v in zip(row_ids, pref, strict=True) if v == 1.0]
                 zeros = [c for c, v in zip(row_ids, pref, strict=True) if v == 0.0]
+                info = meta if isinstance(meta, dict) else {}
                 recorded = (
-                    [(ones[0], zeros[0], (meta or {}).get("margin"))]
+                    [(ones[0], zeros[0], info.get("margin"), info.get("annotator"))]
                     if (len(ones) == 1 and len(zeros) == 1)
                     else []
                 )
@@ -177,12 +191,13 @@ class RecordedPairs(ConstructStage):
                     f"one 0.0 under {self.preference!r}"
                 )
                 continue
-            for chosen, rejected, margin in recorded:
+            for chosen, rejected, margin, annotator in recorded:
                 c_idx.append(where[chosen])
                 r_idx.append(where[rejected])
                 src.append(row)
                 margins.append(margin)
-        return c_idx, r_idx, src, margins, bad_rows, bad_reasons
+                annotators.append(None if annotator is None else str(annotator))
+        return c_idx, r_idx, src, margins, annotators, bad_rows, bad_reasons
 
     def _assemble(self, table, flat, ci, ri, src, margins) -> pa.Table:
         n = len(src)

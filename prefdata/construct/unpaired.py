@@ -109,8 +109,8 @@ def unpair(pairs: pa.Table, *, dedupe: bool = True, chosen_first: bool = False) 
 
     Rows come pair by pair, chosen first (``chosen_first``: every chosen, then every
     rejected, the order of TRL's ``unpair_preference_dataset``). ``score`` is
-    ``chosen_score``/``rejected_score`` when the pairs carry them. Not a stage: a pairs
-    table has no pools to reject.
+    ``chosen_score``/``rejected_score`` when the pairs carry them, and ``annotator_id``
+    rides along when they have it. Not a stage: a pairs table has no pools to reject.
 
     >>> t = pa.table({"prompt_id": ["p", "p"], "prompt": [[{"role": "user", "content": "Q"}]] * 2,
     ...               "chosen": ["a", "a"], "rejected": ["b", "c"], "chosen_id": ["a", "a"],
@@ -126,6 +126,7 @@ def unpair(pairs: pa.Table, *, dedupe: bool = True, chosen_first: bool = False) 
         return pa.nulls(n, typ)
 
     strategy = col("strategy", pa.string())
+    annotated = "annotator_id" in pairs.column_names  # who said so travels with each side
     sides = []
     for side, label in (("chosen", True), ("rejected", False)):
         sides.append(
@@ -145,12 +146,15 @@ def unpair(pairs: pa.Table, *, dedupe: bool = True, chosen_first: bool = False) 
                         "label": pa.array([label] * n, pa.bool_()),
                         "score": col(f"{side}_score", pa.float64()),
                         "strategy": strategy,
+                        **({"annotator_id": col("annotator_id", pa.string())} if annotated else {}),
                     }
                 )
             )
         )
     df = pl.concat(sides).sort("i")
     key = [pl.col("prompt_id"), pl.coalesce("candidate_id", "completion")]
+    if annotated:  # two annotators' labels of one response are two examples
+        key.append(pl.col("annotator_id"))
     if dedupe:
         df = df.filter(pl.struct(*key, "label").is_first_distinct())
     conflicts = pl.col("label").n_unique().over(key) > 1
@@ -180,8 +184,12 @@ def unpair(pairs: pa.Table, *, dedupe: bool = True, chosen_first: bool = False) 
         nulls_equal=True,
         maintain_order="left",
     )
-    out = conform_types(df.select(UNPAIRED_SCHEMA.names).to_arrow())
-    return out.cast(UNPAIRED_SCHEMA)
+    names = [*UNPAIRED_SCHEMA.names, *(["annotator_id"] if annotated else [])]
+    out = conform_types(df.select(names).to_arrow())
+    schema = UNPAIRED_SCHEMA
+    if annotated:
+        schema = schema.append(pa.field("annotator_id", pa.string()))
+    return out.cast(schema)
 
 
 __all__ = ["Unpaired", "unpair"]

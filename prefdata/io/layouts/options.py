@@ -33,6 +33,7 @@ class LayoutOptions:
     chosen_score_col: str | None = None
     rejected_score_col: str | None = None
     score_name: str = "score"
+    annotator_col: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "score_cols", tuple(self.score_cols))
@@ -42,6 +43,11 @@ class LayoutOptions:
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
         _check_side_scores(layout, self.chosen_score_col, self.rejected_score_col, self.score_name)
+        if self.annotator_col is not None and layout not in ("pairs", "hh"):
+            raise ValueError(
+                f"annotator_col applies to the recorded preferences of the pairs and hh "
+                f"layouts, not {layout!r}"
+            )
         return self
 
     def pair_score_names(self) -> tuple[str, ...]:
@@ -49,10 +55,16 @@ class LayoutOptions:
         return (PREFERENCE, self.score_name) if self.chosen_score_col else (PREFERENCE,)
 
     def to_dict(self) -> dict[str, Any]:
-        """The options as JSON-friendly values (for fingerprints and manifests)."""
+        """The options as JSON-friendly values (for fingerprints and manifests); options
+        added later are left out while unset, so earlier ingests keep their digest."""
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if not (k in _LATER and v is None)
         }
+
+
+_LATER = ("annotator_col",)
 
 
 def _check_side_scores(

@@ -37,6 +37,7 @@ from prefdata.io.layouts.columns import (
     is_string_type,
     message_problem,
     messages_ok,
+    optional_strings,
     plain_messages,
     prompt_problem,
     scores,
@@ -413,7 +414,16 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
             ),
         )
     given = given_ids(column(raw, o.id_col, "id", layout), o.id_col, rej) if o.id_col else None
+    annotators = (
+        optional_strings(column(raw, o.annotator_col, "annotator", layout))
+        if o.annotator_col
+        else None
+    )
     kept = kept_rows(raw, rej, o)
+    if annotators is not None:  # recorded in the row's metadata, like its margin
+        for r, a in enumerate(annotators.to_pylist()):
+            if a is not None:
+                kept.notes.setdefault(r, {})["annotator"] = a
     # a pair whose two sides are the same text records no preference
     same = np.flatnonzero(np_bool(pc.equal(kept.chosen, kept.rejected)))
     rej.add_many(kept.rows[same], o.rejected_col, "chosen and rejected are the same text")
@@ -457,9 +467,11 @@ def hh_entries(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> Entries:
 
 def reject_contradictions(e: Entries, rej: Rejects, field: str | None) -> None:
     """Reject rows whose pair another row records the other way round for the same prompt
-    (A over B, and B over A): both rows, each naming the other, as no preference can be
-    learnt from them. Entries come as (chosen, rejected) per row, as the pair layouts make
-    them; only prompts in several rows are compared.
+    (A over B, and B over A) by the same annotator (or where none is recorded): both rows,
+    each naming the other, as no preference can be learnt from them. Two annotators who
+    disagree are data, not noise: their rows stay (``annotator`` in the row's metadata).
+    Entries come as (chosen, rejected) per row, as the pair layouts make them; only
+    prompts in several rows are compared.
 
     >>> from prefdata.io.layouts.columns import Rejects
     >>> q = pa.array([[{"role": "user", "content": "Q"}]] * 6)
@@ -474,11 +486,14 @@ def reject_contradictions(e: Entries, rej: Rejects, field: str | None) -> None:
 
     if len(e) < 4:
         return
+    meta = e.metadata if e.metadata is not None else pa.nulls(len(e), pa.string())
+    annotator = pl.Series(meta.cast(pa.string())).str.json_path_match("$.annotator")
     df = pl.DataFrame(
         {
             "row": e.row,
             "pos": e.pos,
-            "p": pl.Series(e.prompt_ids().cast(pa.string())),
+            # the prompt and the annotator: only one annotator's own rows can contradict
+            "p": pl.Series(e.prompt_ids().cast(pa.string())) + "\x00" + annotator.fill_null(""),
             "t": pl.Series(e.response.cast(pa.string())),
         }
     )
@@ -504,7 +519,7 @@ def reject_contradictions(e: Entries, rej: Rejects, field: str | None) -> None:
             field,
             f"contradicts row {other}, which prefers this row's rejected response to its "
             "chosen one",
-            prompt_id=p,
+            prompt_id=p.split("\x00")[0],
         )
         rej.records.setdefault(
             int(row), json.dumps({"chosen": c, "rejected": r}, ensure_ascii=False)
