@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 # What a user's input, flags, files or network can cause: one line and exit status 2.
 # OSError covers missing, unreadable, unwritable and damaged files (BadGzipFile, corrupt
@@ -167,17 +168,59 @@ def rejects_path(out: Path) -> Path:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from prefdata.io.parquet import write_parquet
+    """Pools in memory for the pool layout; any other layout streams through the
+    executor's ingest (batches, partitions, one pool shard each) into the output file, so
+    memory stays a batch or a partition whatever the input's size."""
+    from prefdata.io.parquet import read_parquet, write_parquet, write_parquet_files
     from prefdata.io.readers import read_pools
 
-    table, rejects, funnel = read_pools(args.input, args.layout, **read_args(args))
     out = Path(args.out)
-    write_parquet(table, out)
-    write_parquet(rejects, rejects_path(out))
-    n_cands = pc.sum(pc.list_value_length(table["candidates"])).as_py() or 0
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the output Parquet file")
+    if args.layout == "pool":
+        table, rejects, funnel = read_pools(args.input, args.layout, **read_args(args))
+        write_parquet(table, out)
+        write_parquet(rejects, rejects_path(out))
+        pools = table.num_rows
+        cands = pc.sum(pc.list_value_length(table["candidates"])).as_py() or 0
+        n_rejects = rejects.num_rows
+    else:
+        import shutil
+        import tempfile
+
+        from prefdata.execute import Ingest
+        from prefdata.execute.ingest import run_ingest
+
+        options = read_args(args)
+        ingest = Ingest(
+            args.input, args.layout, split=options.pop("split"),
+            source_name=options.pop("source_name"), **options,
+        )  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            done = run_ingest(ingest, work)
+            write_parquet_files(done.pool_paths, out)
+            rejects = read_parquet(done.rejects_paths) if done.rejects_paths else None
+            if rejects is None:
+                from prefdata.schema import empty_rejects
+
+                rejects = empty_rejects()
+            rejects = rejects.take(pc.sort_indices(rejects["row"]))
+            write_parquet(rejects, rejects_path(out))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        funnel, n_rejects = done.funnel, rejects.num_rows
+        file = pq.ParquetFile(out)
+        pools, cands = file.metadata.num_rows, 0
+        paths = [file.schema.column(i).path for i in range(len(file.schema))]
+        leaf = [c for c in paths if c.startswith("candidates.")][:1]
+        for g in range(file.num_row_groups):  # one leaf, one row group at a time
+            lists = file.read_row_group(g, columns=leaf)["candidates"]
+            cands += pc.sum(pc.list_value_length(lists)).as_py() or 0
     print(
-        f"{args.input} [{args.layout}]: {funnel.summary()} | {table.num_rows} pools, "
-        f"{n_cands} candidates -> {out}; {rejects.num_rows} rejects -> {rejects_path(out)}"
+        f"{args.input} [{args.layout}]: {funnel.summary()} | {pools} pools, "
+        f"{cands} candidates -> {out}; {n_rejects} rejects -> {rejects_path(out)}"
     )
     return 0
 

@@ -336,3 +336,26 @@ def test_every_recipe_has_the_error_boundary(tmp_path, recipe):
     assert done.stderr.splitlines() == [f"{name}: error: no such file or folder: {flags[1]}"]
     done = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback (most recent call last)" in done.stderr
+
+
+def test_convert_streams_through_the_ingest_and_leaves_nothing_behind(tmp_path, capsys):
+    """Any layout but pool goes through the executor's ingest (batches, partitions, pool
+    shards copied into the output row group by row group): the same pools and rejects as
+    reading in memory, and its scratch folder is removed."""
+    from prefdata.io.readers import read_pools
+
+    rows = [{"prompt": f"q{i % 7}", "response": f"r{i}", "rm": float(i)} for i in range(60)]
+    rows[5]["prompt"] = ""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out" / "pools.parquet"
+    argv = ["convert", str(src), "--layout", "long", "--score-col", "rm", "--out", str(out)]
+    assert main(argv) == 0
+    ref = read_pools(src, "long", score_cols=["rm"])
+    assert read_parquet(out).equals(ref.table)
+    assert pq.read_table(rejects_path(out)).equals(ref.rejects)
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "pools.parquet",
+        "pools.rejects.parquet",
+    ]
+    assert "7 pools, 59 candidates" in capsys.readouterr().out

@@ -99,6 +99,33 @@ def write_parquet(
     )
 
 
+def write_parquet_files(
+    paths: Sequence[str | os.PathLike], path: str | os.PathLike, *, compression: str = "zstd"
+) -> Path:
+    """Parquet files of one schema (such as a run's shards) copied into one file, row
+    group by row group, atomically: memory stays one row group, whatever the size. The
+    same layout and options as :func:`write_parquet`."""
+
+    def write(tmp: Path) -> None:
+        writer = None
+        try:
+            for src in paths:
+                file = pq.ParquetFile(src)
+                for g in range(file.num_row_groups):
+                    table = _for_parquet(from_parquet_layout(file.read_row_group(g)))
+                    if writer is None:
+                        writer = pq.ParquetWriter(
+                            str(tmp), table.schema, compression=compression,
+                            write_statistics=True, use_dictionary=False,
+                        )  # fmt: skip
+                    writer.write_table(table, row_group_size=WRITE_OPTIONS["row_group_size"])
+        finally:
+            if writer is not None:
+                writer.close()
+
+    return atomic_path(path, write)
+
+
 def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
     """:func:`write_parquet` for the executor's own shard files: LZ4, no statistics."""
     return write_parquet(table, path, statistics=False, compression="lz4")
