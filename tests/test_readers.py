@@ -261,3 +261,36 @@ def test_pools_written_before_any_scorer_read_back_in_the_pool_layout(tmp_path):
     again = read_pools(path, "pool")
     check_funnel(again, 2)
     assert again.table.equals(pools.table.slice(1))
+
+
+@pytest.mark.parametrize("batch_bytes", [40, 1 << 20])
+def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
+    tmp_path, monkeypatch, batch_bytes
+):
+    """A CSV file is read block by block (memory stays a block) with the same rows, reject
+    lines and input-row numbers as reading it whole; ragged rows anywhere, the last
+    ones included, are rejected by their line."""
+    from prefdata.io import readers
+    from prefdata.io.readers import read_batches
+
+    lines = ["prompt,response,rm"]
+    for i in range(40):
+        lines.append(f"q{i % 5},r{i},{i}" if i % 9 != 4 else f"q{i},bad,row,extra")
+    lines.append("tail,only")  # a ragged last line
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join(lines) + "\n")
+    raw, bad = read_records(path)
+    monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
+    batches = list(read_batches(path))
+    assert (len(batches) > 3) == (batch_bytes == 40)
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
+    assert sum(b.rows_in for b in batches) == 41
+    rows = [int(r) for b in batches for r in b.rows]
+    assert rows == [i for i in range(41) if i % 9 != 4 and i != 40]
+    assert bad["row"].to_pylist() == [4, 13, 22, 31, 40]
+    ref = read_pools(path, "long", score_cols=["rm"])
+    from prefdata.execute import Ingest, LocalExecutor
+
+    result = LocalExecutor(tmp_path / "w").run([], Ingest(path, "long", score_cols=["rm"]))
+    assert result.read().equals(ref.table) and result.funnel.to_list() == ref.funnel.to_list()

@@ -41,7 +41,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,10 +442,50 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
 
 
-def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
-    """A CSV file; a row with the wrong number of fields is rejected (rows are numbered
-    from 0 after the header line, the reason names the file's line)."""
+def _csv_batches(path: Path) -> Iterator[RawBatch]:
+    """A CSV file in blocks of about :data:`BATCH_BYTES`, with :func:`_read_csv`'s rows
+    and rejects (each bad row rejected by its line; column types come from the first
+    block, as a whole-file read takes them)."""
     import pyarrow.csv as pcsv
+
+    bad = _Bad()
+    handler = _csv_row_handler(bad)
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=BATCH_BYTES),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
+    )
+    # the reader parses ahead: a bad row may be reported before the batch it falls in,
+    # never after; good rows take the next numbers that are not bad ones
+    next_row, reported, seen = 0, 0, 0
+    for batch in reader:
+        known = {r for r, *_ in bad}
+        rows = []
+        while len(rows) < batch.num_rows:
+            if next_row not in known:
+                rows.append(next_row)
+            next_row += 1
+        mine = _Bad(x for x in bad[reported:] if x[0] < next_row)
+        later = [x for x in bad[reported:] if x[0] >= next_row]
+        bad[reported:] = sorted(later)
+        del bad[:reported]
+        reported = 0
+        yield RawBatch(
+            _plain(pa.Table.from_batches([batch])),
+            mine.table(),
+            batch.num_rows + len(mine),
+            np.asarray(rows, np.int64),
+        )
+        seen += batch.num_rows + len(mine)
+    if not seen or len(bad):  # bad rows after the last batch, or no batch at all
+        empty = pa.Table.from_batches([], schema=reader.schema)
+        rest = _Bad(bad)
+        yield RawBatch(_plain(empty), rest.table(), len(rest), np.zeros(0, np.int64))
+
+
+def _csv_row_handler(bad: _Bad) -> Callable[[Any], str]:
+    """Reject a CSV row with the wrong number of fields by its line (rows are numbered
+    from 0 after the header); a row whose line is unknown stops the read."""
 
     def skip(row: Any) -> str:
         line = row.number
@@ -462,6 +502,15 @@ def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
         )
         return "skip"
 
+    return skip
+
+
+def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+    """A CSV file; a row with the wrong number of fields is rejected (rows are numbered
+    from 0 after the header line, the reason names the file's line)."""
+    import pyarrow.csv as pcsv
+
+    skip = _csv_row_handler(bad)
     t = pcsv.read_csv(
         path,
         # one thread: the handler is told each bad row's line number only then
@@ -703,14 +752,14 @@ def _table_batches(read: _Read) -> Iterator[RawBatch]:
 
 
 def stream_files(source: Any) -> list[Path] | None:
-    """The files a source streams from (Parquet or JSON Lines, one kind), or None when it
-    is read whole (CSV, datasets folders, Hub names, in-memory objects)."""
+    """The files a source streams from (Parquet, JSON Lines or one CSV file), or None when
+    it is read whole (datasets folders, Hub names, in-memory objects)."""
     if not isinstance(source, str | os.PathLike):
         return None
     path = Path(source).expanduser()
     if path.is_file():
         name = path.name.lower()
-        return [path] if name.endswith((".parquet", *_JSON_SUFFIXES)) else None
+        return [path] if name.endswith((".parquet", ".csv", *_JSON_SUFFIXES)) else None
     if path.is_dir() and not (
         (path / "dataset_dict.json").exists() or (path / "state.json").exists()
     ):
@@ -722,8 +771,8 @@ def stream_files(source: Any) -> list[Path] | None:
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
     """:func:`read_records` in batches, in input order: Parquet row group by row group,
-    JSON Lines about :data:`BATCH_BYTES` of text at a time (memory stays a batch); other
-    sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
+    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time (memory stays a batch);
+    other sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
     except that a JSON field whose kind disagrees across rows is judged within its batch.
 
     >>> [b.table.num_rows for b in read_batches(pa.table({"a": [1, 2, 3]}))]
@@ -732,6 +781,9 @@ def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]
     files = stream_files(source) if split is None else None
     if files and files[0].name.lower().endswith(".parquet"):
         yield from _parquet_batches(files)
+    elif files and files[0].name.lower().endswith(".csv"):
+        with naming(files[0]):
+            yield from _csv_batches(files[0])
     elif files:
         yield from _json_line_batches(files)
     else:
