@@ -21,42 +21,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from prefdata.generate.base import ChatResult, Completion, GenerationConfig
+from prefdata.generate.base import GenerationConfig
 from prefdata.io.readers import read_pools
 from prefdata.score import RankPairwise
 from prefdata.sql import Sql
+from prefdata.testing import OracleJudge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PREFDATA_SHARED_DATA", ROOT.parent / "shared" / "data"))
-A = re.compile(r"\[Response A\]\n(.*?)\n\[End of response A\]", re.S)
-B = re.compile(r"\[Response B\]\n(.*?)\n\[End of response B\]", re.S)
-
-
-class OracleJudge:
-    """Answers the pairwise prompt by a recorded utility per response text."""
-
-    name = "oracle"
-
-    def __init__(self, utility: dict[str, float], flip: float) -> None:
-        self.utility, self.flip, self.calls = utility, flip, 0
-
-    def chat(self, conversations, config, seeds):
-        out = []
-        for conv, s in zip(conversations, seeds, strict=True):
-            self.calls += 1
-            text = conv[-1]["content"]
-            ua, ub = self.utility[A.search(text).group(1)], self.utility[B.search(text).group(1)]
-            flipped = np.random.default_rng(s[0]).random() < self.flip
-            verdict = "C" if ua == ub else ("A" if (ua > ub) != flipped else "B")
-            out.append(ChatResult([Completion(f"[[{verdict}]]")]))
-        return out
 
 
 def main() -> int:

@@ -37,8 +37,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
 
 import pyarrow as pa
 
@@ -175,6 +175,66 @@ def fit_stage(stage: Stage, tables: pa.Table | Iterable[pa.Table]) -> Stage:
     return fit.finalize()
 
 
+@dataclass
+class QuantileFit:
+    """A fit that gathers one number per row (``stage.acquire(table)``: NaN for rows that
+    have none) and gives the stage a cut-off at a quantile of all of them:
+    ``stage.cut_quantile()`` says which, and the fitted stage is
+    ``dataclasses.replace(stage, fitted_cut=...)``. Mergeable in any order (the numbers
+    are pooled), so executors update it one table per thread.
+
+    >>> import dataclasses, numpy as np
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Demo:
+    ...     fitted_cut: float | None = None
+    ...     fingerprint: str = "demo"
+    ...     def acquire(self, table): return np.asarray(table["x"], float)
+    ...     def cut_quantile(self): return 0.5
+    >>> fit = QuantileFit(Demo()).update(pa.table({"x": [1.0, 2.0]})).merge(
+    ...     QuantileFit(Demo()).update(pa.table({"x": [3.0, float("nan")]})))
+    >>> fit.fitted(Demo()).fitted_cut
+    2.0
+    """
+
+    stage: Any
+    values: list = field(default_factory=list)
+    parallel: ClassVar[bool] = True
+
+    def update(self, table: pa.Table) -> QuantileFit:
+        import numpy as np
+
+        v = np.asarray(self.stage.acquire(table), dtype=float)
+        self.values.append(v[~np.isnan(v)])
+        return self
+
+    def merge(self, other: QuantileFit) -> QuantileFit:
+        self.values += other.values
+        return self
+
+    def _all(self) -> Any:
+        import numpy as np
+
+        return np.concatenate(self.values) if self.values else np.array([])
+
+    def fitted(self, stage: Any) -> Any:
+        import dataclasses
+
+        import numpy as np
+
+        v = self._all()
+        cut = float(np.quantile(v, stage.cut_quantile())) if v.size else float("inf")
+        return dataclasses.replace(stage, fitted_cut=cut)
+
+    def dumps(self) -> bytes:
+        """Arrow IPC: the numbers gathered, one float64 column."""
+        return table_dumps(pa.table({"v": self._all()}), {"config": self.stage.fingerprint})
+
+    def load(self, data: bytes) -> QuantileFit:
+        table, _ = table_loads(data, self.stage.fingerprint)
+        self.values.append(table["v"].to_numpy())
+        return self
+
+
 # ---------------------------------------------------------------- persistence helpers
 
 
@@ -205,6 +265,7 @@ def check_config(got: Any, expect: Any) -> None:
 __all__ = [
     "Fit",
     "FitState",
+    "QuantileFit",
     "StageFit",
     "check_config",
     "fit_stage",

@@ -89,6 +89,26 @@ def score_columns(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.score_col or ())
 
 
+def ranked_pools(args: argparse.Namespace) -> tuple[list, str]:
+    """The stages every scored recipe starts with, and the score they rank by: degenerate
+    candidates flagged and dropped, the ``--score-col`` scores z-normalised, and ranking
+    by ``--score`` (z-scored) or, with several scores, their ensemble mean (the quality
+    benchmark's winner; one score: that one)."""
+    from prefdata.annotate import Ensemble, Normalise
+    from prefdata.filter import DropFlagged, FlagDegenerate
+
+    scores = score_columns(args)
+    if not scores:
+        raise UsageError("give --score-col (the scores that rank the responses)")
+    z = tuple(f"{s}.z" for s in scores)
+    stages: list = [FlagDegenerate(), DropFlagged(), Normalise(scorers=scores)]
+    if getattr(args, "score", None):
+        return stages, f"{args.score}.z"
+    if len(z) > 1:
+        return [*stages, Ensemble(z)], "ensemble.mean"
+    return stages, z[0]
+
+
 def workdir_of(args: argparse.Namespace) -> Path:
     """``--workdir``, or ``OUT/work``."""
     return Path(args.workdir) if args.workdir else Path(args.out) / "work"
@@ -169,6 +189,7 @@ __all__ = [
     "UsageError",
     "finish",
     "main_of",
+    "ranked_pools",
     "recipe_parser",
     "run_stages",
     "score_columns",

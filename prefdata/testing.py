@@ -1,4 +1,4 @@
-"""Tiny real models for tests and benchmarks, built in-process.
+"""Tiny real models for tests and benchmarks, built in-process, and an oracle judge.
 
 A byte-level BPE tokenizer trained on the spot (the ``tokenizers`` library) with a Jinja chat
 template, and random-weight Llama models (causal LM and sequence classification), saved with
@@ -121,3 +121,46 @@ def build_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
         model.save_pretrained(paths[name])
         tokenizer.save_pretrained(paths[name])
     return paths
+
+
+class OracleJudge:
+    """A chat backend standing in for an LLM judge at the model boundary, for tests and
+    benchmarks of what a search does with a judge of known quality: it reads the two
+    responses out of the pairwise judge prompt (``[Response A]`` ... ``[End of response
+    A]``) and prefers the one with the higher ``utility`` (``[[C]]`` on a tie), turning a
+    ``flip`` share of its answers around (chosen by the request's seed, so reruns agree).
+    ``calls`` counts the conversations answered.
+
+    >>> from prefdata.generate.base import GenerationConfig
+    >>> judge = OracleJudge({"good": 1.0, "bad": 0.0})
+    >>> ask = "[Response A]\\nbad\\n[End of response A]\\n[Response B]\\ngood\\n[End of response B]"
+    >>> [result] = judge.chat([[{"role": "user", "content": ask}]], GenerationConfig(), [[0]])
+    >>> result.completions[0].text
+    '[[B]]'
+    """
+
+    name = "oracle"
+
+    def __init__(self, utility: dict[str, float], flip: float = 0.0) -> None:
+        self.utility, self.flip, self.calls = utility, flip, 0
+
+    def chat(self, conversations, config, seeds):
+        import re
+
+        import numpy as np
+
+        from prefdata.generate.base import ChatResult, Completion
+
+        pattern = {
+            side: re.compile(rf"\[Response {side}\]\n(.*?)\n\[End of response {side}\]", re.S)
+            for side in "AB"
+        }
+        out = []
+        for conv, s in zip(conversations, seeds, strict=True):
+            self.calls += 1
+            text = conv[-1]["content"]
+            ua, ub = (self.utility[pattern[k].search(text).group(1)] for k in "AB")
+            flipped = np.random.default_rng(s[0]).random() < self.flip
+            verdict = "C" if ua == ub else ("A" if (ua > ub) != flipped else "B")
+            out.append(ChatResult([Completion(f"[[{verdict}]]")]))
+        return out

@@ -20,10 +20,14 @@ import sys
 
 import pyarrow.compute as pc
 
-from prefdata.annotate import Ensemble, Normalise
 from prefdata.construct import Pairs
-from prefdata.filter import DropFlagged, FlagDegenerate
-from prefdata.recipe import UsageError, finish, main_of, recipe_parser, run_stages, score_columns
+from prefdata.recipe import (
+    finish,
+    main_of,
+    ranked_pools,
+    recipe_parser,
+    run_stages,
+)
 
 
 def build_parser():
@@ -37,18 +41,7 @@ def build_parser():
 
 
 def run(args) -> int:
-    scores = score_columns(args)
-    if not scores:
-        raise UsageError("give --score-col (the scores that rank the responses)")
-    z = tuple(f"{s}.z" for s in scores)
-    stages = [FlagDegenerate(), DropFlagged(), Normalise(scorers=scores)]
-    if args.score:
-        rank_by = f"{args.score}.z"
-    elif len(z) > 1:
-        stages.append(Ensemble(z))
-        rank_by = "ensemble.mean"
-    else:
-        rank_by = z[0]
+    stages, rank_by = ranked_pools(args)
     stages.append(
         Pairs("curriculum", score=rank_by, max_pairs_per_prompt=args.max_pairs_per_prompt)
     )

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import sys
 
-from prefdata.annotate import Ensemble, Normalise
 from prefdata.construct import Pairs
-from prefdata.filter import DropFlagged, FlagDegenerate
 from prefdata.generate import make_backend
 from prefdata.generate.base import GenerationConfig
 from prefdata.rationale import Rationales
-from prefdata.recipe import UsageError, finish, main_of, recipe_parser, run_stages, score_columns
+from prefdata.recipe import (
+    finish,
+    main_of,
+    ranked_pools,
+    recipe_parser,
+    run_stages,
+)
 
 
 def build_parser():
@@ -44,18 +48,7 @@ def build_parser():
 
 
 def run(args) -> int:
-    scores = score_columns(args)
-    if not scores:
-        raise UsageError("give --score-col (the scores that rank the responses)")
-    z = tuple(f"{s}.z" for s in scores)
-    stages = [FlagDegenerate(), DropFlagged(), Normalise(scorers=scores)]
-    if args.score:
-        rank_by = f"{args.score}.z"
-    elif len(z) > 1:
-        stages.append(Ensemble(z))
-        rank_by = "ensemble.mean"
-    else:
-        rank_by = z[0]
+    stages, rank_by = ranked_pools(args)
     options = {"api_key_env": args.api_key_env} if args.judge_backend == "openai" else {}
     judge = make_backend(args.judge_backend, args.judge_model, base_url=args.base_url, **options)
     stages += [

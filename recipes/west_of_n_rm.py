@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import sys
 
-from prefdata.annotate import Ensemble, Normalise, Strength
+from prefdata.annotate import Strength
 from prefdata.construct import Pairs
-from prefdata.filter import DropFlagged, FlagDegenerate
 from prefdata.recipe import (
     UsageError,
     finish,
     main_of,
+    ranked_pools,
     recipe_parser,
     run_stages,
     score_columns,
@@ -47,20 +47,10 @@ def build_parser():
 
 
 def run(args) -> int:
-    scores = score_columns(args)
-    if not scores:
-        raise UsageError("give --score-col (the scores that rank the responses)")
     if not 0 <= args.quantile < 1:
         raise UsageError(f"--quantile must be in [0, 1), not {args.quantile}")
-    z = tuple(f"{s}.z" for s in scores)
-    stages = [FlagDegenerate(), DropFlagged(), Normalise(scorers=scores)]
-    if args.score:
-        rank_by = f"{args.score}.z"
-    elif len(z) > 1:
-        stages.append(Ensemble(z))
-        rank_by = "ensemble.mean"
-    else:
-        rank_by = z[0]
+    stages, rank_by = ranked_pools(args)
+    z = tuple(f"{s}.z" for s in score_columns(args))
     stages += [Pairs("best-worst", score=rank_by, quantile=args.quantile), Strength(scorers=z)]
     return finish(args, run_stages(args, stages, "west-of-n"))
 

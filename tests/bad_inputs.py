@@ -478,7 +478,7 @@ CASES: list[Case] = [
     ),
     Case(
         "pairs-bad-margin",
-        "a margin written as text (\"NaN\")",
+        'a margin written as text ("NaN")',
         lambda d: pairs(
             d,
             [

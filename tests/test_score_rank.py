@@ -1,8 +1,9 @@
 """Ranking with a pairwise judge: PairS (merge sort), knockout and round-robin.
 
-The judge here is a deterministic stand-in at the model boundary: a ChatBackend that reads
-the two responses out of the real pairwise prompt and prefers the one with the higher
-hidden utility (optionally flipping a share of its verdicts, fixed by the request's seed).
+The judge here is a deterministic stand-in at the model boundary
+(``prefdata.testing.OracleJudge``): a ChatBackend that reads the two responses out of the
+real pairwise prompt and prefers the one with the higher hidden utility (optionally
+flipping a share of its verdicts, fixed by the request's seed).
 That is the test the issue asks for: with a judge that follows a hidden order the ranking
 must come back exactly, in at most ``n ceil(log2 n)`` comparisons (PairS) and ``n - 1``
 (knockout).
@@ -11,42 +12,16 @@ must come back exactly, in at most ``n ceil(log2 n)`` comparisons (PairS) and ``
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from prefdata.construct import Pairs
-from prefdata.generate.base import ChatResult, Completion
 from prefdata.schema import pool_schema
 from prefdata.score import RankPairwise
 from prefdata.score.judge import GenerationConfig
-
-A = re.compile(r"\[Response A\]\n(.*?)\n\[End of response A\]", re.S)
-B = re.compile(r"\[Response B\]\n(.*?)\n\[End of response B\]", re.S)
-
-
-class OracleJudge:
-    """Prefers the response with the higher hidden utility; ``flip``: the share of
-    answers turned around (chosen by the seed, so reruns agree)."""
-
-    name = "oracle"
-
-    def __init__(self, utility: dict[str, float], flip: float = 0.0) -> None:
-        self.utility, self.flip, self.calls = utility, flip, 0
-
-    def chat(self, conversations, config, seeds):
-        out = []
-        for conv, s in zip(conversations, seeds, strict=True):
-            self.calls += 1
-            text = conv[-1]["content"]
-            a, b = A.search(text).group(1), B.search(text).group(1)
-            better_a = self.utility[a] > self.utility[b]
-            flipped = np.random.default_rng(s[0]).random() < self.flip
-            verdict = "A" if better_a != flipped else "B"
-            out.append(ChatResult([Completion(f"Verdict: [[{verdict}]]")]))
-        return out
+from prefdata.testing import OracleJudge
 
 
 def pools(sizes: list[int], seed: int = 0) -> tuple[pa.Table, dict[str, float]]:

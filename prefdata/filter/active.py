@@ -34,7 +34,7 @@ rejected with theirs in the reason, so each round's funnel says what was left fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.columns import score_array, sigmoid
 from prefdata.arrow import flatten_candidates, set_column, to_float
-from prefdata.fit import StageFit, table_dumps, table_loads
+from prefdata.fit import QuantileFit, StageFit
 from prefdata.pipeline import Stage, StageOutput, split
 
 
@@ -70,38 +70,6 @@ def pair_certainty(table: pa.Table, policy: str, reference: str, beta: float) ->
     r_w = beta * (side("chosen_scores", policy) - side("chosen_scores", reference))
     r_l = beta * (side("rejected_scores", policy) - side("rejected_scores", reference))
     return np.abs(sigmoid(r_w - r_l) - 0.5)
-
-
-@dataclass
-class AcquisitionFit:
-    """First pass of ``keep=``: every row's acquisition value, mergeable."""
-
-    stage: Any
-    values: list[np.ndarray] = field(default_factory=list)
-    parallel: ClassVar[bool] = True
-
-    def update(self, table: pa.Table) -> AcquisitionFit:
-        v = self.stage.acquire(table)
-        self.values.append(v[~np.isnan(v)])
-        return self
-
-    def merge(self, other: AcquisitionFit) -> AcquisitionFit:
-        self.values += other.values
-        return self
-
-    def fitted(self, stage: Any) -> Any:
-        v = np.concatenate(self.values) if self.values else np.array([])
-        cut = float(np.quantile(v, 1.0 - stage.keep)) if v.size else float("inf")
-        return replace(stage, fitted_cut=cut)
-
-    def dumps(self) -> bytes:
-        v = np.concatenate(self.values) if self.values else np.array([])
-        return table_dumps(pa.table({"v": v}), {"config": self.stage.fingerprint})
-
-    def load(self, data: bytes) -> AcquisitionFit:
-        table, _ = table_loads(data, self.stage.fingerprint)
-        self.values.append(table["v"].to_numpy())
-        return self
 
 
 @dataclass(frozen=True)
@@ -134,7 +102,11 @@ class _Active(Stage):
         return None
 
     def fit(self) -> StageFit | None:
-        return None if self.fits_on_input() is None else StageFit(self, AcquisitionFit(self))
+        return None if self.fits_on_input() is None else StageFit(self, QuantileFit(self))
+
+    def cut_quantile(self) -> float:
+        assert self.keep is not None
+        return 1.0 - self.keep  # the top share
 
     def process(self, table: pa.Table) -> StageOutput:
         if self.keep is not None and self.fitted_cut is None:  # whole-table mode
@@ -192,4 +164,4 @@ class ActivePairs(_Active):
         return pair_certainty(table, self.policy, self.reference, self.beta)
 
 
-__all__ = ["ActivePairs", "ActivePrompts", "AcquisitionFit", "pair_certainty", "prompt_entropy"]
+__all__ = ["ActivePairs", "ActivePrompts", "pair_certainty", "prompt_entropy"]

@@ -7,8 +7,8 @@ Response Pairs in Preference Dataset"; ``../shared/METHODS.md``).
   whatever model answers are kept (``prefer="stable"``); ``prefer="varied"`` keeps the
   opposite. The cut-off is either ``max_spread`` (an absolute std, in the score's units) or
   ``keep`` (a share of the prompts, a dataset-level quantile: two-pass, fitted by the
-  executor through :mod:`prefdata.fit`). Pools with fewer than ``min_generators``
-  generators scored cannot be judged and are rejected with that reason.
+  executor through :class:`~prefdata.fit.QuantileFit`). Pools with fewer than
+  ``min_generators`` generators scored cannot be judged and are rejected with that reason.
 - :class:`AirPairs`, the pair side: keep pairs with a moderate margin
   (``min_margin <= margin <= max_margin``) and a high absolute chosen score
   (``chosen_score >= min_chosen``), on the pair table's ``margin`` and ``chosen_score``
@@ -34,7 +34,7 @@ failed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.columns import score_array
 from prefdata.arrow import flatten_candidates, to_float
-from prefdata.fit import StageFit, table_dumps, table_loads
+from prefdata.fit import QuantileFit, StageFit
 from prefdata.pipeline import Stage, StageOutput, split
 
 
@@ -84,40 +84,6 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-@dataclass
-class SpreadFit:
-    """First pass of ``StablePrompts(keep=...)``: every pool's spread, mergeable."""
-
-    stage: StablePrompts
-    spreads: list[np.ndarray] = field(default_factory=list)
-    parallel: ClassVar[bool] = True
-
-    def update(self, table: pa.Table) -> SpreadFit:
-        spread, gens = generator_spread(table, self.stage.score)
-        self.spreads.append(spread[gens >= self.stage.min_generators])
-        return self
-
-    def merge(self, other: SpreadFit) -> SpreadFit:
-        self.spreads += other.spreads
-        return self
-
-    def fitted(self, stage: StablePrompts) -> StablePrompts:
-        s = np.concatenate(self.spreads) if self.spreads else np.array([])
-        assert stage.keep is not None
-        q = stage.keep if stage.prefer == "stable" else 1.0 - stage.keep
-        cut = float(np.quantile(s, q)) if s.size else 0.0
-        return replace(stage, fitted_cut=cut)
-
-    def dumps(self) -> bytes:
-        s = np.concatenate(self.spreads) if self.spreads else np.array([])
-        return table_dumps(pa.table({"spread": s}), {"config": self.stage.fingerprint})
-
-    def load(self, data: bytes) -> SpreadFit:
-        table, _ = table_loads(data, self.stage.fingerprint)
-        self.spreads.append(table["spread"].to_numpy())
-        return self
-
-
 @dataclass(frozen=True)
 class StablePrompts(Stage):
     """Keep prompts by how much their score varies across generators (module docstring)."""
@@ -155,7 +121,17 @@ class StablePrompts(Stage):
         return None
 
     def fit(self) -> StageFit | None:
-        return None if self.fits_on_input() is None else StageFit(self, SpreadFit(self))
+        return None if self.fits_on_input() is None else StageFit(self, QuantileFit(self))
+
+    def acquire(self, table: pa.Table) -> np.ndarray:
+        """Each pool's spread (NaN where too few generators were scored): what the
+        dataset quantile is taken over."""
+        spread, gens = generator_spread(table, self.score)
+        return np.where(gens >= self.min_generators, spread, np.nan)
+
+    def cut_quantile(self) -> float:
+        assert self.keep is not None
+        return self.keep if self.prefer == "stable" else 1.0 - self.keep
 
     def process(self, table: pa.Table) -> StageOutput:
         cut = self.max_spread if self.max_spread is not None else self.fitted_cut
@@ -208,4 +184,4 @@ class AirPairs(Stage):
         return split(table, keep, self.name, reasons, field=fields)
 
 
-__all__ = ["AirPairs", "SpreadFit", "StablePrompts", "generator_spread"]
+__all__ = ["AirPairs", "StablePrompts", "generator_spread"]
