@@ -7,7 +7,8 @@ DPOTrainer for --steps steps (the round's policy is also DPO's reference) and sa
 ``OUT/round-<r>/policy``. Each round has its own work directory and is resumable: a round
 whose policy is saved is skipped on a rerun, and a killed round resumes from its
 checkpoints. The rounds' score and pair statistics are printed and saved together in
-``OUT/summary.json`` (``--report``: each round's HTML report too).
+``OUT/summary.json``; ``--report`` writes ``OUT/report.html``, the rounds side by side
+and then one by one (and each round's own report).
 
     # offline, on CPU, with any small local causal LM and reward model
     python recipes/iterative_dpo.py --prompts prompts.jsonl --model ./policy \\
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=512, help="DPO max sequence length")
     p.add_argument("--seed", type=int, default=0, help="run seed (each round derives its own)")
     p.add_argument("--out", required=True, help="output folder (a round-<r> folder per round)")
-    p.add_argument("--report", action="store_true", help="write each round's report.html")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="write OUT/report.html (the rounds side by side, then each) and each round's",
+    )
     add_debug_argument(p)
     return p
 
@@ -186,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
         rounds.append(stats)
         policy = str(saved)
     (out / "summary.json").write_text(json.dumps({"rounds": rounds}, indent=2) + "\n")
+    if args.report:  # every round in one page: side by side, then one by one
+        from prefdata.report.html import write_report
+
+        print(f"report: {write_report(out, out / 'report.html')}")
     print(f"final policy: {policy}")
     return 0
 

@@ -27,6 +27,7 @@ def test_two_rounds_train_and_a_rerun_skips_them(tiny_models, tmp_path, capsys):
         "--prompts", str(prompts), "--model", str(tiny_models["causal"]),
         "--reward-model", str(tiny_models["reward"]), "--rounds", "2", "--n", "3",
         "--max-tokens", "8", "--steps", "2", "--max-length", "128", "--out", str(tmp_path / "o"),
+        "--report",
     ]  # fmt: skip
     assert recipe.main(argv) == 0
     out = tmp_path / "o"
@@ -43,6 +44,10 @@ def test_two_rounds_train_and_a_rerun_skips_them(tiny_models, tmp_path, capsys):
     gens = {r["round"]: json.loads((out / f"round-{r['round']}" / "stats.json").read_text())
             for r in rounds}  # fmt: skip
     assert gens[1]["policy"] != gens[2]["policy"]
+    page = (out / "report.html").read_text()
+    assert "<h2>Rounds</h2>" in page and "<h2>Round 1</h2>" in page and "<h2>Round 2</h2>" in page
+    assert page.count("<h3>Pairs</h3>") == 2  # each round's sections, nested
+    assert (out / "round-2" / "report.html").exists()
     capsys.readouterr()
     assert recipe.main(argv) == 0
     printed = capsys.readouterr().out

@@ -11,7 +11,9 @@ table or a pair table. Sections, each where the data has what it needs:
 - length bias: each score against response length (with the correlation), and the
   chosen/rejected length ratio of the pairs;
 - the margin histogram and each generator's chosen and rejected counts (win rate);
-- a table of sample pairs (chosen, rejected, margin, strength).
+- a table of sample pairs (chosen, rejected, margin, strength);
+- for an iterative run (``recipes/iterative_dpo.py``'s ``OUT``), the rounds side by side
+  (pairs, chosen reward and margin by round), then all of the above for each round.
 
 Plots are drawn with matplotlib (the ``report`` extra) as SVG and written inline: the file
 opens from disk and fetches nothing. The same input gives the same bytes (fixed SVG ids, no
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -307,10 +310,25 @@ td { max-width: 32em; white-space: pre-wrap; } svg { max-width: 100%; height: au
 
 def render(data: ReportData, samples: int = 12) -> str:
     """The report's HTML (module docstring)."""
+    return _page(data.title, sections(data, samples))
+
+
+def _page(title: str, parts: list[str]) -> str:
     from prefdata import __version__
 
-    parts = [f"<h1>prefdata report: {html.escape(data.title)}</h1>"]
-    parts.append(f'<p class="note">prefdata {__version__}</p>')
+    head = [f"<h1>prefdata report: {html.escape(title)}</h1>"]
+    head.append(f'<p class="note">prefdata {__version__}</p>')
+    body = "\n".join([*head, *parts])
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>prefdata report: {html.escape(title)}</title><style>{STYLE}</style>"
+        f"</head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def sections(data: ReportData, samples: int = 12, level: int = 2) -> list[str]:
+    """The report's sections for one run (headings from ``<h{level}>``)."""
+    parts: list[str] = []
     if data.funnel is not None and data.funnel.entries:
         parts += ["<h2>Funnel</h2>", funnel_plot(data.funnel)]
         rows = [(e.stage, e.rows_in, e.rows_out, e.rows_rejected) for e in data.funnel.entries]
@@ -377,22 +395,70 @@ def render(data: ReportData, samples: int = 12) -> str:
         ]
         parts += ["<h3>Sample pairs</h3>",
                   _table(["prompt", "chosen", "rejected", "margin", "strength"], rows)]  # fmt: skip
-    body = "\n".join(parts)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>prefdata report: {html.escape(data.title)}</title><style>{STYLE}</style>"
-        f"</head><body>\n{body}\n</body></html>\n"
-    )
+    if level != 2:  # nested under a round: every heading one level down
+        parts = [
+            p.replace("<h3>", "<h4>").replace("</h3>", "</h4>").replace("<h2>", "<h3>")
+            .replace("</h2>", "</h3>")
+            for p in parts
+        ]  # fmt: skip
+    return parts
+
+
+def round_folders(path: Path) -> list[tuple[int, Path]]:
+    """``round-<r>`` folders (an iterative run's), in round order."""
+    found = []
+    for d in Path(path).glob("round-*"):
+        tail = d.name.removeprefix("round-")
+        if d.is_dir() and tail.isdigit() and (d / "work").is_dir():
+            found.append((int(tail), d))
+    return sorted(found)
+
+
+def render_rounds(path: Path, samples: int = 6) -> str:
+    """An iterative run's report: the rounds side by side (pairs, chosen reward and margin
+    by round, from each round's ``stats.json``), then each round's sections."""
+    rounds = round_folders(path)
+    stats = []
+    for r, folder in rounds:
+        f = folder / "stats.json"
+        st = json.loads(f.read_text()) if f.exists() else {}
+        stats.append((r, st.get("pairs"), st.get("mean_chosen_rm"), st.get("mean_margin")))
+    fig, (ax,) = _figure(width=5.0)
+    xs = [r for r, *_ in stats]
+    ax.plot(xs, [x[2] if x[2] is not None else np.nan for x in stats], "o-", label="chosen rm")
+    ax.plot(xs, [x[3] if x[3] is not None else np.nan for x in stats], "s-", label="margin")
+    ax.set_xticks(xs)
+    ax.set_xlabel("round")
+    ax.legend()
+    parts = [
+        "<h2>Rounds</h2>",
+        _svg(fig),
+        _table(["round", "pairs", "mean chosen rm", "mean margin"], stats),
+    ]
+    for r, folder in rounds:
+        parts.append(f"<h2>Round {r}</h2>")
+        parts += sections(collect(folder / "work"), samples, level=3)
+    return _page(Path(path).name, parts)
 
 
 def write_report(path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Collect ``path`` and write the report to ``out`` (atomically)."""
+    """Collect ``path`` and write the report to ``out`` (atomically); an iterative run's
+    folder (``round-<r>/``) gets every round, side by side and one by one."""
     from prefdata.io.atomic import atomic_path
 
-    page = render(collect(path))
+    path = Path(path)
+    page = render_rounds(path) if round_folders(path) else render(collect(path))
     out = Path(out)
     atomic_path(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
 
 
-__all__ = ["ReportData", "agreement_and_tau", "collect", "render", "write_report"]
+__all__ = [
+    "ReportData",
+    "agreement_and_tau",
+    "collect",
+    "render",
+    "render_rounds",
+    "sections",
+    "write_report",
+]
