@@ -129,3 +129,52 @@ def test_rationale_dpo_writes_a_rationale_per_pair(tiny_models, tmp_path):
     dpo = pq.read_table(out / "trl-dpo" / "train.parquet")
     assert dpo.column_names == ["prompt", "chosen", "rejected", "rationale"]
     assert dpo.num_rows == 12 and all(r for r in dpo["rationale"].to_pylist())
+
+
+def test_verifiable_instructions_pair_the_response_that_meets_its_constraints(tmp_path):
+    """Each bundled instruction carries its own constraints (Constraints(from_col=)): the
+    chosen response meets them all, the rejected one breaks at least one."""
+    out = tmp_path / "ifeval"
+    argv = ["--sample", "--verifier", "constraints", "--out", str(out)]
+    assert load("verifiable_math_dpo").main(argv) == 0
+    dpo = pq.read_table(out / "trl-dpo" / "train.parquet").to_pylist()
+    from prefdata.data import instructions_path
+
+    rows = [json.loads(line) for line in instructions_path().read_text().splitlines()]
+    follows = {c["response"] for r in rows for c in r["candidates"] if c["generator"] == "follows"}
+    assert len(dpo) == 12
+    assert all(r["chosen"][0]["content"] in follows for r in dpo)
+    assert not any(r["rejected"][0]["content"] in follows for r in dpo)
+
+
+def test_per_prompt_constraints_and_a_bad_spec():
+    import pyarrow as pa
+
+    from prefdata.schema import pool_schema
+    from prefdata.score import Constraints
+
+    pools = pa.Table.from_pylist(
+        [
+            {
+                "prompt_id": "a",
+                "prompt": [{"role": "user", "content": "q"}],
+                "candidates": [{"candidate_id": "x", "response": "one two three", "flags": []}],
+            },
+            {
+                "prompt_id": "b",
+                "prompt": [{"role": "user", "content": "q"}],
+                "candidates": [{"candidate_id": "y", "response": "one two three", "flags": []}],
+            },
+            {
+                "prompt_id": "c",
+                "prompt": [{"role": "user", "content": "q"}],
+                "candidates": [{"candidate_id": "z", "response": "hi", "flags": []}],
+            },
+        ],
+        schema=pool_schema(),
+    ).append_column("spec", pa.array(['{"max_words": 2}', '{"max_words": 5}', '{"colour": 1}']))
+    out = Constraints(from_col="spec")(pools).table
+    got = [(c["scores"]["constraints"], c["flags"]) for p in out["candidates"].to_pylist()
+           for c in p]  # fmt: skip
+    assert got == [(0.0, ["constraints_fail:max_words"]), (1.0, []),
+                   (None, ["constraints_bad_spec"])]  # fmt: skip

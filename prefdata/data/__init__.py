@@ -39,9 +39,17 @@ def math_path() -> Path:
     return data_path("math_solutions.jsonl")
 
 
+def instructions_path() -> Path:
+    """``instructions.jsonl``: 12 instruction prompts in the pool layout, each with its
+    ``constraints`` (a JSON object for :class:`~prefdata.score.Constraints`: word,
+    sentence and bullet counts, required and forbidden words, JSON) and two responses,
+    one that meets them and one that breaks them."""
+    return data_path("instructions.jsonl")
+
+
 def data_path(name: str) -> Path:
     """A bundled file by name."""
     return Path(str(resources.files("prefdata.data").joinpath(name)))
 
 
-__all__ = ["SAMPLE_OPTIONS", "data_path", "math_path", "sample_path"]
+__all__ = ["SAMPLE_OPTIONS", "data_path", "instructions_path", "math_path", "sample_path"]

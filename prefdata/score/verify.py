@@ -9,6 +9,7 @@ instruction-following constraints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -126,6 +127,11 @@ class Constraints(Scorer):
     ``constraints_fail:max_words`` or ``constraints_fail:required:paris``. Counting is
     columnar (pyarrow compute); only the JSON check runs per response.
 
+    Per-prompt constraints: ``from_col`` names a pool column holding each prompt's own
+    constraints as a JSON object with these keys (``{"max_words": 20}``); the stage's
+    fields are then the defaults it adds to. A pool whose object does not parse or names
+    an unknown constraint is not scored (null) and gets the flag ``{name}_bad_spec``.
+
     >>> t = pools_from_texts(["Q"], [["Paris is nice. Yes.", "London"]])
     >>> out = Constraints(max_sentences=1, required_keywords=("paris",))(t).table
     >>> [(c["scores"]["constraints"], c["flags"]) for c in out["candidates"].to_pylist()[0]]
@@ -142,6 +148,7 @@ class Constraints(Scorer):
     json: bool = False
     min_bullets: int | None = None
     max_bullets: int | None = None
+    from_col: str | None = None
 
     def __post_init__(self) -> None:
         for f in ("required_keywords", "forbidden_keywords"):
@@ -149,8 +156,33 @@ class Constraints(Scorer):
             if isinstance(v, str):
                 raise TypeError(f"{f} must be a tuple of strings, not a string")
             object.__setattr__(self, f, tuple(v))
-        if not self._checks_declared():
-            raise ValueError("Constraints needs at least one constraint")
+        if self.from_col is None and not self._checks_declared():
+            raise ValueError("Constraints needs at least one constraint (or from_col=)")
+
+    def required_columns(self) -> tuple[str, ...]:
+        return (*self.requires, *((self.from_col,) if self.from_col else ()))
+
+    def for_spec(self, spec: str | None) -> Constraints:
+        """This stage with one pool's constraints (JSON text) added; ValueError when the
+        text is not a JSON object of known constraints.
+
+        >>> Constraints(from_col="c").for_spec('{"max_words": 3}').max_words
+        3
+        """
+        try:
+            extra = json.loads(spec) if spec else {}
+        except ValueError:
+            raise ValueError(f"not JSON: {spec[:60]!r}") from None
+        if not isinstance(extra, dict):
+            raise ValueError("not a JSON object")
+        known = {f for f in self.__dataclass_fields__ if f not in ("name", "from_col", "progress")}
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            raise ValueError(f"unknown constraints {unknown}")
+        for k in ("required_keywords", "forbidden_keywords"):
+            if k in extra:
+                extra[k] = tuple(extra[k])
+        return dataclasses.replace(self, from_col=None, **extra)
 
     def _checks_declared(self) -> list[str]:
         names = [
@@ -211,6 +243,8 @@ class Constraints(Scorer):
         return out
 
     def process(self, table: pa.Table) -> pa.Table:
+        if self.from_col is not None:
+            return self._per_pool(table)
         view = candidates_view(table)
         checks = self.evaluate(view.struct.field("response"))
         passed = np.stack(list(checks.values()), axis=1) if len(view) else np.zeros((0, 1))
@@ -220,4 +254,37 @@ class Constraints(Scorer):
         flags: list[list[str]] = [[] for _ in range(len(view))]
         for k in failed_rows:
             flags[k] = names[~passed[k]].tolist()
+        return with_scores(table, {self.name: values}, flags=flags)
+
+    def _per_pool(self, table: pa.Table) -> pa.Table:
+        """Each pool checked against its own constraints (``from_col``): pools grouped by
+        their constraints, each group evaluated column-wise."""
+        view = candidates_view(table)
+        specs = table[self.from_col].combine_chunks().cast(pa.string()).to_pylist()
+        values = np.full(len(view), np.nan)
+        flags: list[list[str]] = [[] for _ in range(len(view))]
+        groups: dict[str | None, list[int]] = {}
+        for r, spec in enumerate(specs):
+            groups.setdefault(spec, []).append(r)
+        responses = view.struct.field("response")
+        for spec, rows in groups.items():
+            idx = np.concatenate(
+                [np.arange(view.offsets[r], view.offsets[r + 1]) for r in rows]
+            ).astype(np.int64)
+            if not len(idx):
+                continue
+            try:
+                stage = self.for_spec(spec)
+                if not stage._checks_declared():
+                    raise ValueError("no constraint")
+            except (ValueError, TypeError):
+                for k in idx.tolist():
+                    flags[k].append(f"{self.name}_bad_spec")
+                continue
+            checks = stage.evaluate(responses.take(pa.array(idx)))
+            passed = np.stack(list(checks.values()), axis=1)
+            values[idx] = passed.mean(axis=1)
+            names = np.array([f"{self.name}_fail:{c}" for c in checks], dtype=object)
+            for j in np.flatnonzero(~passed.all(axis=1)).tolist():
+                flags[int(idx[j])] = names[~passed[j]].tolist()
         return with_scores(table, {self.name: values}, flags=flags)
