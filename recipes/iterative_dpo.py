@@ -1,7 +1,8 @@
 """Iterative on-policy DPO: N rounds of sample, score, pair, export and train.
 
 Round r samples --n candidates per prompt from the round r-1 policy (round 1: --model),
-scores them with --reward-model, drops degenerate candidates, builds pairs (--strategy,
+scores them with --reward-model (or, with --self-reward, has the round's policy rate them
+as a pointwise judge: self-rewarding), drops degenerate candidates, builds pairs (--strategy,
 best-worst by default) and writes TRL DPO data, then trains the next policy with TRL's
 DPOTrainer for --steps steps (the round's policy is also DPO's reference) and saves it to
 ``OUT/round-<r>/policy``. Each round has its own work directory and is resumable: a round
@@ -23,6 +24,7 @@ and then one by one (and each round's own report).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -38,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", required=True, help="prompts: path or Hub id")
     add_layout_arguments(p, default_layout="pool")  # a JSONL of {"prompt": ...} is pools
     p.add_argument("--model", required=True, help="the round-0 policy (path or Hub id)")
-    p.add_argument("--reward-model", required=True, help="reward model that scores candidates")
+    p.add_argument("--reward-model", help="reward model that scores candidates")
+    p.add_argument(
+        "--self-reward",
+        action="store_true",
+        help="instead of a reward model, the round's policy rates each candidate 1-10 as a "
+        "pointwise judge (self-rewarding; needs a policy that follows the rating prompt)",
+    )
     p.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     p.add_argument("--rounds", type=int, default=2, help="rounds of sample, pair and train")
     p.add_argument("--n", type=int, default=4, help="candidates per prompt per round")
@@ -66,6 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def scorer(args: argparse.Namespace, policy: str):
+    """The round's scorer, writing ``rm``: the reward model, or the policy as its own judge
+    (the judge prompt's 1-10 rating; an answer without a rating leaves the candidate
+    unscored and flagged)."""
+    from prefdata.generate import make_backend
+    from prefdata.score import JudgePointwise, RewardModel
+
+    if not args.self_reward:
+        return RewardModel(args.reward_model, name="rm")
+    return JudgePointwise(
+        backend=functools.partial(make_backend, args.backend, policy),
+        name="rm",
+        backend_id=f"self:{policy}",
+    )
+
+
 def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) -> dict:
     """Sample, score, curate and export round ``r`` (checkpointed in ``folder/work``);
     its statistics."""
@@ -77,7 +101,6 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
     from prefdata.io.export import export
     from prefdata.io.parquet import write_parquet
     from prefdata.io.readers import read_pools
-    from prefdata.score import RewardModel
 
     prompts, read_rejects, _ = read_pools(args.prompts, args.layout, **read_args(args))
     stages = [
@@ -90,7 +113,7 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
             seed=args.seed + r,
             generator=f"round-{r}",
         ),
-        RewardModel(args.reward_model, name="rm"),
+        scorer(args, policy),
         FlagDegenerate(repeated_min_prompts=None),
         DropFlagged(flags=("empty",)),  # random or early policies hit the token limit
         Pairs(args.strategy, score="rm", seed=args.seed + r),
@@ -133,8 +156,6 @@ def train_round(args: argparse.Namespace, r: int, policy: str, data: str, out: P
     from trl import DPOConfig, DPOTrainer
 
     dataset = load_dataset("parquet", data_files=data, split="train")
-    if not len(dataset):
-        raise UsageError(f"round {r}: no pairs to train on (see round-{r}/rejects.parquet)")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     model = AutoModelForCausalLM.from_pretrained(policy)
     config = DPOConfig(
@@ -170,6 +191,8 @@ def train_round(args: argparse.Namespace, r: int, policy: str, data: str, out: P
 def run(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.steps < 1 or args.n < 2:
         raise UsageError("--rounds and --steps must be >= 1 and --n >= 2 (pairs need two)")
+    if bool(args.reward_model) == bool(args.self_reward):
+        raise UsageError("give --reward-model or --self-reward (one of them)")
     out = Path(args.out)
     policy, rounds = args.model, []
     for r in range(1, args.rounds + 1):
@@ -181,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"round {r}: done earlier, {stats['pairs']} pairs -> {saved}")
         else:
             stats = sample_round(args, r, policy, folder)
+            if not stats["pairs"]:
+                raise UsageError(
+                    f"round {r}: no pairs to train on (see {folder / 'rejects.parquet'})"
+                )
             train_round(args, r, policy, stats["dpo"], saved)
             stats["trained"] = json.loads((saved / "dpo.json").read_text())
             stats_file.write_text(json.dumps(stats, indent=2) + "\n")

@@ -52,3 +52,35 @@ def test_two_rounds_train_and_a_rerun_skips_them(tiny_models, tmp_path, capsys):
     assert recipe.main(argv) == 0
     printed = capsys.readouterr().out
     assert "round 1: done earlier" in printed and "round 2: done earlier" in printed
+
+
+def test_self_reward_has_the_policy_judge_its_own_samples(tiny_models, tmp_path, capsys):
+    """--self-reward scores with the round's policy as a pointwise judge. The tiny
+    random-weight policy never writes a "Rating: [[N]]", so every candidate stays unscored
+    (flagged rm_unparsed), no pair can be built, and the round stops with that one line;
+    a real instruction-tuned policy rates its samples instead."""
+    spec = importlib.util.spec_from_file_location("iterative_dpo_self", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say something."}) + "\n")
+    base = ["--prompts", str(prompts), "--model", str(tiny_models["causal"]), "--rounds", "1",
+            "--n", "2", "--max-tokens", "4", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert recipe.main([*base, "--self-reward"]) == 2
+    assert "round 1: no pairs to train on" in capsys.readouterr().err
+    import pyarrow.parquet as pq
+
+    rejects = pq.read_table(tmp_path / "o" / "round-1" / "rejects.parquet").to_pylist()
+    assert [r["stage"] for r in rejects] == ["Pairs"]  # the prompt had nothing scored
+    scored = sorted((tmp_path / "o" / "round-1" / "work").rglob("shard-*.parquet"))
+    flags = {
+        f
+        for path in scored
+        if "candidates" in pq.read_schema(path).names
+        for p in pq.read_table(path)["candidates"].to_pylist()
+        for c in p
+        for f in c["flags"]
+    }
+    assert "rm_unparsed" in flags  # the judge ran and said why nothing was scored
+    assert recipe.main(base) == 2  # neither a reward model nor --self-reward
+    assert "give --reward-model or --self-reward" in capsys.readouterr().err
