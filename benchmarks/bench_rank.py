@@ -37,24 +37,34 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PREFDATA_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def judged_alpaca_pools(prog: str, prompts: int | None = None):
+    """The alpaca_eval pool as pools scored by ``judge_pref``, the judge's own reference
+    answers (which carry no preference) left out; None, with a message, when the shared
+    data is absent."""
+    path = SHARED / "alpaca_eval_pool.parquet"
+    if not path.exists():
+        print(f"{prog}: error: {path} not found (set PREFDATA_SHARED_DATA)", file=sys.stderr)
+        return None
+    pools = read_pools(
+        path, "long", prompt_col="instruction", response_col="output",
+        generator_col="generator", score_cols=["judge_pref"],
+    ).table  # fmt: skip
+    if prompts is not None:
+        pools = pools.slice(0, prompts)
+    return Sql(
+        "SELECT * REPLACE (list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL)"
+        " AS candidates) FROM pools"
+    )(pools).table
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", type=int, default=100)
     p.add_argument("--flip", type=float, nargs="+", default=[0.0, 0.15])
     args = p.parse_args()
-    path = SHARED / "alpaca_eval_pool.parquet"
-    if not path.exists():
-        print(f"bench_rank: error: {path} not found (set PREFDATA_SHARED_DATA)", file=sys.stderr)
+    pools = judged_alpaca_pools("bench_rank", args.prompts)
+    if pools is None:
         return 2
-    pools = read_pools(
-        path, "long", prompt_col="instruction", response_col="output",
-        generator_col="generator", score_cols=["judge_pref"],
-    ).table.slice(0, args.prompts)  # fmt: skip
-    # the judge's own reference answers carry no preference: rank the scored responses
-    pools = Sql(
-        "SELECT * REPLACE (list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL)"
-        " AS candidates) FROM pools"
-    )(pools).table
     cands = pools["candidates"].to_pylist()
     utility = {c["response"]: c["scores"]["judge_pref"] for cs in cands for c in cs}
     print(

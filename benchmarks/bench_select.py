@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+from bench_rank import judged_alpaca_pools  # noqa: E402 - the benchmarks' folder is on sys.path
 
 from prefdata.construct import Pairs
 from prefdata.filter import ActivePairs, ActivePrompts, AirPairs, StablePrompts
 from prefdata.fit import fit_stage
-from prefdata.io.readers import read_pools
-from prefdata.sql import Sql
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PREFDATA_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -53,18 +52,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--active-prompts", type=int, default=100)
     args = p.parse_args()
-    path = SHARED / "alpaca_eval_pool.parquet"
-    if not path.exists():
-        print(f"bench_select: error: {path} not found (set PREFDATA_SHARED_DATA)", file=sys.stderr)
+    pools = judged_alpaca_pools("bench_select")
+    if pools is None:
         return 2
-    pools = read_pools(
-        path, "long", prompt_col="instruction", response_col="output",
-        generator_col="generator", score_cols=["judge_pref"],
-    ).table  # fmt: skip
-    pools = Sql(
-        "SELECT * REPLACE (list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL)"
-        " AS candidates) FROM pools"
-    )(pools).table
     rows = ["| selection | in | kept | mean judge_pref of kept (chosen for pairs) | median "
             "length (chars) |", "|---|---:|---:|---:|---:|"]  # fmt: skip
     rows.append(describe("(all prompts)", pools.num_rows, pools))

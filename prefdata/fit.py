@@ -235,6 +235,32 @@ class QuantileFit:
         return self
 
 
+class QuantileCut:
+    """For a stage cut at a dataset quantile (a ``fitted_cut`` field, unset until fitted;
+    ``acquire`` and ``cut_quantile`` for :class:`QuantileFit`): the fit protocol's
+    methods. ``needs_cut()`` says whether this config asks for a quantile at all;
+    ``cut_what`` names it in the message of a stage run unfitted. Mix in before ``Stage``.
+    """
+
+    cut_what: ClassVar[str] = "a quantile of the whole dataset"
+
+    def needs_cut(self) -> bool:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()  # type: ignore[misc]
+        if self.fitted_cut is not None:  # type: ignore[attr-defined]
+            cfg["fitted_cut"] = self.fitted_cut  # type: ignore[attr-defined]
+        return cfg
+
+    def fits_on_input(self) -> str | None:
+        unfitted = self.needs_cut() and self.fitted_cut is None  # type: ignore[attr-defined]
+        return self.cut_what if unfitted else None
+
+    def fit(self) -> StageFit | None:
+        return None if self.fits_on_input() is None else StageFit(self, QuantileFit(self))  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- persistence helpers
 
 
@@ -265,6 +291,7 @@ def check_config(got: Any, expect: Any) -> None:
 __all__ = [
     "Fit",
     "FitState",
+    "QuantileCut",
     "QuantileFit",
     "StageFit",
     "check_config",

@@ -31,9 +31,12 @@ class UsageError(ValueError):
     """Flags that cannot work together (one line, exit status 2)."""
 
 
-def recipe_parser(description: str, *, formats: Sequence[str]) -> argparse.ArgumentParser:
+def recipe_parser(
+    description: str, *, formats: Sequence[str], ranked: bool = False
+) -> argparse.ArgumentParser:
     """A parser with the shared input and output flags; ``formats``: the default exports
-    (``--format`` adds others)."""
+    (``--format`` adds others); ``ranked``: the recipe ranks by a score (``--score``, read
+    by :func:`ranked_pools`)."""
     from prefdata.io.export import FORMATS
 
     p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
@@ -45,6 +48,10 @@ def recipe_parser(description: str, *, formats: Sequence[str]) -> argparse.Argum
         help="use the scored sample bundled with prefdata (prefdata.data.sample_path())",
     )
     add_layout_arguments(src, default_layout="long")
+    if ranked:
+        src.add_argument(
+            "--score", help="the ranking score (default: the mean of the z-scored scores)"
+        )
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, help="output folder")
     out.add_argument("--workdir", help="checkpoint folder (default: OUT/work)")

@@ -31,9 +31,8 @@ from prefdata.recipe import (
 
 
 def build_parser():
-    p = recipe_parser(__doc__.split("\n\n")[0], formats=("trl-dpo",))
+    p = recipe_parser(__doc__.split("\n\n")[0], formats=("trl-dpo",), ranked=True)
     c = p.add_argument_group("construction")
-    c.add_argument("--score", help="the ranking score (default: the mean of the z-scored scores)")
     c.add_argument(
         "--max-pairs-per-prompt", type=int, default=None, help="stages per prompt at most"
     )

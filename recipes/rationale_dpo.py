@@ -34,9 +34,8 @@ from prefdata.recipe import (
 
 
 def build_parser():
-    p = recipe_parser(__doc__.split("\n\n")[0], formats=("trl-dpo",))
+    p = recipe_parser(__doc__.split("\n\n")[0], formats=("trl-dpo",), ranked=True)
     c = p.add_argument_group("pairs and rationales")
-    c.add_argument("--score", help="the ranking score (default: the mean of the z-scored scores)")
     c.add_argument("--judge-model", required=True, help="the model that writes rationales")
     c.add_argument("--judge-backend", choices=("transformers", "vllm", "openai"),
                    default="transformers")  # fmt: skip

@@ -35,7 +35,7 @@ rejected with theirs in the reason, so each round's funnel says what was left fo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.columns import score_array, sigmoid
 from prefdata.arrow import flatten_candidates, set_column, to_float
-from prefdata.fit import QuantileFit, StageFit
+from prefdata.fit import QuantileCut
 from prefdata.pipeline import Stage, StageOutput, split
 
 
@@ -73,11 +73,14 @@ def pair_certainty(table: pa.Table, policy: str, reference: str, beta: float) ->
 
 
 @dataclass(frozen=True)
-class _Active(Stage):
+class _Active(QuantileCut, Stage):
     top_k: int | None = None
     keep: float | None = None
     fitted_cut: float | None = field(default=None, metadata={"fingerprint": False})
     what: ClassVar[str] = ""
+    cut_what: ClassVar[str] = (
+        "the acquisition quantile of the whole dataset (keep=); or give top_k="
+    )
 
     def __post_init__(self) -> None:
         if (self.top_k is None) == (self.keep is None):
@@ -90,19 +93,8 @@ class _Active(Stage):
     def acquire(self, table: pa.Table) -> np.ndarray:
         raise NotImplementedError
 
-    def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        if self.fitted_cut is not None:
-            cfg["fitted_cut"] = self.fitted_cut
-        return cfg
-
-    def fits_on_input(self) -> str | None:
-        if self.keep is not None and self.fitted_cut is None:
-            return "the acquisition quantile of the whole dataset (keep=); or give top_k="
-        return None
-
-    def fit(self) -> StageFit | None:
-        return None if self.fits_on_input() is None else StageFit(self, QuantileFit(self))
+    def needs_cut(self) -> bool:
+        return self.keep is not None
 
     def cut_quantile(self) -> float:
         assert self.keep is not None

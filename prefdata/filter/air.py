@@ -35,7 +35,7 @@ failed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from prefdata.annotate.columns import score_array
 from prefdata.arrow import flatten_candidates, to_float
-from prefdata.fit import QuantileFit, StageFit
+from prefdata.fit import QuantileCut
 from prefdata.pipeline import Stage, StageOutput, split
 
 
@@ -85,7 +85,7 @@ def _fmt(x: float) -> str:
 
 
 @dataclass(frozen=True)
-class StablePrompts(Stage):
+class StablePrompts(QuantileCut, Stage):
     """Keep prompts by how much their score varies across generators (module docstring)."""
 
     score: str = ""
@@ -95,6 +95,9 @@ class StablePrompts(Stage):
     min_generators: int = 2
     fitted_cut: float | None = field(default=None, metadata={"fingerprint": False})
     requires: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates")
+    cut_what: ClassVar[str] = (
+        "the spread quantile of the whole dataset (keep=); or give max_spread="
+    )
 
     def __post_init__(self) -> None:
         if not self.score:
@@ -109,19 +112,8 @@ class StablePrompts(Stage):
     def required_columns(self) -> tuple[str, ...]:
         return (*self.requires, f"scores.{self.score}")
 
-    def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        if self.fitted_cut is not None:
-            cfg["fitted_cut"] = self.fitted_cut
-        return cfg
-
-    def fits_on_input(self) -> str | None:
-        if self.max_spread is None and self.fitted_cut is None:
-            return "the spread quantile of the whole dataset (keep=); or give max_spread="
-        return None
-
-    def fit(self) -> StageFit | None:
-        return None if self.fits_on_input() is None else StageFit(self, QuantileFit(self))
+    def needs_cut(self) -> bool:
+        return self.max_spread is None
 
     def acquire(self, table: pa.Table) -> np.ndarray:
         """Each pool's spread (NaN where too few generators were scored): what the

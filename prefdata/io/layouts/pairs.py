@@ -349,6 +349,36 @@ def _hh_kept(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> _Kept:
     return _Kept(rows, got.prompt.take(idx), got.chosen.take(idx), got.rejected.take(idx), notes)
 
 
+def _with_annotator(meta: pa.Array | None, annotators: pa.Array) -> pa.Array:
+    """Per-row metadata JSON with ``"annotator"`` added where the row names one (column-wise:
+    the name JSON-encoded by polars).
+
+    >>> out = _with_annotator(pa.array(['{"margin": 1.0}', None, None]),
+    ...                       pa.array(["a1", 'say "hi"', None])).to_pylist()
+    >>> out[0], json.loads(out[1]), out[2]
+    ('{"margin": 1.0, "annotator": "a1"}', {'annotator': 'say "hi"'}, None)
+    """
+    import polars as pl
+
+    n = len(annotators)
+    m = pl.col("m")
+    lit = pl.struct("a").struct.json_encode().str.slice(5).str.strip_suffix("}")  # {"a":...}
+    df = pl.DataFrame(
+        {
+            "m": pl.Series(meta if meta is not None else pa.nulls(n, pa.string()), dtype=pl.String),
+            "a": pl.Series(annotators.cast(pa.string()), dtype=pl.String),
+        }
+    )
+    out = df.select(
+        pl.when(pl.col("a").is_null())
+        .then(m)
+        .when(m.is_null())
+        .then(pl.lit('{"annotator": ') + lit + pl.lit("}"))
+        .otherwise(m.str.strip_suffix("}") + pl.lit(', "annotator": ') + lit + pl.lit("}"))
+    )
+    return out.to_series().to_arrow().cast(pa.string())
+
+
 def _with_notes(meta: pa.Array | None, notes: dict[int, dict], n: int) -> pa.Array | None:
     """Per-row metadata JSON with ``notes`` added to the rows they name (few rows).
 
@@ -420,10 +450,6 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
         else None
     )
     kept = kept_rows(raw, rej, o)
-    if annotators is not None:  # recorded in the row's metadata, like its margin
-        for r, a in enumerate(annotators.to_pylist()):
-            if a is not None:
-                kept.notes.setdefault(r, {})["annotator"] = a
     # a pair whose two sides are the same text records no preference
     same = np.flatnonzero(np_bool(pc.equal(kept.chosen, kept.rejected)))
     rej.add_many(kept.rows[same], o.rejected_col, "chosen and rejected are the same text")
@@ -432,6 +458,8 @@ def _entries(raw: pa.Table, rej: Rejects, o: LayoutOptions, layout: str, kept_ro
     k = len(rows)
     kk = pa.array(np.flatnonzero(keep))
     meta = _with_notes(None if margins is None else _margin_json(margins), kept.notes, raw.num_rows)
+    if annotators is not None:  # recorded in the row's metadata, like its margin
+        meta = _with_annotator(meta, annotators)
     pair_of = pa.array(np.repeat(np.arange(k), 2))
     at_row = pa.array(np.repeat(rows, 2))
     both = lambda c, r: pa.concat_arrays([c, r]).take(  # noqa: E731
