@@ -11,6 +11,15 @@ checkpoints. The rounds' score and pair statistics are printed and saved togethe
 ``OUT/summary.json``; ``--report`` writes ``OUT/report.html``, the rounds side by side
 and then one by one (and each round's own report).
 
+``--active prompts|pairs`` adds active preference selection (Muldrew et al.): each round
+keeps ``--active-keep`` of its data for training, chosen by what the round's policy knows.
+``prompts``: the prompts whose samples the policy finds least likely (predictive entropy,
+from its own log-probabilities), chosen before the reward model labels anything, so only
+they are scored; ``pairs``: the pairs whose implicit DPO preference
+``beta * (log pi/pi_ref (chosen) - log pi/pi_ref (rejected))`` is most certain, with the
+round's policy against ``--model`` as the reference (round 1's policy is the reference
+itself, so that round keeps every pair).
+
     # offline, on CPU, with any small local causal LM and reward model
     python recipes/iterative_dpo.py --prompts prompts.jsonl --model ./policy \\
         --reward-model ./rm --rounds 2 --n 4 --steps 2 --out out/iterative
@@ -58,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="best-worst",
         help="pairs from each prompt's scored candidates",
     )
+    p.add_argument(
+        "--active",
+        choices=("prompts", "pairs"),
+        help="active selection each round: the prompts of highest policy entropy, or the "
+        "pairs of most certain implicit preference (see above)",
+    )
+    p.add_argument(
+        "--active-keep",
+        type=float,
+        default=0.5,
+        help="with --active: the share of the round's prompts or pairs kept",
+    )
     p.add_argument("--steps", type=int, default=2, help="DPO steps per round")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     p.add_argument("--learning-rate", type=float, default=5e-6)
@@ -103,7 +124,7 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
     from prefdata.io.readers import read_pools
 
     prompts, read_rejects, _ = read_pools(args.prompts, args.layout, **read_args(args))
-    stages = [
+    sample = [
         Sample(
             model=policy,
             backend=args.backend,
@@ -112,13 +133,15 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
             max_tokens=args.max_tokens,
             seed=args.seed + r,
             generator=f"round-{r}",
-        ),
+        )
+    ]
+    label = [
         scorer(args, policy),
         FlagDegenerate(repeated_min_prompts=None),
         DropFlagged(flags=("empty",)),  # random or early policies hit the token limit
-        Pairs(args.strategy, score="rm", seed=args.seed + r),
-        Strength(scorers=("rm",)),
     ]
+    pair = [Pairs(args.strategy, score="rm", seed=args.seed + r), Strength(scorers=("rm",))]
+    stages = [*sample, *active_stages(args, policy, label, pair)]
     result = LocalExecutor(folder / "work", shard_rows=64).run(stages, prompts)
     pairs = result.read()
     dpo = export(pairs, "trl-dpo", folder / "trl-dpo", funnel=result.funnel)
@@ -127,6 +150,7 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
     )
     write_parquet(rejects, folder / "rejects.parquet")
     scores = [(p or {}).get("rm") for p in pairs["chosen_scores"].to_pylist()]
+    active = [f for f in result.funnel.to_list() if f["stage"].startswith("Active")]
     if args.report:
         from prefdata.report.html import write_report
 
@@ -138,9 +162,26 @@ def sample_round(args: argparse.Namespace, r: int, policy: str, folder: Path) ->
         "pairs": pairs.num_rows,
         "mean_chosen_rm": _mean(scores),
         "mean_margin": _mean(pairs["margin"].to_pylist()),
+        "active": active[0] if active else None,
         "funnel": result.funnel.to_list(),
         "dpo": str(dpo[0]),
     }
+
+
+def active_stages(args: argparse.Namespace, policy: str, label: list, pair: list) -> list:
+    """The round's stages after sampling: label and pair, with ``--active`` selection
+    where it belongs (prompts before the labels, pairs after pairing)."""
+    from prefdata.filter import ActivePairs, ActivePrompts
+    from prefdata.score import LogProb
+
+    if args.active == "prompts":
+        entropy = [LogProb(policy, name="pi"), ActivePrompts(policy="pi", keep=args.active_keep)]
+        return [*entropy, *label, *pair]
+    if args.active == "pairs" and policy != args.model:  # round 1: policy == reference
+        logps = [LogProb(policy, name="pi"), LogProb(args.model, name="ref")]
+        certainty = ActivePairs(policy="pi", reference="ref", beta=args.beta, keep=args.active_keep)
+        return [*label, *logps, *pair, certainty]
+    return [*label, *pair]
 
 
 def _mean(values) -> float | None:
@@ -193,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rounds and --steps must be >= 1 and --n >= 2 (pairs need two)")
     if bool(args.reward_model) == bool(args.self_reward):
         raise UsageError("give --reward-model or --self-reward (one of them)")
+    if not 0 < args.active_keep <= 1:
+        raise UsageError(f"--active-keep must be in (0, 1], not {args.active_keep}")
     out = Path(args.out)
     policy, rounds = args.model, []
     for r in range(1, args.rounds + 1):
@@ -211,9 +254,11 @@ def run(args: argparse.Namespace) -> int:
             train_round(args, r, policy, stats["dpo"], saved)
             stats["trained"] = json.loads((saved / "dpo.json").read_text())
             stats_file.write_text(json.dumps(stats, indent=2) + "\n")
+            active = stats.get("active")
+            chose = f" (active: kept {active['rows_out']} of {active['rows_in']})" if active else ""
             print(
-                f"round {r}: {stats['pairs']} pairs, mean chosen rm {stats['mean_chosen_rm']}, "
-                f"{stats['trained']['steps']} DPO steps -> {saved}"
+                f"round {r}: {stats['pairs']} pairs{chose}, mean chosen rm "
+                f"{stats['mean_chosen_rm']}, {stats['trained']['steps']} DPO steps -> {saved}"
             )
         rounds.append(stats)
         policy = str(saved)

@@ -84,3 +84,80 @@ def test_self_reward_has_the_policy_judge_its_own_samples(tiny_models, tmp_path,
     assert "rm_unparsed" in flags  # the judge ran and said why nothing was scored
     assert recipe.main(base) == 2  # neither a reward model nor --self-reward
     assert "give --reward-model or --self-reward" in capsys.readouterr().err
+
+
+def _recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
+def _prompts(tmp_path, n: int) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Tell me about {i}."}) + "\n" for i in range(n)))
+    return path
+
+
+def test_active_prompts_label_only_the_highest_entropy_half(tiny_models, tmp_path):
+    """--active prompts: the policy's own log-probabilities of its samples rank the prompts
+    (predictive entropy) before the reward model runs; the kept half is the top half."""
+    import pyarrow.parquet as pq
+
+    recipe = _recipe("iterative_dpo_active_prompts")
+    out = tmp_path / "o"
+    argv = ["--prompts", str(_prompts(tmp_path, 6)), "--model", str(tiny_models["causal"]),
+            "--reward-model", str(tiny_models["reward"]), "--rounds", "1", "--n", "3",
+            "--max-tokens", "6", "--steps", "1", "--max-length", "128", "--out", str(out),
+            "--active", "prompts", "--active-keep", "0.5"]  # fmt: skip
+    assert recipe.main(argv) == 0
+    stats = json.loads((out / "round-1" / "stats.json").read_text())
+    assert stats["active"] == {
+        "stage": "ActivePrompts", "rows_in": 6, "rows_out": 3, "rows_rejected": 3,
+    }  # fmt: skip
+    assert stats["pairs"] == 3
+    rejects = pq.read_table(out / "round-1" / "rejects.parquet").to_pylist()
+    left = [r for r in rejects if r["stage"] == "ActivePrompts"]
+    assert len(left) == 3 and all("predictive entropy" in r["reason"] for r in left)
+    # every kept prompt's entropy is at least every left one's
+    kept = pq.read_table(out / "round-1" / "trl-dpo" / "train.parquet").num_rows
+    assert kept == 3
+    cut = max(float(r["reason"].split("entropy ")[1].split(" ")[0]) for r in left)
+    shards = sorted((out / "round-1" / "work").rglob("shard-*.parquet"))
+    acq = [
+        v
+        for s in shards
+        if "acquisition" in pq.read_schema(s).names and "candidates" in pq.read_schema(s).names
+        for v in pq.read_table(s)["acquisition"].to_pylist()
+    ]
+    assert len(acq) >= 3 and min(sorted(acq)[-3:]) >= cut
+
+
+def test_active_pairs_use_the_trained_policy_against_the_first(tiny_models, tmp_path):
+    """--active pairs: round 1's policy is the reference, so it keeps every pair; round 2
+    ranks its pairs by the implicit DPO preference of the round-1 policy (trained) against
+    the round-0 model and keeps the most certain half."""
+    recipe = _recipe("iterative_dpo_active_pairs")
+    out = tmp_path / "o"
+    argv = ["--prompts", str(_prompts(tmp_path, 4)), "--model", str(tiny_models["causal"]),
+            "--reward-model", str(tiny_models["reward"]), "--rounds", "2", "--n", "3",
+            "--max-tokens", "6", "--steps", "2", "--learning-rate", "1e-3",
+            "--max-length", "128", "--out", str(out), "--active", "pairs"]  # fmt: skip
+    assert recipe.main(argv) == 0
+    rounds = json.loads((out / "summary.json").read_text())["rounds"]
+    assert rounds[0]["active"] is None and rounds[0]["pairs"] == 4
+    assert rounds[1]["active"] == {
+        "stage": "ActivePairs", "rows_in": 4, "rows_out": 2, "rows_rejected": 2,
+    }  # fmt: skip
+    assert rounds[1]["pairs"] == 2
+    import pyarrow.parquet as pq
+
+    dpo = pq.read_table(out / "round-2" / "trl-dpo" / "train.parquet")
+    assert dpo.num_rows == 2
+    rejects = pq.read_table(out / "round-2" / "rejects.parquet").to_pylist()
+    left = [r for r in rejects if r["stage"] == "ActivePairs"]
+    assert len(left) == 2 and all("certainty" in r["reason"] for r in left)
+    # the trained policy differs from the reference: a positive cut-off, above those left
+    values = [float(r["reason"].split("certainty ")[1].split(" ")[0]) for r in left]
+    cuts = {float(r["reason"].rsplit(" ", 1)[1]) for r in left}
+    assert len(cuts) == 1 and cuts.pop() > max(values) > 0
