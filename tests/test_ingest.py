@@ -339,3 +339,50 @@ def test_contradictory_pairs_are_rejected_wherever_their_rows_are(tmp_path, part
     q = pairs.filter(pc.equal(pairs["chosen"], "C")).to_pylist()
     assert len(q) == 1 and q[0]["rejected"] == "D"
     assert pairs.num_rows == 37 and result.funnel.entries[1].rows_rejected == 3
+
+
+@pytest.mark.parametrize("partition_bytes", [64 << 20, 2048])
+def test_a_saved_datasets_folder_streams_its_arrow_files(tmp_path, monkeypatch, partition_bytes):
+    """A ``save_to_disk`` folder (a Dataset, or a split of a DatasetDict; rows selected and
+    shuffled first) is read from its Arrow files in batches, without ``datasets``, with the
+    same rows as ``datasets.load_from_disk`` and the same pools, rejects and funnel as the
+    in-memory conversion."""
+    datasets = pytest.importorskip("datasets")
+    raw = pairs_table(300)
+    ds = datasets.Dataset(raw).shuffle(seed=3).select(range(250))
+    dd = datasets.DatasetDict({"train": ds, "test": datasets.Dataset(raw.slice(0, 20))})
+    ds.save_to_disk(str(tmp_path / "one"), num_shards=3)  # several Arrow files
+    dd.save_to_disk(str(tmp_path / "two"))
+    assert len(readers.saved_dataset_files(tmp_path / "one")) > 2
+    monkeypatch.setattr(readers, "BATCH_ROWS", 64)
+    for source, split, want in [(tmp_path / "one", None, ds), (tmp_path / "two", "train", ds)]:
+        batches = list(read_batches(source, split=split))
+        assert len(batches) > 2
+        got = pa.concat_tables([b.table for b in batches])
+        assert json.dumps(got.to_pylist()) == json.dumps(want.with_format("arrow")[:].to_pylist())
+        ref = read_pools(source, "pairs", split=split, **PAIRS)
+        name = f"w-{split}-{partition_bytes}"
+        result = LocalExecutor(tmp_path / name).run(
+            [], Ingest(source, "pairs", split=split, partition_bytes=partition_bytes, **PAIRS)
+        )
+        assert by_prompt(result.read()) == by_prompt(ref.table)
+        assert sorted_rejects(result.rejects()) == sorted_rejects(ref.rejects)
+        assert result.funnel.to_list() == ref.funnel.to_list()
+    with pytest.raises(ValueError, match=r"has splits \['train', 'test'\]; pass split="):
+        next(read_batches(tmp_path / "two"))
+    with pytest.raises(KeyError, match="no split 'dev'"):
+        next(read_batches(tmp_path / "two", split="dev"))
+
+
+def test_reading_a_saved_datasets_folder_does_not_import_datasets(tmp_path):
+    pytest.importorskip("datasets")
+    import datasets
+
+    datasets.Dataset(pairs_table(30)).save_to_disk(str(tmp_path / "ds"))
+    code = (
+        "import sys; from prefdata.io.readers import read_batches; "
+        f"n = sum(b.table.num_rows for b in read_batches({str(tmp_path / 'ds')!r})); "
+        "print(n, 'datasets' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["30", "False"]

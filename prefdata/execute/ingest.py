@@ -121,7 +121,7 @@ class Ingest:
         """The files the source streams from (None: it is read whole)."""
         from prefdata.io.readers import stream_files
 
-        return stream_files(self.source) if self.split is None else None
+        return stream_files(self.source, self.split)
 
     def estimate(self) -> tuple[int, int]:
         """(rows, decoded bytes) of the input, from footers and file sizes where it can."""
@@ -138,6 +138,9 @@ class Ingest:
                 m.row_group(g).total_byte_size for m in metas for g in range(m.num_row_groups)
             )
             return rows, size
+        if files and files[0].name.endswith(".arrow"):  # datasets' Arrow IPC: as decoded
+            size = sum(p.stat().st_size for p in files)
+            return size // 200 + 1, size
         if files:  # JSON text: about as large decoded; gzip about 4x smaller
             size = sum(p.stat().st_size * (4 if p.name.endswith(".gz") else 1) for p in files)
             return size // 200 + 1, size

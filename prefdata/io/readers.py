@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from prefdata.io.layouts import LayoutOptions, to_pools
@@ -542,6 +543,10 @@ def _read_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
 
 def _read_folder(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        files = saved_dataset_files(path, split)
+        if files is not None:  # its Arrow files, as read_batches streams them
+            t = _concat([b.table for b in _arrow_stream_batches(files)])
+            return t, t.num_rows
         import datasets
 
         t = _from_dataset(datasets.load_from_disk(str(path)), split)
@@ -751,22 +756,100 @@ def _table_batches(read: _Read) -> Iterator[RawBatch]:
         )
 
 
-def stream_files(source: Any) -> list[Path] | None:
-    """The files a source streams from (Parquet, JSON Lines or one CSV file), or None when
-    it is read whole (datasets folders, Hub names, in-memory objects)."""
+def saved_dataset_files(path: Path, split: str | None = None) -> list[Path] | None:
+    """The Arrow stream files of a ``datasets`` ``save_to_disk`` folder, in row order (for a
+    ``DatasetDict``, those of ``split``, or of its only split); None when ``path`` is not
+    such a folder or its ``state.json`` lists no files (then ``datasets`` reads it).
+
+    ``save_to_disk`` writes the rows themselves (an ``indices`` mapping from ``select`` or
+    ``shuffle`` is applied first), so the files are the dataset, read without ``datasets``.
+    """
+    if (path / "dataset_dict.json").exists():
+        splits = _json_file(path / "dataset_dict.json").get("splits") or []
+        if split is None:
+            if len(splits) != 1:
+                raise ValueError(f"the dataset has splits {splits}; pass split=")
+            split = splits[0]
+        if split not in splits:
+            raise KeyError(f"no split {split!r}; the dataset has {splits}")
+        return saved_dataset_files(path / split)
+    if split is not None or not (path / "state.json").exists():
+        return None
+    state = _json_file(path / "state.json")
+    if state.get("_data_files") == []:  # what datasets writes for no rows, and cannot load
+        raise ValueError(f"{path}: the saved dataset has no data files (no rows)")
+    files = [path / f["filename"] for f in state.get("_data_files") or () if "filename" in f]
+    return files if files and all(f.is_file() for f in files) else None
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def stream_files(source: Any, split: str | None = None) -> list[Path] | None:
+    """The files a source streams from (Parquet, JSON Lines, one CSV file, or the Arrow
+    files of a ``save_to_disk`` folder), or None when it is read whole (Hub names,
+    in-memory objects, a ``split`` of anything but a saved ``DatasetDict``)."""
     if not isinstance(source, str | os.PathLike):
         return None
     path = Path(source).expanduser()
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        with naming(path):
+            return saved_dataset_files(path, split)
+    if split is not None:
+        return None
     if path.is_file():
         name = path.name.lower()
         return [path] if name.endswith((".parquet", ".csv", *_JSON_SUFFIXES)) else None
-    if path.is_dir() and not (
-        (path / "dataset_dict.json").exists() or (path / "state.json").exists()
-    ):
+    if path.is_dir():
         parquet, jsons = _parquet_files(path), _json_files(path)
         if bool(parquet) != bool(jsons):
             return parquet or jsons
     return None
+
+
+def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
+    """A ``save_to_disk`` folder's Arrow stream files in batches of at most
+    :data:`BATCH_ROWS` rows and about :data:`BATCH_BYTES` (``datasets`` writes record
+    batches of 1,000 rows by default: they are gathered, and larger ones cut)."""
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    schema, seen = None, False
+
+    def flush() -> RawBatch:
+        nonlocal rows, size, seen
+        seen = True
+        t = _plain(pa.Table.from_batches(pending).combine_chunks())  # off the memory map
+        pending.clear()
+        rows = size = 0
+        return RawBatch(t, _Bad().table(), t.num_rows)
+
+    for path in paths:
+        with naming(path), pa.memory_map(str(path)) as source:
+            reader = ipc.open_stream(source)
+            schema = schema or reader.schema
+            for batch in reader:
+                step = BATCH_ROWS
+                if batch.num_rows and batch.nbytes > BATCH_BYTES:
+                    step = max(1, min(step, int(batch.num_rows * BATCH_BYTES / batch.nbytes)))
+                for start in range(0, batch.num_rows, step):
+                    piece = batch.slice(start, step)
+                    if pending and (
+                        rows + piece.num_rows > BATCH_ROWS or size + piece.nbytes > BATCH_BYTES
+                    ):
+                        yield flush()
+                    pending.append(piece)
+                    rows, size = rows + piece.num_rows, size + piece.nbytes
+            if pending:
+                yield flush()
+    if not seen and schema is not None:  # no rows: the columns still say what is missing
+        yield RawBatch(_plain(schema.empty_table()), _Bad().table(), 0)
 
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
@@ -778,9 +861,11 @@ def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]
     >>> [b.table.num_rows for b in read_batches(pa.table({"a": [1, 2, 3]}))]
     [3]
     """
-    files = stream_files(source) if split is None else None
+    files = stream_files(source, split)
     if files and files[0].name.lower().endswith(".parquet"):
         yield from _parquet_batches(files)
+    elif files and files[0].name.lower().endswith(".arrow"):
+        yield from _arrow_stream_batches(files)
     elif files and files[0].name.lower().endswith(".csv"):
         with naming(files[0]):
             yield from _csv_batches(files[0])
