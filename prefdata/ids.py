@@ -230,7 +230,4 @@ def candidate_ids(
     True
     """
     index = _plain(sample_index).cast(pa.int64()).cast(pa.string())
-    body = field_columns(prompt_id, generator, index, response)
-    return md5_hex(
-        pc.binary_join_element_wise(_lit("candidate", body), body, _lit(":", body)), "c-"
-    )
+    return md5_hex(field_columns(prompt_id, generator, index, response, kind="candidate"), "c-")
