@@ -35,10 +35,10 @@ def build_model(root: Path, hidden: int, layers: int, max_length: int) -> Path:
     import torch
     from transformers import LlamaForSequenceClassification
 
-    from prefdata.testing import _llama_config, build_tokenizer
+    from prefdata.testing import build_tokenizer, llama_config
 
     tok = build_tokenizer()
-    cfg = _llama_config(
+    cfg = llama_config(
         tok,
         hidden_size=hidden,
         intermediate_size=hidden * 2,

@@ -14,6 +14,7 @@ Example (the ``tiny_models`` test fixture does this once per session)::
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -73,7 +74,13 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def _llama_config(tokenizer, **overrides):
+def llama_config(tokenizer, **overrides):
+    """The tiny Llama config of :func:`build_tiny_models` for ``tokenizer`` (hidden 32,
+    2 layers, 2 heads of 16), with ``overrides`` (any ``LlamaConfig`` field).
+
+    >>> llama_config(build_tokenizer(), hidden_size=128).head_dim  # doctest: +SKIP
+    64
+    """
     from transformers import LlamaConfig
 
     cfg = dict(
@@ -93,12 +100,14 @@ def _llama_config(tokenizer, **overrides):
     return LlamaConfig(**cfg)
 
 
-def build_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
+def build_tiny_models(root: str | Path, seed: int = 0, **config: Any) -> dict[str, Path]:
     """Save a tokenizer and three tiny random-weight Llama models under ``root``.
 
     Returns paths keyed ``tokenizer``, ``causal`` (LlamaForCausalLM), ``reward``
     (LlamaForSequenceClassification, one label) and ``reward_multi`` (five labels, for
-    multi-objective scorers). Each model folder also holds the tokenizer.
+    multi-objective scorers). Each model folder also holds the tokenizer. ``config``
+    overrides :func:`llama_config`'s fields (vLLM's CPU attention, for one, needs heads
+    of at least 32: ``hidden_size=128``).
     """
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
@@ -114,7 +123,7 @@ def build_tiny_models(root: str | Path, seed: int = 0) -> dict[str, Path]:
     }
     for name, (cls, extra) in builds.items():
         torch.manual_seed(seed)
-        model = cls(_llama_config(tokenizer, **extra)).eval()
+        model = cls(llama_config(tokenizer, **config, **extra)).eval()
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         paths[name] = root / name

@@ -246,11 +246,11 @@ def test_density_ratio_is_strong_minus_weak(tiny_models, pools, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # A "weak" model: the tiny causal model with different random weights.
-    from prefdata.testing import _llama_config
+    from prefdata.testing import llama_config
 
     tok = AutoTokenizer.from_pretrained(tiny_models["causal"])
     torch.manual_seed(1)
-    weak = AutoModelForCausalLM.from_config(_llama_config(tok))
+    weak = AutoModelForCausalLM.from_config(llama_config(tok))
     weak.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     cdr = DensityRatio(str(tiny_models["causal"]), str(tmp_path), keep_components=True)

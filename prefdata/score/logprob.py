@@ -96,7 +96,9 @@ class LogProb(Scorer):
     ``engine="transformers"`` (default): length-bucketed batches under ``token_budget``
     like :class:`~prefdata.score.reward_model.RewardModel`, right padding, float32 on CPU
     and bfloat16 on GPU. ``engine="vllm"``: ``SamplingParams(max_tokens=1,
-    prompt_logprobs=0)`` over ``TokensPrompt`` (lazy import; needs a GPU). Sequences over
+    prompt_logprobs=0)`` over ``TokensPrompt`` (lazy import; a GPU, or vLLM's CPU build),
+    with ``dtype`` (vLLM's ``"auto"`` when unset: a float32 checkpoint runs in bfloat16 or
+    float16), ``revision`` and ``llm_kwargs`` passed to ``LLM``. Sequences over
     ``max_length`` lose prompt tokens from the left first, and get ``{name}_truncated``.
     """
 
@@ -111,6 +113,9 @@ class LogProb(Scorer):
     # vLLM only: the fraction of GPU memory this engine may take (vLLM's default 0.9 is per
     # engine, so two engines in one process must share it: see DensityRatio)
     gpu_memory_utilization: float = field(default=0.9, metadata={"fingerprint": False})
+    # vLLM only: more ``LLM(...)`` keyword arguments, as pairs (``(("enforce_eager", True),)``);
+    # engine settings that leave the log-probs as they are, so not fingerprinted
+    llm_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
         if self.engine not in ("transformers", "vllm"):
@@ -125,8 +130,11 @@ class LogProb(Scorer):
 
             llm = LLM(
                 self.model,
+                dtype=self.dtype or "auto",
+                revision=self.revision,
                 gpu_memory_utilization=self.gpu_memory_utilization,
                 **({"max_model_len": self.max_length} if self.max_length else {}),
+                **dict(self.llm_kwargs),
             )
             self.resources.update(
                 llm=llm,
