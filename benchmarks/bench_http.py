@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -48,7 +49,17 @@ ANSWER = json.dumps(
 # ----------------------------------------------------------------- the stub server
 
 
-async def _serve_one(reader, writer, latency: float) -> None:
+def varied_answer(body: bytes) -> bytes:
+    """An answer that depends on the request (its messages and seed): different
+    candidates get different texts of different lengths, the same request the same one."""
+    h = hashlib.md5(body).hexdigest()
+    words = " ".join(f"w{h[k : k + 2]}" for k in range(0, 2 * (1 + int(h[0], 16) % 12), 2))
+    answer = json.loads(ANSWER)
+    answer["choices"][0]["message"]["content"] = f"Answer {h[:6]}: {words}."
+    return json.dumps(answer).encode()
+
+
+async def _serve_one(reader, writer, latency: float, vary: bool) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -56,13 +67,13 @@ async def _serve_one(reader, writer, latency: float) -> None:
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            if length:
-                await reader.readexactly(length)
+            body = await reader.readexactly(length) if length else b""
             if latency:
                 await asyncio.sleep(latency)
+            answer = varied_answer(body) if vary else ANSWER
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
+                b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -71,10 +82,13 @@ async def _serve_one(reader, writer, latency: float) -> None:
         writer.close()
 
 
-def serve(port: int, latency: float) -> None:
+def serve(port: int, latency: float, vary: bool = False) -> None:
+    """The stub server, until killed: ``python benchmarks/bench_http.py --serve PORT
+    LATENCY [--vary]`` (``--vary``: answers that differ per request, for a recipe run)."""
+
     async def main() -> None:
         server = await asyncio.start_server(
-            lambda r, w: _serve_one(r, w, latency), "127.0.0.1", port, backlog=1024
+            lambda r, w: _serve_one(r, w, latency, vary), "127.0.0.1", port, backlog=1024
         )
         async with server:
             await server.serve_forever()
@@ -190,7 +204,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]), float(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), float(sys.argv[3]), vary=sys.argv[4:] == ["--vary"])
     else:
         sys.exit(main())

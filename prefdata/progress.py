@@ -13,6 +13,7 @@ logs stay clean by default and a notebook or shell still sees it.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -35,6 +36,17 @@ def progress_enabled(enabled: bool | None = None, stream: TextIO | None = None) 
         return False
 
 
+def _has_size(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal that reports its size: a pseudo-terminal without
+    one (``script``, some CI runners, ``docker exec``) says 0 x 0, and tqdm then draws an
+    empty bar, or none (it hides bars below the last of 0 rows)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
+
+
 def progress_bar(
     total: int | float | None,
     *,
@@ -50,6 +62,7 @@ def progress_bar(
     what this process does. ``enabled=None`` shows the bar only on a terminal.
     """
     stream = sys.stderr if stream is None else stream
+    sized = _has_size(stream)
     return tqdm(
         total=total,
         desc=desc,
@@ -58,7 +71,9 @@ def progress_bar(
         initial=initial,
         file=stream,
         disable=not progress_enabled(enabled, stream),
-        dynamic_ncols=True,
+        dynamic_ncols=sized,  # follow the terminal's size where it has one
+        ncols=None if sized else 100,
+        nrows=None if sized else 20,
         smoothing=0.1,
         mininterval=0.2,
     )

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment variable holding the API key (--backend openai); auto: "
         "OPENAI_API_KEY for api.openai.com only, no key for any other server",
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="requests in flight at once (--backend openai; a serving engine batches them)",
+    )
     p.add_argument("--n", type=int, default=4, help="candidates per prompt per model")
     p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
     p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
@@ -154,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
     out = Path(args.out)
     prompts, read_rejects, funnel = read_pools(args.prompts, args.layout, **read_args(args))
-    options = (("api_key_env", args.api_key_env),) if args.backend == "openai" else ()
+    options = (
+        (("api_key_env", args.api_key_env), ("concurrency", args.concurrency))
+        if args.backend == "openai"
+        else ()
+    )
     samplers = [
         Sample(
             model=m,
