@@ -15,24 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_path(
-    path: str | os.PathLike, write: Callable[[Path], object], *, sync: bool = True
-) -> Path:
+def atomic_path(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temp file beside ``path`` (``.<name>.<random>.tmp``, which
-    the executor clears after a crash), fsync it (unless ``sync=False``), then rename it
-    to ``path``: a reader sees the whole file or none."""
+    the executor clears after a crash), fsync it, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
-        if sync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

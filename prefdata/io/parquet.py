@@ -14,10 +14,7 @@ The executor's own shard files (:func:`write_shard`) are written for speed: no c
 statistics (min/max per page and row group), which nothing filters on and which were 40%
 of the write time on string columns (a 10,000-pair shard: 21 -> 12 ms), and LZ4 instead of
 zstd (a 63k-pair shard: written in 46 instead of 76 ms, read in 18 instead of 34 ms, 21%
-larger; DuckDB, polars and ``datasets`` read it), and not fsynced: each is renamed into
-place whole, and the manifest that records it (which is synced) keeps its size, so a
-shard lost or cut short by a power failure is noticed and computed again, as a damaged
-one is (an fsync per shard cost about 0.25 s per 100 MB here). Files for people (``convert``,
+larger; DuckDB, polars and ``datasets`` read it). Files for people (``convert``,
 ``Pools.write``) keep zstd and their statistics, so DuckDB and polars can skip row groups.
 """
 
@@ -87,10 +84,9 @@ def write_parquet(
     *,
     statistics: bool = True,
     compression: str = "zstd",
-    sync: bool = True,
 ) -> Path:
-    """Write ``table`` to ``path`` atomically (temp file, fsync unless ``sync=False``,
-    rename); ``statistics``: write column min/max."""
+    """Write ``table`` to ``path`` atomically (temp file, fsync, rename); ``statistics``:
+    write column min/max."""
     return atomic_path(
         path,
         lambda tmp: pq.write_table(
@@ -100,7 +96,6 @@ def write_parquet(
             compression=compression,
             **WRITE_OPTIONS,
         ),
-        sync=sync,
     )
 
 
@@ -132,9 +127,8 @@ def write_parquet_files(
 
 
 def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
-    """:func:`write_parquet` for the executor's own shard files: LZ4, no statistics, no
-    fsync (module docstring)."""
-    return write_parquet(table, path, statistics=False, compression="lz4", sync=False)
+    """:func:`write_parquet` for the executor's own shard files: LZ4, no statistics."""
+    return write_parquet(table, path, statistics=False, compression="lz4")
 
 
 def read_parquet(path: str | os.PathLike | list) -> pa.Table:
