@@ -33,39 +33,15 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from bench_rank import SHARED  # noqa: E402 - the benchmarks' folder is on sys.path
+from bench_rank import judged_alpaca_pools  # noqa: E402 - the benchmarks' folder is on sys.path
 
 from prefdata.annotate import Ensemble, Normalise
 from prefdata.annotate.columns import score_array
 from prefdata.arrow import flatten_candidates
 from prefdata.construct import Pairs
-from prefdata.io.readers import read_pools
 from prefdata.pipeline import Pipeline
 from prefdata.score import EmbeddingRelevance
 from prefdata.sql import Sql
-
-REFERENCE = "gpt4_1106_preview"  # the judge's own answers: judge_pref is null on them
-
-
-def alpaca_with_reference(prompts: int | None) -> pa.Table | None:
-    """Pools of the judged responses, the reference answer in a ``reference`` column."""
-    path = SHARED / "alpaca_eval_pool.parquet"
-    if not path.exists():
-        print(
-            f"bench_ensemble: error: {path} not found (set PREFDATA_SHARED_DATA)", file=sys.stderr
-        )
-        return None
-    pools = read_pools(
-        path, "long", prompt_col="instruction", response_col="output",
-        generator_col="generator", score_cols=["judge_pref"],
-    ).table  # fmt: skip
-    if prompts is not None:
-        pools = pools.slice(0, prompts)
-    return Sql(
-        f"SELECT * REPLACE (list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL)"
-        f" AS candidates), list_filter(candidates, lambda c: c.generator = '{REFERENCE}')[1]"
-        f".response AS reference FROM pools"
-    )(pools).table
 
 
 def pairwise_accuracy(table: pa.Table, field: str, clear: float) -> tuple[float, int]:
@@ -112,7 +88,7 @@ def main() -> int:
     p.add_argument("--clear", type=float, default=0.5, help="judge preference gap of a pair")
     p.add_argument("--lam", type=float, default=0.5, help="UWO's weight on the variance")
     args = p.parse_args()
-    pools = alpaca_with_reference(args.prompts)
+    pools = judged_alpaca_pools("bench_ensemble", args.prompts, reference=True)
     if pools is None:
         return 2
     t0 = time.perf_counter()

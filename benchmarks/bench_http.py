@@ -205,6 +205,8 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) in (4, 5) and sys.argv[1] == "--serve":
+        if sys.argv[4:] not in ([], ["--vary"]):
+            sys.exit(f"bench_http.py --serve PORT LATENCY [--vary]: unknown {sys.argv[4]!r}")
         serve(int(sys.argv[2]), float(sys.argv[3]), vary=sys.argv[4:] == ["--vary"])
     else:
         sys.exit(main())

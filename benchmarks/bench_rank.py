@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PREFDATA_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def judged_alpaca_pools(prog: str, prompts: int | None = None):
+def judged_alpaca_pools(prog: str, prompts: int | None = None, reference: bool = False):
     """The alpaca_eval pool as pools scored by ``judge_pref``, the judge's own reference
-    answers (which carry no preference) left out; None, with a message, when the shared
-    data is absent."""
+    answers (which carry no preference) left out, or kept as a ``reference`` column
+    (``reference=True``); None, with a message, when the shared data is absent."""
     path = SHARED / "alpaca_eval_pool.parquet"
     if not path.exists():
         print(f"{prog}: error: {path} not found (set PREFDATA_SHARED_DATA)", file=sys.stderr)
@@ -51,10 +51,13 @@ def judged_alpaca_pools(prog: str, prompts: int | None = None):
     ).table  # fmt: skip
     if prompts is not None:
         pools = pools.slice(0, prompts)
-    return Sql(
-        "SELECT * REPLACE (list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL)"
-        " AS candidates) FROM pools"
-    )(pools).table
+    judged = "list_filter(candidates, lambda c: c.scores.judge_pref IS NOT NULL) AS candidates"
+    ref = (
+        ", list_filter(candidates, lambda c: c.scores.judge_pref IS NULL)[1].response AS reference"
+        if reference
+        else ""
+    )
+    return Sql(f"SELECT * REPLACE ({judged}){ref} FROM pools")(pools).table
 
 
 def main() -> int:

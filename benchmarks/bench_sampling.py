@@ -32,23 +32,19 @@ SHARED = Path(os.environ.get("PREFDATA_SHARED_DATA", ROOT.parent / "shared" / "d
 
 def build_model(root: Path, hidden: int, layers: int, heads: int, seed: int = 0) -> Path:
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from prefdata.testing import build_tokenizer
+    from prefdata.testing import build_tokenizer, llama_config
 
     tok = build_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
+    cfg = llama_config(
+        tok,
         hidden_size=hidden,
         intermediate_size=hidden * 8 // 3 // 64 * 64 or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
         max_position_embeddings=4096,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).eval()

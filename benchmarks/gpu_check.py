@@ -240,9 +240,9 @@ def interleaved(sides: dict[str, Callable[[], int]], repeats: int, device, unit:
 
 def word_source(seed: int) -> Callable[[int], str]:
     """``text(k)``: k words of the test corpus (the tokenizer was trained on them), seeded."""
-    from prefdata.testing import _CORPUS
+    from prefdata.testing import CORPUS
 
-    words = sorted({w for line in _CORPUS for w in line.split()})
+    words = sorted({w for line in CORPUS for w in line.split()})
     rng = np.random.default_rng(seed)
     return lambda k: " ".join(rng.choice(words, max(1, k)))
 

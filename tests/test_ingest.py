@@ -368,6 +368,8 @@ def test_a_saved_datasets_folder_streams_its_arrow_files(tmp_path, monkeypatch, 
         assert by_prompt(result.read()) == by_prompt(ref.table)
         assert sorted_rejects(result.rejects()) == sorted_rejects(ref.rejects)
         assert result.funnel.to_list() == ref.funnel.to_list()
+        plan = json.loads((tmp_path / name / "ingest" / "manifest.json").read_text())
+        assert (plan["partitions"] > 1) == (partition_bytes < 1 << 20)  # streamed, partitioned
     with pytest.raises(ValueError, match=r"has splits \['train', 'test'\]; pass split="):
         next(read_batches(tmp_path / "two"))
     with pytest.raises(KeyError, match="no split 'dev'"):
@@ -386,3 +388,24 @@ def test_reading_a_saved_datasets_folder_does_not_import_datasets(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["30", "False"]
+
+
+def test_a_damaged_saved_datasets_folder_is_one_clear_error(tmp_path):
+    """What ``save_to_disk`` would not write is named: a state.json that is not JSON, a data
+    file it lists that is gone, splits that are not a list of names."""
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    datasets.Dataset(pairs_table(30)).save_to_disk(str(folder))
+    state = (folder / "state.json").read_text()
+    (folder / "state.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"ds/state.json: not valid JSON"):
+        read_records(folder)
+    (folder / "state.json").write_text(state)
+    listed = json.loads(state)["_data_files"][0]["filename"]
+    (folder / listed).rename(folder / "moved.arrow")
+    with pytest.raises(FileNotFoundError, match=f"state.json lists {listed}, which is not there"):
+        read_records(folder)
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "dataset_dict.json").write_text('{"splits": "train"}')
+    with pytest.raises(ValueError, match="'splits' is not a list of names"):
+        next(read_batches(tmp_path / "dd", split="train"))

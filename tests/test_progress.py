@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,8 +29,10 @@ def _on_a_pty(code: str) -> str:
     main, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=child, stderr=child)
     os.close(child)
-    out = b""
-    while True:
+    out, deadline = b"", time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not select.select([main], [], [], 1.0)[0]:
+            continue
         try:
             data = os.read(main, 4096)
         except OSError:  # the child closed its side

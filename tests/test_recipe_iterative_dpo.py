@@ -15,10 +15,15 @@ pytest.importorskip("trl")
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "iterative_dpo.py"
 
 
-def test_two_rounds_train_and_a_rerun_skips_them(tiny_models, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("iterative_dpo", RECIPE)
+def _recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, RECIPE)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_two_rounds_train_and_a_rerun_skips_them(tiny_models, tmp_path, capsys):
+    recipe = _recipe("iterative_dpo")
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"prompt": f"Write a line about topic {i}."}) + "\n" for i in range(4))
@@ -59,9 +64,7 @@ def test_self_reward_has_the_policy_judge_its_own_samples(tiny_models, tmp_path,
     random-weight policy never writes a "Rating: [[N]]", so every candidate stays unscored
     (flagged rm_unparsed), no pair can be built, and the round stops with that one line;
     a real instruction-tuned policy rates its samples instead."""
-    spec = importlib.util.spec_from_file_location("iterative_dpo_self", RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = _recipe("iterative_dpo_self")
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "Say something."}) + "\n")
     base = ["--prompts", str(prompts), "--model", str(tiny_models["causal"]), "--rounds", "1",
@@ -84,13 +87,6 @@ def test_self_reward_has_the_policy_judge_its_own_samples(tiny_models, tmp_path,
     assert "rm_unparsed" in flags  # the judge ran and said why nothing was scored
     assert recipe.main(base) == 2  # neither a reward model nor --self-reward
     assert "give --reward-model or --self-reward" in capsys.readouterr().err
-
-
-def _recipe(name: str):
-    spec = importlib.util.spec_from_file_location(name, RECIPE)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    return recipe
 
 
 def _prompts(tmp_path, n: int) -> Path:
@@ -133,7 +129,7 @@ def test_active_prompts_label_only_the_highest_entropy_half(tiny_models, tmp_pat
     assert len(acq) >= 3 and min(sorted(acq)[-3:]) >= cut
 
 
-def test_active_pairs_use_the_trained_policy_against_the_first(tiny_models, tmp_path):
+def test_active_pairs_use_the_trained_policy_against_the_first(tiny_models, tmp_path, capsys):
     """--active pairs: round 1's policy is the reference, so it keeps every pair; round 2
     ranks its pairs by the implicit DPO preference of the round-1 policy (trained) against
     the round-0 model and keeps the most certain half."""
@@ -144,6 +140,7 @@ def test_active_pairs_use_the_trained_policy_against_the_first(tiny_models, tmp_
             "--max-tokens", "6", "--steps", "2", "--learning-rate", "1e-3",
             "--max-length", "128", "--out", str(out), "--active", "pairs"]  # fmt: skip
     assert recipe.main(argv) == 0
+    assert "round 1: the policy is the reference: every pair is kept" in capsys.readouterr().out
     rounds = json.loads((out / "summary.json").read_text())["rounds"]
     assert rounds[0]["active"] is None and rounds[0]["pairs"] == 4
     assert rounds[1]["active"] == {
@@ -161,3 +158,20 @@ def test_active_pairs_use_the_trained_policy_against_the_first(tiny_models, tmp_
     values = [float(r["reason"].split("certainty ")[1].split(" ")[0]) for r in left]
     cuts = {float(r["reason"].rsplit(" ", 1)[1]) for r in left}
     assert len(cuts) == 1 and cuts.pop() > max(values) > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--active-keep", "0.3"], "--active-keep needs --active"),
+        (["--active", "pairs", "--active-keep", "0"], "--active-keep must be in (0, 1], not 0.0"),
+        (["--active", "prompts", "--active-keep", "1.5"], "must be in (0, 1], not 1.5"),
+    ],
+)
+def test_active_flags_that_cannot_work_are_one_line(tmp_path, capsys, flags, said):
+    recipe = _recipe("iterative_dpo_active_flags")
+    argv = ["--prompts", str(_prompts(tmp_path, 1)), "--model", "m", "--reward-model", "rm",
+            "--out", str(tmp_path / "o"), *flags]  # fmt: skip
+    assert recipe.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and len(err.splitlines()) == 1

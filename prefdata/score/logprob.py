@@ -113,9 +113,10 @@ class LogProb(Scorer):
     # vLLM only: the fraction of GPU memory this engine may take (vLLM's default 0.9 is per
     # engine, so two engines in one process must share it: see DensityRatio)
     gpu_memory_utilization: float = field(default=0.9, metadata={"fingerprint": False})
-    # vLLM only: more ``LLM(...)`` keyword arguments, as pairs (``(("enforce_eager", True),)``);
-    # engine settings that leave the log-probs as they are, so not fingerprinted
-    llm_kwargs: tuple[tuple[str, Any], ...] = field(default=(), metadata={"fingerprint": False})
+    # vLLM only: more ``LLM(...)`` keyword arguments, as pairs (``(("enforce_eager", True),)``),
+    # over the ones above; fingerprinted, as VLLMRewardModel's are (quantization or a KV
+    # cache dtype change the log-probs)
+    llm_kwargs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine not in ("transformers", "vllm"):
@@ -126,16 +127,16 @@ class LogProb(Scorer):
 
     def setup(self) -> None:
         if self.engine == "vllm":
-            from vllm import LLM, SamplingParams  # lazy: optional, GPU only
+            from vllm import LLM, SamplingParams  # lazy: optional (a GPU or vLLM's CPU build)
 
-            llm = LLM(
-                self.model,
-                dtype=self.dtype or "auto",
-                revision=self.revision,
-                gpu_memory_utilization=self.gpu_memory_utilization,
+            kwargs = {
+                "dtype": self.dtype or "auto",
+                "revision": self.revision,
+                "gpu_memory_utilization": self.gpu_memory_utilization,
                 **({"max_model_len": self.max_length} if self.max_length else {}),
-                **dict(self.llm_kwargs),
-            )
+                **dict(self.llm_kwargs),  # the caller's word wins
+            }
+            llm = LLM(self.model, **kwargs)
             self.resources.update(
                 llm=llm,
                 tokenizer=llm.get_tokenizer(),

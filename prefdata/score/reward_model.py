@@ -392,8 +392,9 @@ def vllm_classify_scores(outputs: Sequence[Any], fields: Sequence[str]) -> dict[
 class VLLMRewardModel(Scorer):
     """Reward model through vLLM pooling: ``LLM(model, runner="pooling", convert="classify")``
     and ``classify(prompts, pooling_params=PoolingParams(use_activation=False))`` for raw
-    logits. vLLM is imported lazily in :meth:`setup` (it needs a GPU; it is not installable
-    in CI, where only :func:`vllm_classify_requests` and :func:`vllm_classify_scores` run).
+    logits. vLLM is imported lazily in :meth:`setup` (a GPU, or vLLM's CPU build: CI runs
+    it on tiny models in ``tests/vllm_cpu_check.py``; :func:`vllm_classify_requests` and
+    :func:`vllm_classify_scores` are tested without vLLM too).
     ArmoRM's custom head is not in vLLM's registry: use :class:`RewardModel` for it.
 
     >>> VLLMRewardModel("path/to/rm", name="skywork").score_fields()
@@ -417,19 +418,19 @@ class VLLMRewardModel(Scorer):
         return self.resources["score_fields"]
 
     def setup(self) -> None:
-        from vllm import LLM, PoolingParams  # lazy: optional, GPU only
+        from vllm import LLM, PoolingParams  # lazy: optional (a GPU or vLLM's CPU build)
 
-        llm = LLM(
-            self.model,
-            runner="pooling",
-            convert="classify",
-            dtype=self.dtype,
-            seed=self.seed,
-            tensor_parallel_size=self.tensor_parallel_size,
-            gpu_memory_utilization=self.gpu_memory_utilization,
+        kwargs = {
+            "runner": "pooling",
+            "convert": "classify",
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
             **({"max_model_len": self.max_length} if self.max_length else {}),
-            **dict(self.llm_kwargs),
-        )
+            **dict(self.llm_kwargs),  # the caller's word wins
+        }
+        llm = LLM(self.model, **kwargs)
         config = llm.llm_engine.model_config
         check_head(self.name, self.objectives, config.hf_config, self.score_fields(), False)
         tok = llm.get_tokenizer()
