@@ -48,6 +48,20 @@ CORPUS = [
 ]
 
 
+# Prompts (a string is one user turn) and their responses for scorer tests: a short and a
+# long prompt, a system turn, an empty response and a long repetitive one.
+SCORER_PROMPTS = [
+    "Write a short poem about the sea and the sky.",
+    "Explain how photosynthesis works in simple terms for a child. " * 3,
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12 * 7?"}],
+]
+SCORER_RESPONSES = [
+    ["The sea is blue.", "Waves and clouds " * 12, ""],
+    ["Plants eat light.", "Sure! Here is a list: 1. apples 2. bananas", "x"],
+    ["84", "12 * 7 = 84. " * 20],
+]
+
+
 def build_tokenizer(vocab_size: int = 512):
     """A byte-level BPE ``PreTrainedTokenizerFast`` with a chat template; pad differs from EOS."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

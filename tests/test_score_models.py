@@ -25,17 +25,8 @@ from prefdata.score.reward_model import (  # noqa: E402
     vllm_classify_requests,
     vllm_classify_scores,
 )
-
-PROMPTS = [
-    "Write a short poem about the sea and the sky.",
-    "Explain how photosynthesis works in simple terms for a child. " * 3,
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12 * 7?"}],
-]
-RESPONSES = [
-    ["The sea is blue.", "Waves and clouds " * 12, ""],
-    ["Plants eat light.", "Sure! Here is a list: 1. apples 2. bananas", "x"],
-    ["84", "12 * 7 = 84. " * 20],
-]
+from prefdata.testing import SCORER_PROMPTS as PROMPTS  # noqa: E402
+from prefdata.testing import SCORER_RESPONSES as RESPONSES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

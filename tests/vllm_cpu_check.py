@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prefdata.testing import SCORER_PROMPTS as PROMPTS
+from prefdata.testing import SCORER_RESPONSES as RESPONSES
+
 # Set in main(), before vLLM is imported: an in-process engine, 1 GiB of KV cache per engine
 # (on CPU, gpu_memory_utilization would reserve that share of the machine's RAM), no Hub.
 ENV = {
@@ -50,16 +53,6 @@ ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
-PROMPTS = [
-    "Write a short poem about the sea and the sky.",
-    "Explain how photosynthesis works in simple terms for a child. " * 3,
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "12 * 7?"}],
-]
-RESPONSES = [
-    ["The sea is blue.", "Waves and clouds " * 12, ""],
-    ["Plants eat light.", "Sure! Here is a list: 1. apples 2. bananas", "x"],
-    ["84", "12 * 7 = 84. " * 20],
-]
 ENGINE = dict(dtype="float32", llm_kwargs=(("enforce_eager", True),))
 MAX_TOKENS = 24
 # float32 tolerance: reward logits are O(0.1-1); log-prob sums run to a few hundred nats
