@@ -689,3 +689,43 @@ def test_dataset_level_fits_run_over_every_shard(tmp_path):
     assert sharded.equals(whole)
     flags = [f for row in sharded["candidates"].to_pylist() for c in row for f in c["flags"]]
     assert flags.count("repeated_across_prompts") == sum(len(r) for r in cands)
+
+
+def test_internal_shards_are_arrow_ipc_files_and_a_resumed_run_reads_them(tmp_path):
+    """Input copies, stage outputs and rejects, and ingest pool shards are Arrow IPC files
+    (record batches of at most 64k rows), their sizes recorded; a rerun with a stage added
+    resumes from them and gives the in-memory result."""
+    from prefdata.execute.ingest import Ingest, run_ingest
+
+    table, work = make_pools(53), tmp_path / "w"
+    first = LocalExecutor(work, shard_rows=7, checkpoint="all").run(stages()[:2], table)
+    written = sorted(p for p in (work / "stages").rglob("*") if p.is_file())
+    written += sorted((work / "input").glob("*"))
+    assert written and all(p.suffix == ".arrow" for p in written)
+    for p in written:
+        assert p.read_bytes()[:6] == b"ARROW1"
+        pa.ipc.open_file(p).read_all()  # the file format, with its footer
+    m = json.loads((work / MANIFEST).read_text())
+    for rec in m["stages"].values():
+        for s, counts in rec["shards"].items():
+            out, rejects = (
+                work / rec["dir"] / f"shard-{s}.arrow",
+                work / rec["dir"] / "rejects" / f"shard-{s}.arrow",
+            )
+            assert counts["bytes"] == [out.stat().st_size, rejects.stat().st_size]
+    assert all(p.suffix == ".arrow" for p in first.output_paths)
+
+    log = tmp_path / "calls.tsv"
+    resumed = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), table)
+    assert {stage for stage, _ in calls(log)} == {"DropEvery"}  # read from the shards
+    out, rejects, funnel = in_memory(table, stages())
+    assert resumed.read().equals(out) and resumed.rejects().equals(rejects)
+    assert resumed.funnel.to_list() == funnel
+
+    src = tmp_path / "pairs.parquet"
+    pq.write_table(
+        pa.table({"prompt": ["a", "b"], "chosen": ["x", "y"], "rejected": ["z", "w"]}), src
+    )
+    ingested = run_ingest(Ingest(src, "pairs"), tmp_path / "ingest")
+    assert [p.suffix for p in ingested.pool_paths] == [".arrow"]
+    assert pa.ipc.open_file(ingested.pool_paths[0]).num_record_batches >= 1

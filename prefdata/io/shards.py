@@ -39,13 +39,18 @@ SHARD_COMPRESSION: str | None = None  # see the module docstring
 
 def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
     """Write an executor shard file atomically (temp file, fsync, rename): Arrow IPC file
-    format, record batches of at most 64k rows."""
+    format, record batches of at most 64k rows (an empty table: one empty batch, as
+    Parquet writes one empty row group)."""
 
     def write(tmp: Path) -> None:
         options = ipc.IpcWriteOptions(compression=SHARD_COMPRESSION)
         with pa.OSFile(str(tmp), "wb") as sink:
             with ipc.new_file(sink, table.schema, options=options) as writer:
-                writer.write_table(table, max_chunksize=SHARD_BATCH_ROWS)
+                if table.num_rows:
+                    writer.write_table(table, max_chunksize=SHARD_BATCH_ROWS)
+                else:
+                    empty = [pa.array([], type=f.type) for f in table.schema]
+                    writer.write_batch(pa.RecordBatch.from_arrays(empty, schema=table.schema))
 
     return atomic_path(path, write)
 
