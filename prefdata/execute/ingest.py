@@ -176,7 +176,7 @@ class Ingest:
 
 @dataclass
 class IngestResult:
-    """Ingested pools: one Parquet shard per partition, every reject, and the funnel."""
+    """Ingested pools: one Arrow IPC shard per partition, every reject, and the funnel."""
 
     pool_paths: list[Path]
     rejects_paths: list[Path]

@@ -1,6 +1,6 @@
 """A run's input: resolving the source, its content digest (in the background for cheap
-pipelines), planning shards as pieces of Parquet row groups (or copied shard files), and
-reading them back; how many rows a shard gets.
+pipelines), planning shards as pieces of the input files' row groups (or copied shard
+files), and reading them back; how many rows a shard gets.
 """
 
 from __future__ import annotations
@@ -378,8 +378,10 @@ def choose_shard_rows(
       (even with stages added) reuses what was computed.
     - A pipeline with a costly stage (:attr:`~prefdata.pipeline.Stage.costly`) gets
       10,000 rows, the unit a crash can lose.
-    - Otherwise, about 64 MiB of decoded input (from the Parquet footers or the table's
-      size), between 10,000 and 65,536 rows.
+    - Otherwise, about 64 MiB of decoded input (from the Parquet footers, the sizes of an
+      Arrow IPC file's record batches or the table's size), between 10,000 and 65,536
+      rows. A run over the executor's own IPC shards (an ingest's pools) counts Arrow's
+      in-memory bytes, about 15% above the Parquet footer's figure for pools.
 
     >>> choose_shard_rows([], pa.table({"prompt_id": ["p"] * 3}), Manifest(Path("/nowhere")))
     65536

@@ -115,7 +115,7 @@ class ExecutionResult:
 
 
 class LocalExecutor:
-    """Run a pipeline over Parquet shards under ``workdir``, resumably.
+    """Run a pipeline over Arrow IPC shards under ``workdir``, resumably.
 
     ``shard_rows``: rows per shard (the checkpoint unit and the memory bound); None picks
     it (:func:`~prefdata.execute.inputs.choose_shard_rows`): the work directory's own,

@@ -22,7 +22,7 @@ Why whole shards, stage by stage:
 - *Model stages one at a time.* A stage's actor pool is gone before the next stage's starts,
   so a sampler and a reward model never need the GPU at the same time (a streamed chain
   with ``num_gpus=1`` on both would wait forever on a one-GPU machine).
-- *Nothing big through the object store*: tables go worker -> Parquet -> worker. The work
+- *Nothing big through the object store*: tables go worker -> Arrow IPC file -> worker. The work
   directory must therefore be on a filesystem every Ray node sees (a shared or network
   disk on a cluster; any folder on one machine).
 
@@ -236,7 +236,7 @@ class _Wave:
 
 
 class RayExecutor:
-    """Run a pipeline on Ray Data over Parquet shards under ``workdir``, resumably; the
+    """Run a pipeline on Ray Data over Arrow IPC shards under ``workdir``, resumably; the
     work directory, manifest and output are those of
     :class:`~prefdata.execute.LocalExecutor` (``open_workdir``, ``prefdata inspect`` and
     ``prefdata sql`` read it, and either executor resumes the other's run).

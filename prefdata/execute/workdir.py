@@ -146,7 +146,7 @@ class WorkdirInfo:
 
 
 def open_workdir(path: str | os.PathLike) -> WorkdirInfo:
-    """Read a work directory's manifest (no Parquet data is read).
+    """Read a work directory's manifest (no shard data is read).
 
     >>> info = open_workdir("runs/demo")  # doctest: +SKIP
     >>> info.complete, len(info.outputs), info.funnel.to_list()[0]["rows_in"]  # doctest: +SKIP
