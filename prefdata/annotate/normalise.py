@@ -212,11 +212,11 @@ class ScoreStatsFit:
             if not _has_scores(file.schema):
                 continue  # a pool file without scores (Parquet stores no scores struct)
             columns = file.columns_under(["candidates.scores"])
-            reads += [(file, g, columns) for g in range(file.num_groups)]
+            reads += [(path, file.footer, g, columns) for g in range(file.num_groups)]
 
-        def read(job: tuple) -> pa.Table:
-            file, g, columns = job
-            return file.read_group(g, columns=columns)
+        def read(job: tuple) -> pa.Table:  # a file opened per group: none held open
+            path, footer, g, columns = job
+            return TableFile(path, metadata=footer).read_group(g, columns=columns)
 
         # the next row group is read while this one is summed: two in memory at most
         with ThreadPoolExecutor(1, thread_name_prefix="prefdata-stats") as pool:
@@ -227,12 +227,12 @@ class ScoreStatsFit:
                 try:
                     self.update(table)
                 except NonFiniteScoreError:  # again with the prompt ids, to name the row
-                    file, g, columns = reads[k]
-                    named = read((file, g, ["prompt_id", *columns]))
+                    path, footer, g, columns = reads[k]
+                    named = read((path, footer, g, ["prompt_id", *columns]))
                     try:
                         ScoreStatsFit(self.scorers).update(named)
                     except NonFiniteScoreError as e:
-                        raise NonFiniteScoreError(f"{file.path}, row group {g}: {e}") from None
+                        raise NonFiniteScoreError(f"{path}, row group {g}: {e}") from None
                     raise
         return self
 

@@ -298,14 +298,17 @@ class RowGroupCache:
     def __init__(self) -> None:
         self.key: tuple[str, int] | None = None
         self.table: pa.Table | None = None
-        self.files: dict[str, TableFile] = {}  # footers parsed once per file
+        self.file: TableFile | None = None  # the last file read (one open at a time)
+        self.footers: dict[str, Any] = {}  # Parquet footers, parsed once per file
 
     def get(self, path: str, group: int, threads: int | None = None) -> pa.Table:
         if self.key != (path, group):
             self.key, self.table = None, None  # free the old group before reading the next
-            if path not in self.files:
-                self.files[path] = TableFile(path)
-            group_table = self.files[path].read_group(group, threads=threads)
+            if self.file is None or str(self.file.path) != str(path):
+                self.file = TableFile(path, metadata=self.footers.get(path))
+                if self.file.footer is not None:
+                    self.footers[path] = self.file.footer
+            group_table = self.file.read_group(group, threads=threads)
             self.table = _conformed(group_table)
             self.key = (path, group)
         return self.table

@@ -76,6 +76,11 @@ class TableFile:
             self._parquet = pq.ParquetFile(path, metadata=metadata)
 
     @property
+    def footer(self) -> pq.FileMetaData | None:
+        """A Parquet file's parsed footer (to open it again without parsing); None for IPC."""
+        return None if self._ipc else self._parquet.metadata
+
+    @property
     def schema(self) -> pa.Schema:
         return self._ipc.schema if self._ipc else self._parquet.schema_arrow
 
