@@ -171,8 +171,9 @@ def _convert(args: argparse.Namespace) -> int:
     """Pools in memory for the pool layout; any other layout streams through the
     executor's ingest (batches, partitions, one pool shard each) into the output file, so
     memory stays a batch or a partition whatever the input's size."""
-    from prefdata.io.parquet import read_parquet, write_parquet, write_parquet_files
+    from prefdata.io.parquet import write_parquet, write_parquet_files
     from prefdata.io.readers import read_pools
+    from prefdata.io.shards import read_files
 
     out = Path(args.out)
     if out.is_dir():
@@ -201,7 +202,7 @@ def _convert(args: argparse.Namespace) -> int:
         try:
             done = run_ingest(ingest, work)
             write_parquet_files(done.pool_paths, out)
-            rejects = read_parquet(done.rejects_paths) if done.rejects_paths else None
+            rejects = read_files(done.rejects_paths) if done.rejects_paths else None
             if rejects is None:
                 from prefdata.schema import empty_rejects
 

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.io.parquet import parquet_files, read_parquet
+from prefdata.io.parquet import parquet_files
+from prefdata.io.shards import read_files
 from prefdata.pipeline import Stage, StageOutput, split
 from prefdata.schema import CANDIDATE_TYPE, POOL_SCHEMA, conform, conform_types
 
@@ -262,9 +263,10 @@ class Sql(Stage):
 
 
 def _load(source: Source) -> pa.Table:
-    """A pa.Table as is; a Parquet file, a folder of ``*.parquet`` (sorted, not recursive)
-    or a list of files through :func:`prefdata.io.parquet.read_parquet`."""
-    return source if isinstance(source, pa.Table) else read_parquet(parquet_files(source))
+    """A pa.Table as is; a Parquet file, a folder of ``*.parquet`` (or of a run's
+    ``*.arrow`` shards; sorted, not recursive) or a list of files through
+    :func:`prefdata.io.shards.read_files`."""
+    return source if isinstance(source, pa.Table) else read_files(parquet_files(source))
 
 
 def query(sql: str, tables: Mapping[str, Source], *, threads: int | None = None) -> pa.Table:

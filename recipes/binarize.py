@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prefdata.annotate.ensemble import METHODS as ENSEMBLE_METHODS
 from prefdata.annotate.ensemble import Ensemble
@@ -50,6 +49,7 @@ from prefdata.filter.voting import Vote
 from prefdata.io.export import FORMATS, ShardedExport, export, hub_table
 from prefdata.io.parquet import write_parquet
 from prefdata.io.readers import read_pools
+from prefdata.io.shards import read_schema
 from prefdata.pipeline import count_rejects_by_reason
 from prefdata.report.stats import dropped_counts
 from prefdata.schema import score_names
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         pool_stages, _source(args)
     )
     funnel = filtered.funnel
-    scores = score_names(pq.read_schema(filtered.output_paths[0]))
+    scores = score_names(read_schema(filtered.output_paths[0]))
     if args.score is None and len(scores) >= 2 and args.strategy in RANKED_BY_SCORE:
         # several scorers: rank by their z-scored mean (benchmarks/bench_quality.py: 99.3%
         # of pairs labelled right against 96.3% for one scorer, at the same yield)

@@ -116,9 +116,9 @@ def test_update_files_reads_only_scores_and_matches_update(tmp_path, monkeypatch
         read.append(out.schema)
         return out
 
-    import prefdata.annotate.normalise as normalise
+    import prefdata.io.shards as shards
 
-    monkeypatch.setattr(normalise, "read_row_group", spy)
+    monkeypatch.setattr(shards, "read_row_group", spy)
     got = ScoreStatsFit().update_files(tmp_path / "in").stats()
     want = ScoreStatsFit()
     for start in range(0, 50, 16):

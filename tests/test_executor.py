@@ -65,12 +65,12 @@ def manifest_files(workdir: Path) -> set[str]:
     m = json.loads((workdir / MANIFEST).read_text())
     names = set()
     if "pieces" not in m["input"]:
-        names = {f"input/shard-{i:05d}.parquet" for i in range(len(m["input"]["shards"]))}
+        names = {f"input/shard-{i:05d}.arrow" for i in range(len(m["input"]["shards"]))}
     for rec in m["stages"].values():
         for s, counts in rec["shards"].items():
-            names.add(f"{rec['dir']}/rejects/shard-{s}.parquet")
+            names.add(f"{rec['dir']}/rejects/shard-{s}.arrow")
             if counts.get("stored", True):
-                names.add(f"{rec['dir']}/shard-{s}.parquet")
+                names.add(f"{rec['dir']}/shard-{s}.arrow")
     return names
 
 
@@ -375,9 +375,9 @@ def test_auto_checkpoint_keeps_costly_stages_and_recomputes_cheap_ones(tmp_path)
     table, log, work = make_pools(53), tmp_path / "calls.tsv", tmp_path / "w"
     job = [CostlyCount(log=str(log)), *stages(log=str(log))[1:]]
     LocalExecutor(work, shard_rows=5).run(job, table)
-    stored = {p.parent.name for p in (work / "stages").glob("*/shard-*.parquet")}
+    stored = {p.parent.name for p in (work / "stages").glob("*/shard-*.arrow")}
     assert sorted(d.split("-")[1] for d in stored) == ["CostlyCount", "DropEvery"]
-    assert len(list((work / "stages").glob("*/rejects/shard-*.parquet"))) == 33
+    assert len(list((work / "stages").glob("*/rejects/shard-*.arrow"))) == 33
     manifest = json.loads((work / MANIFEST).read_text())
     slow = manifest["stages"][manifest["pipeline"][1]]["shards"]
     assert all(rec["stored"] is False for rec in slow.values()) and len(slow) == 11
@@ -452,7 +452,7 @@ def test_resume_after_stage_error(tmp_path, checkpoint):
     first_count = 4 if checkpoint == "all" else 3
     assert [s["shards_done"] for s in info.stages] == [first_count, 3, 3]
     # a file without a manifest record (as a kill between rename and record leaves) is redone
-    stray = work / info.stages[1]["dir"] / "shard-00003.parquet"
+    stray = work / info.stages[1]["dir"] / "shard-00003.arrow"
     stray.write_bytes(b"not parquet")
 
     first = calls(log)
@@ -474,7 +474,7 @@ def test_config_change_recomputes_that_stage_and_later_only(tmp_path):
     first = LocalExecutor(work, shard_rows=5, checkpoint="all").run(
         stages(suffix="!", log=str(log)), table
     )
-    stage0 = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("00-*/**/*.parquet")}
+    stage0 = {p: p.stat().st_mtime_ns for p in (work / "stages").glob("00-*/**/*.arrow")}
     assert len(stage0) == 22  # 11 outputs and 11 rejects
     before = calls(log)
 
@@ -632,7 +632,7 @@ def test_sigkill_then_rerun_gives_exactly_the_uninterrupted_rows(tmp_path, check
     assert 5 <= len(at_kill[2]) < 40
     # a temp file as a kill mid-write leaves it; the rerun must neither count nor keep it
     stage_dir = next((killed / "stages").glob("02-*"))
-    (stage_dir / ".shard-00039.parquet.x1y2.tmp").write_bytes(b"partial")
+    (stage_dir / ".shard-00039.arrow.x1y2.tmp").write_bytes(b"partial")
 
     log = tmp_path / "rerun.tsv"
     done = subprocess.run(
@@ -689,3 +689,43 @@ def test_dataset_level_fits_run_over_every_shard(tmp_path):
     assert sharded.equals(whole)
     flags = [f for row in sharded["candidates"].to_pylist() for c in row for f in c["flags"]]
     assert flags.count("repeated_across_prompts") == sum(len(r) for r in cands)
+
+
+def test_internal_shards_are_arrow_ipc_files_and_a_resumed_run_reads_them(tmp_path):
+    """Input copies, stage outputs and rejects, and ingest pool shards are Arrow IPC files
+    (record batches of at most 64k rows), their sizes recorded; a rerun with a stage added
+    resumes from them and gives the in-memory result."""
+    from prefdata.execute.ingest import Ingest, run_ingest
+
+    table, work = make_pools(53), tmp_path / "w"
+    first = LocalExecutor(work, shard_rows=7, checkpoint="all").run(stages()[:2], table)
+    written = sorted(p for p in (work / "stages").rglob("*") if p.is_file())
+    written += sorted((work / "input").glob("*"))
+    assert written and all(p.suffix == ".arrow" for p in written)
+    for p in written:
+        assert p.read_bytes()[:6] == b"ARROW1"
+        pa.ipc.open_file(p).read_all()  # the file format, with its footer
+    m = json.loads((work / MANIFEST).read_text())
+    for rec in m["stages"].values():
+        for s, counts in rec["shards"].items():
+            out, rejects = (
+                work / rec["dir"] / f"shard-{s}.arrow",
+                work / rec["dir"] / "rejects" / f"shard-{s}.arrow",
+            )
+            assert counts["bytes"] == [out.stat().st_size, rejects.stat().st_size]
+    assert all(p.suffix == ".arrow" for p in first.output_paths)
+
+    log = tmp_path / "calls.tsv"
+    resumed = LocalExecutor(work, shard_rows=7).run(stages(log=str(log)), table)
+    assert {stage for stage, _ in calls(log)} == {"DropEvery"}  # read from the shards
+    out, rejects, funnel = in_memory(table, stages())
+    assert resumed.read().equals(out) and resumed.rejects().equals(rejects)
+    assert resumed.funnel.to_list() == funnel
+
+    src = tmp_path / "pairs.parquet"
+    pq.write_table(
+        pa.table({"prompt": ["a", "b"], "chosen": ["x", "y"], "rejected": ["z", "w"]}), src
+    )
+    ingested = run_ingest(Ingest(src, "pairs"), tmp_path / "ingest")
+    assert [p.suffix for p in ingested.pool_paths] == [".arrow"]
+    assert pa.ipc.open_file(ingested.pool_paths[0]).num_record_batches >= 1

@@ -24,8 +24,8 @@ from prefdata.execute import Ingest, LocalExecutor
 from prefdata.execute.ingest import run_ingest
 from prefdata.filter.degenerate import FlagDegenerate
 from prefdata.io import readers
-from prefdata.io.parquet import read_parquet
 from prefdata.io.readers import read_batches, read_pools, read_records
+from prefdata.io.shards import read_files
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPACA = dict(
@@ -221,7 +221,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 import prefdata.execute.ingest as ing
-from prefdata.io.parquet import write_shard as real_write
+from prefdata.io.shards import write_shard as real_write
 
 calls = {"n": 0}
 kill_at = int(sys.argv[3])
@@ -256,8 +256,8 @@ def test_sigkill_during_ingest_then_rerun_gives_the_uninterrupted_output(tmp_pat
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     plan = json.loads((work / "manifest.json").read_text())
-    done = [work / "rejects" / f"read-{b}.parquet" for b in plan["batches"]]
-    done += [work / "pools" / f"shard-{p}.parquet" for p in plan["built"]]
+    done = [work / "rejects" / f"read-{b}.arrow" for b in plan["batches"]]
+    done += [work / "pools" / f"shard-{p}.arrow" for p in plan["built"]]
     assert done  # something was recorded before the kill
     stamps = {p: p.stat().st_mtime_ns for p in done}
     source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
@@ -274,7 +274,7 @@ def test_a_changed_source_starts_over(tmp_path):
     pq.write_table(pairs_table(90), path)
     second = run_ingest(Ingest(path, "pairs"), tmp_path / "w")
     assert second.funnel.entries[0].rows_in == 90 != first.funnel.entries[0].rows_in
-    assert read_parquet(second.pool_paths).num_rows == read_pools(path, "pairs").table.num_rows
+    assert read_files(second.pool_paths).num_rows == read_pools(path, "pairs").table.num_rows
 
 
 @pytest.mark.shared_data
@@ -298,7 +298,7 @@ def test_a_damaged_checkpoint_is_noticed_and_computed_again(tmp_path):
     clean = LocalExecutor(tmp_path / "clean", shard_rows=40).run(stages, source)
     work = tmp_path / "damaged"
     first = LocalExecutor(work, shard_rows=40).run(stages, source)
-    for victim in (first.output_paths[1], work / "ingest" / "pools" / "shard-00002.parquet"):
+    for victim in (first.output_paths[1], work / "ingest" / "pools" / "shard-00002.arrow"):
         data = victim.read_bytes()
         victim.write_bytes(data[: len(data) // 2])
         again = LocalExecutor(work, shard_rows=40).run(stages, source)

@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("trl")
 
+from prefdata.io.shards import read_files, read_schema  # noqa: E402
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "iterative_dpo.py"
 
 
@@ -75,12 +77,12 @@ def test_self_reward_has_the_policy_judge_its_own_samples(tiny_models, tmp_path,
 
     rejects = pq.read_table(tmp_path / "o" / "round-1" / "rejects.parquet").to_pylist()
     assert [r["stage"] for r in rejects] == ["Pairs"]  # the prompt had nothing scored
-    scored = sorted((tmp_path / "o" / "round-1" / "work").rglob("shard-*.parquet"))
+    scored = sorted((tmp_path / "o" / "round-1" / "work").rglob("shard-*.arrow"))
     flags = {
         f
         for path in scored
-        if "candidates" in pq.read_schema(path).names
-        for p in pq.read_table(path)["candidates"].to_pylist()
+        if "candidates" in read_schema(path).names
+        for p in read_files(path)["candidates"].to_pylist()
         for c in p
         for f in c["flags"]
     }
@@ -119,12 +121,12 @@ def test_active_prompts_label_only_the_highest_entropy_half(tiny_models, tmp_pat
     kept = pq.read_table(out / "round-1" / "trl-dpo" / "train.parquet").num_rows
     assert kept == 3
     cut = max(float(r["reason"].split("entropy ")[1].split(" ")[0]) for r in left)
-    shards = sorted((out / "round-1" / "work").rglob("shard-*.parquet"))
+    shards = sorted((out / "round-1" / "work").rglob("shard-*.arrow"))
     acq = [
         v
         for s in shards
-        if "acquisition" in pq.read_schema(s).names and "candidates" in pq.read_schema(s).names
-        for v in pq.read_table(s)["acquisition"].to_pylist()
+        if "acquisition" in read_schema(s).names and "candidates" in read_schema(s).names
+        for v in read_files(s)["acquisition"].to_pylist()
     ]
     assert len(acq) >= 3 and min(sorted(acq)[-3:]) >= cut
 

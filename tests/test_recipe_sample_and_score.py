@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from prefdata.io.shards import read_files
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sample_and_score.py"
 
 
@@ -57,7 +59,7 @@ def test_sample_score_pair_export(tiny_models, tmp_path, capsys):
     page = (tmp_path / "a" / "report.html").read_text()
     assert "<h2>Score distributions</h2>" in page and "Sample[" in page  # both runs' funnel
     work = tmp_path / "a" / "work"
-    sampled = pq.read_table(sorted(work.glob("stages/00-Sample-*/shard-00000.parquet"))[0])
+    sampled = read_files(sorted(work.glob("stages/00-Sample-*/shard-00000.arrow"))[0])
     cands = sampled["candidates"].to_pylist()
     assert [len(c) for c in cands] == [3, 3]
     assert all(c["seed"] is not None and c["num_tokens"] == 8 for p in cands for c in p)
@@ -76,9 +78,9 @@ def test_sample_score_pair_export(tiny_models, tmp_path, capsys):
     recipe.main([*args, "--out", str(tmp_path / "b")])
     name = "trl-dpo/train.parquet"
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    before = {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.parquet")}
+    before = {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.arrow")}
     recipe.main([*args, "--out", str(tmp_path / "a")])
-    assert {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.parquet")} == before
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("shard-*.arrow")} == before
 
 
 def test_generator_names_are_given_per_model_and_must_differ(tiny_models, tmp_path):

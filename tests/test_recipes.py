@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from prefdata.io.shards import read_files
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
@@ -62,8 +64,8 @@ def test_curriculum_writes_ordered_splits_easy_to_hard(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     stages = summary["stages"]
     assert list(stages) == ["stage1", "stage2", "stage3"] and stages["stage1"] == 12
-    work = sorted((out / "work" / "curriculum").rglob("shard-00000.parquet"))[-1]
-    pairs = pq.read_table(work)
+    work = sorted((out / "work" / "curriculum").rglob("shard-00000.arrow"))[-1]
+    pairs = read_files(work)
     mean_margin = [
         pc.mean(pairs.filter(pc.equal(pairs["curriculum_stage"], k))["margin"]).as_py()
         for k in (1, 2, 3)

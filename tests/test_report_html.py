@@ -69,7 +69,7 @@ def test_the_cli_on_a_run_a_pool_and_a_pair_file_is_byte_identical(run, tmp_path
     assert main(["report", str(run / "work"), "--out", str(a)]) == 0
     assert main(["report", str(run / "work"), "--out", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes() == (run / "report.html").read_bytes()
-    pairs = sorted((run / "work" / "pairs").rglob("shard-00000.parquet"))[-1]
+    pairs = sorted((run / "work" / "pairs").rglob("shard-00000.arrow"))[-1]
     assert main(["report", str(pairs), "--out", str(tmp_path / "p.html")]) == 0
     page = (tmp_path / "p.html").read_text()
     assert "<h2>Pairs</h2>" in page and "<h2>Funnel</h2>" not in page and self_contained(page)

@@ -43,7 +43,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prefdata.annotate.columns import score_array
 from prefdata.arrow import (
@@ -55,7 +54,8 @@ from prefdata.arrow import (
 )
 from prefdata.fit import StageFit, check_config
 from prefdata.ids import digest
-from prefdata.io.parquet import parquet_files, read_row_group
+from prefdata.io.parquet import parquet_files
+from prefdata.io.shards import TableFile
 from prefdata.pipeline import Stage
 from prefdata.schema import score_names
 
@@ -117,6 +117,20 @@ class ScoreStats:
     @property
     def std(self) -> float:
         return math.sqrt(self.variance)
+
+
+def _has_scores(schema: pa.Schema) -> bool:
+    """Whether a pool file's candidates hold a ``scores`` struct with a field."""
+    if "candidates" not in schema.names:
+        return False
+    cand = schema.field("candidates").type
+    if not (pa.types.is_list(cand) or pa.types.is_large_list(cand)):
+        return False
+    item = cand.value_type
+    if not pa.types.is_struct(item) or item.get_field_index("scores") < 0:
+        return False
+    scores = item.field("scores").type
+    return pa.types.is_struct(scores) and scores.num_fields > 0
 
 
 @dataclass
@@ -185,32 +199,24 @@ class ScoreStatsFit:
     def update_files(
         self, source: str | os.PathLike | Sequence[str | os.PathLike]
     ) -> ScoreStatsFit:
-        """:meth:`update` with every row group of Parquet pool files (a path, a folder or a
-        list), reading only the candidates' scores, one row group in memory at a time (a
-        row group with a bad score is read again with its ``prompt_id``, to name the row).
+        """:meth:`update` with every group of pool files (Parquet, or the executor's Arrow
+        IPC shards; a path, a folder or a list), reading only the candidates' scores (of
+        an IPC file, the candidates column), one group in memory at a time (a group with
+        a bad score is read again with its ``prompt_id``, to name the row).
 
         >>> stats = ScoreStatsFit(("rm",)).update_files("pools/").stats()  # doctest: +SKIP
         """
         reads = []
         for path in parquet_files(source):
-            file = pq.ParquetFile(path)
-            # candidates / <list> / <item> / scores / <name>: the list's inner names vary
-            # by writer ("list.element", "list.item", "bag.array_element")
-            scores = {
-                ".".join(p[:4])
-                for p in file.reader.column_paths
-                if len(p) > 4 and p[0] == "candidates" and p[3] == "scores"
-            }
-            if not scores:
-                continue  # a pool file without scores stores no scores struct
-            columns = sorted(scores)
-            reads += [
-                (path, g, columns, file.metadata) for g in range(file.metadata.num_row_groups)
-            ]
+            file = TableFile(path)
+            if not _has_scores(file.schema):
+                continue  # a pool file without scores (Parquet stores no scores struct)
+            columns = file.columns_under(["candidates.scores"])
+            reads += [(path, file.footer, g, columns) for g in range(file.num_groups)]
 
-        def read(job: tuple) -> pa.Table:
-            path, g, columns, metadata = job
-            return read_row_group(path, g, columns=columns, metadata=metadata)
+        def read(job: tuple) -> pa.Table:  # a file opened per group: none held open
+            path, footer, g, columns = job
+            return TableFile(path, metadata=footer).read_group(g, columns=columns)
 
         # the next row group is read while this one is summed: two in memory at most
         with ThreadPoolExecutor(1, thread_name_prefix="prefdata-stats") as pool:
@@ -221,8 +227,8 @@ class ScoreStatsFit:
                 try:
                     self.update(table)
                 except NonFiniteScoreError:  # again with the prompt ids, to name the row
-                    path, g, columns, metadata = reads[k]
-                    named = read((path, g, ["prompt_id", *columns], metadata))
+                    path, footer, g, columns = reads[k]
+                    named = read((path, footer, g, ["prompt_id", *columns]))
                     try:
                         ScoreStatsFit(self.scorers).update(named)
                     except NonFiniteScoreError as e:

@@ -1,4 +1,4 @@
-"""Executors: run a pipeline over sharded Parquet, checkpointed in a work directory.
+"""Executors: run a pipeline over Arrow IPC shards, checkpointed in a work directory.
 
 >>> from prefdata.execute import LocalExecutor, open_workdir
 >>> result = LocalExecutor("runs/demo").run(stages, "pools.parquet")  # doctest: +SKIP

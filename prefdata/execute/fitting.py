@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefdata.execute.inputs import resolve_source, source_digest
 from prefdata.execute.threads import ordered, workers
 from prefdata.fit import Fit, loads
 from prefdata.ids import digest
 from prefdata.io.atomic import atomic_path
-from prefdata.io.parquet import from_parquet_layout, read_row_group
+from prefdata.io.parquet import from_parquet_layout
+from prefdata.io.shards import TableFile
 from prefdata.pipeline import Funnel, Pipeline, Stage
 
 if TYPE_CHECKING:
@@ -197,21 +197,6 @@ def fit_columns(stage: Stage) -> list[str] | None:
     return columns() if callable(columns) else None
 
 
-_LIST_LEVELS = {"list", "element", "item", "array_element", "bag", "array"}
-
-
-def _physical(path: Path, columns: Sequence[str]) -> list[str]:
-    """The Parquet leaf paths of a file under the logical ``columns`` (the names a list
-    level takes vary by writer: ``list.element``, ``list.item``, ``bag.array_element``)."""
-    wanted = [tuple(c.split(".")) for c in columns]
-    out = []
-    for leaf in pq.ParquetFile(path).reader.column_paths:
-        logical = tuple(p for p in leaf if p not in _LIST_LEVELS)
-        if any(logical[: len(w)] == w for w in wanted):
-            out.append(".".join(leaf))
-    return out
-
-
 def input_tables(source: Any, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
     """The tables of a source, one in memory at a time: a table as is; Parquet files (a
     path, a folder or a list) row group by row group, conformed (only ``columns``, as
@@ -241,12 +226,14 @@ def source_identity(source: Any) -> str:
 
 
 def read_shards(paths: Sequence[Path], columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
-    """Parquet files one row group at a time (:func:`~prefdata.io.parquet.read_parquet`'s
-    layout), only the fields under ``columns`` when given."""
+    """Table files (Parquet or Arrow IPC) one group at a time
+    (:func:`~prefdata.io.parquet.read_parquet`'s layout), only the fields under ``columns``
+    when given (for IPC files, the top-level columns holding them)."""
     for path in paths:
-        leaves = _physical(path, columns) if columns is not None else None
-        for group in range(pq.ParquetFile(path).metadata.num_row_groups):
-            yield from_parquet_layout(read_row_group(path, group, columns=leaves))
+        file = TableFile(path)
+        leaves = file.columns_under(columns) if columns is not None else None
+        for group in range(file.num_groups):
+            yield from_parquet_layout(file.read_group(group, columns=leaves))
 
 
 __all__ = [

@@ -18,9 +18,9 @@ Layout of ``workdir/ingest``::
 
     manifest.json               the plan (digest of the source and options, P) and what is done
     spill/b00000-p00000.arrow   a batch's entries of one partition (removed when all is built)
-    pools/shard-00000.parquet   the pool shard of partition 0
-    rejects/read-00000.parquet  rows batch 0 could not read or convert
-    rejects/build-00000.parquet rows rejected while building partition 0
+    pools/shard-00000.arrow     the pool shard of partition 0
+    rejects/read-00000.arrow    rows batch 0 could not read or convert
+    rejects/build-00000.arrow   rows rejected while building partition 0
 
 A batch or partition is recorded only after its files are in place (and a partition only
 after every batch), so a killed run resumes where it stopped, recomputing nothing
@@ -59,8 +59,8 @@ from prefdata.io.layouts import (
     build_pools,
     read_entries,
 )
-from prefdata.io.parquet import write_shard
 from prefdata.io.readers import RawBatch, read_batches
+from prefdata.io.shards import write_shard
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
 
@@ -176,7 +176,7 @@ class Ingest:
 
 @dataclass
 class IngestResult:
-    """Ingested pools: one Parquet shard per partition, every reject, and the funnel."""
+    """Ingested pools: one Arrow IPC shard per partition, every reject, and the funnel."""
 
     pool_paths: list[Path]
     rejects_paths: list[Path]
@@ -364,7 +364,7 @@ def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
         entries.append(e.to_table())
         rejects.append(rej)
         _record_batch(plan, b, batch.rows_in, batch.table.num_rows, rej)
-    write_shard(_concat_rejects(rejects), root / "rejects" / f"read-{0:05d}.parquet")
+    write_shard(_concat_rejects(rejects), root / "rejects" / f"read-{0:05d}.arrow")
     plan.data["built"]["00000"] = _build(ingest, root, 0, entries)
     plan.data["read_done"] = len(rejects)
     plan.save()
@@ -381,7 +381,7 @@ def _spill_batch(ingest: Ingest, root: Path, b: int, batch: RawBatch, offset: in
     part = partition_of(entries.prompt_ids(), parts, entries.given_id is None)
     table = table.take(pa.array(np.argsort(part, kind="stable")))
     _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
-    write_shard(rejects, root / "rejects" / f"read-{b:05d}.parquet")
+    write_shard(rejects, root / "rejects" / f"read-{b:05d}.arrow")
     return rejects
 
 
@@ -454,7 +454,7 @@ def _build(ingest: Ingest, root: Path, p: int, tables: list[pa.Table]) -> dict[s
         entries = Entries.empty(score_names_of(ingest.layout, ingest.options))
     out = build_pools(entries, ingest.layout, ingest.options, source_name=ingest.name())
     write_shard(out.table, root / "pools" / shard_name(p))
-    write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.parquet")
+    write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.arrow")
     return {
         "pools": out.table.num_rows,
         "rows": entries.num_rows() - out.rejects.num_rows,
@@ -495,8 +495,8 @@ def ingest_funnel(plan: dict[str, Any]) -> Funnel:
 
 def ingest_rejects(root: Path) -> list[Path]:
     """The rejects files of an ingest: every batch's, then every partition's."""
-    return sorted((root / "rejects").glob("read-*.parquet")) + sorted(
-        (root / "rejects").glob("build-*.parquet")
+    return sorted((root / "rejects").glob("read-*.arrow")) + sorted(
+        (root / "rejects").glob("build-*.arrow")
     )
 
 

@@ -1,6 +1,6 @@
 """A run's input: resolving the source, its content digest (in the background for cheap
-pipelines), planning shards as pieces of Parquet row groups (or copied shard files), and
-reading them back; how many rows a shard gets.
+pipelines), planning shards as pieces of the input files' row groups (or copied shard
+files), and reading them back; how many rows a shard gets.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefdata.execute.manifest import (
     FORMAT,
@@ -25,18 +24,14 @@ from prefdata.execute.manifest import (
     Manifest,
     Source,
 )
-from prefdata.io.parquet import (
-    from_parquet_layout,
-    parquet_files,
-    read_parquet,
-    read_row_group,
-    write_shard,
-)
+from prefdata.io.parquet import from_parquet_layout, parquet_files
+from prefdata.io.shards import TableFile, read_files, read_schema, write_shard
 
 
 def resolve_source(source: Source) -> pa.Table | list[Path]:
-    """A table as is, or the Parquet files of a path, a folder (``*.parquet``, sorted) or
-    a list of paths (:func:`~prefdata.io.parquet.parquet_files`)."""
+    """A table as is, or the table files (Parquet, or the executor's Arrow IPC shards) of
+    a path, a folder (``*.parquet``, else ``*.arrow``, sorted) or a list of paths
+    (:func:`~prefdata.io.parquet.parquet_files`)."""
     return source if isinstance(source, pa.Table) else parquet_files(source)
 
 
@@ -122,7 +117,7 @@ def _conformed(table: pa.Table) -> pa.Table:
 
 def source_schema(source: pa.Table | list[Path]) -> pa.Schema:
     """The conformed schema stages will see (from the first file's footer; no data read)."""
-    schema = source.schema if isinstance(source, pa.Table) else pq.read_schema(source[0])
+    schema = source.schema if isinstance(source, pa.Table) else read_schema(source[0])
     return _conformed(schema.empty_table()).schema
 
 
@@ -134,7 +129,7 @@ def _batches(source: pa.Table | list[Path], rows: int) -> Iterator[pa.Table]:
             yield _conformed(source.slice(start, rows))
         return
     for path in source:
-        for piece in _file_pieces(pq.ParquetFile(path), rows):
+        for piece in _file_pieces(TableFile(path), rows):
             piece = _conformed(piece)
             if not piece.schema.equals(schema):
                 raise ValueError(
@@ -147,19 +142,19 @@ def _batches(source: pa.Table | list[Path], rows: int) -> Iterator[pa.Table]:
 BIG_ROW_GROUP = 256 << 20  # uncompressed bytes; larger row groups are streamed in batches
 
 
-def _file_pieces(file: pq.ParquetFile, rows: int) -> Iterator[pa.Table]:
-    """A Parquet file in pieces of at most ``rows`` rows, one row group in memory at a time.
+def _file_pieces(file: TableFile, rows: int) -> Iterator[pa.Table]:
+    """A table file in pieces of at most ``rows`` rows, one row group in memory at a time.
 
     ``iter_batches`` reads ahead and held about the whole file's worth of buffers (265 MB for
     a 250 MB file of 1M pools, against 93 MB row group by row group, which is also 1.5x
     faster); row groups too big to hold are still streamed batch by batch.
     """
-    for i in range(file.num_row_groups):
-        if file.metadata.row_group(i).total_byte_size > BIG_ROW_GROUP:
-            for batch in file.iter_batches(batch_size=rows, row_groups=[i]):
+    for i in range(file.num_groups):
+        if file.group_bytes(i) > BIG_ROW_GROUP:
+            for batch in file.iter_batches(i, rows):
                 yield pa.Table.from_batches([batch])
             continue
-        group = file.read_row_group(i)
+        group = file.read_group(i)
         for start in range(0, group.num_rows, rows):
             yield group.slice(start, rows)
 
@@ -200,9 +195,9 @@ def plan_pieces(paths: list[Path], shard_rows: int) -> list[list[list[int]]] | N
     Raises ValueError when a file's schema differs from the first file's.
     """
     schema = source_schema(paths)
-    files = [pq.ParquetFile(p) for p in paths]
+    files = [TableFile(p) for p in paths]
     for path, file in zip(paths, files, strict=True):
-        got = _conformed(file.schema_arrow.empty_table()).schema
+        got = _conformed(file.schema.empty_table()).schema
         if not got.equals(schema):
             raise ValueError(
                 f"{path}: schema differs from the first input file's; expected {schema}, got {got}"
@@ -210,16 +205,15 @@ def plan_pieces(paths: list[Path], shard_rows: int) -> list[list[list[int]]] | N
     shards: list[list[list[int]]] = [[]]
     room = shard_rows
     for f, file in enumerate(files):
-        for g in range(file.num_row_groups):
-            meta = file.metadata.row_group(g)
-            if meta.total_byte_size > BIG_ROW_GROUP:
+        for g in range(file.num_groups):
+            if file.group_bytes(g) > BIG_ROW_GROUP:
                 return None
-            start = 0
-            while start < meta.num_rows:
+            start, group_rows = 0, file.group_rows(g)
+            while start < group_rows:
                 if room == 0:
                     shards.append([])
                     room = shard_rows
-                take = min(room, meta.num_rows - start)
+                take = min(room, group_rows - start)
                 shards[-1].append([f, g, start, take])
                 start += take
                 room -= take
@@ -240,7 +234,7 @@ def prepare_input(
     Parquet files are read in place: the manifest records each shard as pieces of the
     files' row groups (``input.pieces``), nothing is copied, and the digest, checked at
     every start, guards against a changed file. A table, row groups too big to hold, or
-    ``copy=True`` are cut into ``workdir/input/shard-*.parquet`` instead.
+    ``copy=True`` are cut into ``workdir/input/shard-*.arrow`` instead.
 
     A changed input resets the manifest and removes all shards first, so nothing computed
     from the old input can be mistaken for done.
@@ -304,14 +298,17 @@ class RowGroupCache:
     def __init__(self) -> None:
         self.key: tuple[str, int] | None = None
         self.table: pa.Table | None = None
-        self.footers: dict[str, pq.FileMetaData] = {}  # parsed once per file
+        self.file: TableFile | None = None  # the last file read (one open at a time)
+        self.footers: dict[str, Any] = {}  # Parquet footers, parsed once per file
 
     def get(self, path: str, group: int, threads: int | None = None) -> pa.Table:
         if self.key != (path, group):
             self.key, self.table = None, None  # free the old group before reading the next
-            if path not in self.footers:
-                self.footers[path] = pq.ParquetFile(path).metadata
-            group_table = read_row_group(path, group, metadata=self.footers[path], threads=threads)
+            if self.file is None or str(self.file.path) != str(path):
+                self.file = TableFile(path, metadata=self.footers.get(path))
+                if self.file.footer is not None:
+                    self.footers[path] = self.file.footer
+            group_table = self.file.read_group(group, threads=threads)
             self.table = _conformed(group_table)
             self.key = (path, group)
         return self.table
@@ -363,7 +360,7 @@ class InputReader:
     def read(self, shard: int, threads: int | None = None) -> pa.Table:
         pieces = self.pieces(shard)
         if pieces is None:
-            return read_parquet(self.manifest.input_path(shard))
+            return read_files(self.manifest.input_path(shard))
         return read_pieces(self.manifest.input["sources"], pieces, self.cache, threads)
 
 
@@ -384,8 +381,10 @@ def choose_shard_rows(
       (even with stages added) reuses what was computed.
     - A pipeline with a costly stage (:attr:`~prefdata.pipeline.Stage.costly`) gets
       10,000 rows, the unit a crash can lose.
-    - Otherwise, about 64 MiB of decoded input (from the Parquet footers or the table's
-      size), between 10,000 and 65,536 rows.
+    - Otherwise, about 64 MiB of decoded input (from the Parquet footers, the sizes of an
+      Arrow IPC file's record batches or the table's size), between 10,000 and 65,536
+      rows. A run over the executor's own IPC shards (an ingest's pools) counts Arrow's
+      in-memory bytes, about 15% above the Parquet footer's figure for pools.
 
     >>> choose_shard_rows([], pa.table({"prompt_id": ["p"] * 3}), Manifest(Path("/nowhere")))
     65536
@@ -397,9 +396,9 @@ def choose_shard_rows(
     if isinstance(source, pa.Table):
         rows, size = source.num_rows, source.nbytes
     else:
-        metas = [pq.ParquetFile(p).metadata for p in source]
-        rows = sum(m.num_rows for m in metas)
-        size = sum(m.row_group(g).total_byte_size for m in metas for g in range(m.num_row_groups))
+        files = [TableFile(p) for p in source]
+        rows = sum(f.num_rows for f in files)
+        size = sum(f.group_bytes(g) for f in files for g in range(f.num_groups))
     per_row = size / rows if rows else 1
     return int(min(CHEAP_SHARD_ROWS, max(COSTLY_SHARD_ROWS, CHEAP_SHARD_BYTES // max(per_row, 1))))
 

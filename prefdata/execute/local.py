@@ -23,8 +23,8 @@ next one read ahead, the reader's row group and the tables waiting to be written
 the whole input.
 
 Within a shard, each stage takes the table the stage before produced in memory, conformed
-and in one chunk exactly as :func:`~prefdata.io.parquet.read_parquet` of its file gives it
-(a Parquet round trip keeps every value and type), so a stage resumed from the file and one
+and in one chunk exactly as :func:`~prefdata.io.shards.read_files` of its file gives it
+(an Arrow IPC round trip keeps every value and type), so a stage resumed from the file and one
 fed from memory see the very same table and write byte-identical outputs (the Ray executor,
 which always reads the files, is tested against this). Files are written by one background
 thread while the next stage computes (pyarrow releases the GIL while it encodes), in
@@ -63,7 +63,8 @@ from prefdata.execute.fitting import run_all
 from prefdata.execute.inputs import InputReader
 from prefdata.execute.manifest import Manifest, Source
 from prefdata.execute.workdir import WorkdirInfo, begin_run, open_workdir
-from prefdata.io.parquet import from_parquet_layout, read_parquet, write_shard
+from prefdata.io.parquet import from_parquet_layout
+from prefdata.io.shards import read_files, write_shard
 from prefdata.pipeline import Funnel, Pipeline, Stage, StageOutput, shift_reject_rows
 from prefdata.progress import progress_bar
 from prefdata.schema import empty_rejects
@@ -106,15 +107,15 @@ class ExecutionResult:
 
     def read(self) -> pa.Table:
         """The output, concatenated and conformed (pool tables get the canonical layout)."""
-        return read_parquet(list(self.output_paths))
+        return read_files(list(self.output_paths))
 
     def rejects(self) -> pa.Table:
         """All rejected rows: stage by stage, shard by shard (``REJECTS_SCHEMA``)."""
-        return read_parquet(list(self.rejects_paths)) if self.rejects_paths else empty_rejects()
+        return read_files(list(self.rejects_paths)) if self.rejects_paths else empty_rejects()
 
 
 class LocalExecutor:
-    """Run a pipeline over Parquet shards under ``workdir``, resumably.
+    """Run a pipeline over Arrow IPC shards under ``workdir``, resumably.
 
     ``shard_rows``: rows per shard (the checkpoint unit and the memory bound); None picks
     it (:func:`~prefdata.execute.inputs.choose_shard_rows`): the work directory's own,
@@ -251,7 +252,7 @@ class LocalExecutor:
                     if start == len(stages):
                         if sink is not None:
                             done = (
-                                read_parquet(manifest.output_path(keys[-1], shard))
+                                read_files(manifest.output_path(keys[-1], shard))
                                 if keys
                                 else reader.read(shard)
                             )
@@ -265,7 +266,7 @@ class LocalExecutor:
                         read_ahead()
                     else:
                         where = manifest.output_path(keys[start - 1], shard)
-                        table = as_read_back(read_parquet(where))
+                        table = as_read_back(read_files(where))
                     budget = max(budget, 3 * table.nbytes)
                     for i in range(start, len(stages)):
                         bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
@@ -356,7 +357,7 @@ def _spare_cores() -> int:
 
 
 def as_read_back(table: pa.Table) -> pa.Table:
-    """A stage's input as reading its Parquet file back gives it: conformed (pool tables
+    """A stage's input as reading its shard file back gives it: conformed (pool tables
     in the canonical layout, plain types) and in one chunk, so a stage fed from memory and
     one resumed from the file compute on identical tables."""
     return from_parquet_layout(table).combine_chunks()

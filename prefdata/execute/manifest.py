@@ -63,12 +63,12 @@ Source = str | os.PathLike | Sequence[str | os.PathLike] | pa.Table
 
 
 def shard_name(shard: int) -> str:
-    """``shard-00042.parquet``.
+    """``shard-00042.arrow`` (an Arrow IPC file, :func:`~prefdata.io.shards.write_shard`).
 
     >>> shard_name(42)
-    'shard-00042.parquet'
+    'shard-00042.arrow'
     """
-    return f"shard-{shard:05d}.parquet"
+    return f"shard-{shard:05d}.arrow"
 
 
 def stage_dir_name(index: int, name: str, key: str) -> str:

@@ -6,7 +6,7 @@ one after the other, each as a Ray Data ``map_batches(batch_format="pyarrow",
 batch_size=1)`` over a dataset with one row (one block) per shard to do: the row names the
 shard's input (a file, or the source's row-group pieces) and where to write its output. A
 worker reads the input, runs the stage, and writes the kept rows and the rejects
-atomically with :func:`~prefdata.io.parquet.write_shard`; only counts come back to the
+atomically with :func:`~prefdata.io.shards.write_shard`; only counts come back to the
 driver, which alone writes the manifest (one writer, under the work directory lock) as
 results stream in. Every stage's output is kept (the local executor's
 ``checkpoint="all"``): the next wave reads it. A work directory a local
@@ -22,7 +22,7 @@ Why whole shards, stage by stage:
 - *Model stages one at a time.* A stage's actor pool is gone before the next stage's starts,
   so a sampler and a reward model never need the GPU at the same time (a streamed chain
   with ``num_gpus=1`` on both would wait forever on a one-GPU machine).
-- *Nothing big through the object store*: tables go worker -> Parquet -> worker. The work
+- *Nothing big through the object store*: tables go worker -> Arrow IPC file -> worker. The work
   directory must therefore be on a filesystem every Ray node sees (a shared or network
   disk on a cluster; any folder on one machine).
 
@@ -56,14 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prefdata.execute.fitting import run_all
 from prefdata.execute.inputs import InputReader, RowGroupCache, read_pieces
 from prefdata.execute.local import ExecutionResult, StageError, as_read_back
 from prefdata.execute.manifest import Manifest, Source
 from prefdata.execute.workdir import begin_run, open_workdir
-from prefdata.io.parquet import read_parquet, write_shard
+from prefdata.io.shards import TableFile, read_files, write_shard
 from prefdata.pipeline import Pipeline, Stage, shift_reject_rows
 from prefdata.progress import progress_bar
 
@@ -142,7 +141,7 @@ def _run_shard(stage: Stage, task: dict[str, Any]) -> dict[str, Any]:
         spec = json.loads(task["pieces"])
         table = read_pieces(spec["sources"], spec["pieces"], _ROW_GROUPS)
     else:
-        table = read_parquet(task["src"])
+        table = read_files(task["src"])
     table = as_read_back(table)  # as the local executor gives it to the stage
     out = stage(table)
     rows_out = out.kept  # pools that yielded output, for pools-in, pairs-out stages
@@ -237,7 +236,7 @@ class _Wave:
 
 
 class RayExecutor:
-    """Run a pipeline on Ray Data over Parquet shards under ``workdir``, resumably; the
+    """Run a pipeline on Ray Data over Arrow IPC shards under ``workdir``, resumably; the
     work directory, manifest and output are those of
     :class:`~prefdata.execute.LocalExecutor` (``open_workdir``, ``prefdata inspect`` and
     ``prefdata sql`` read it, and either executor resumes the other's run).
@@ -340,7 +339,7 @@ class RayExecutor:
             if i == 0:
                 rows[s] = manifest.input["shards"][s]
             else:
-                rows[s] = pq.ParquetFile(path).metadata.num_rows
+                rows[s] = TableFile(path).num_rows
             spec = {"sources": manifest.input["sources"], "pieces": pieces}
             tasks.append(
                 {

@@ -24,7 +24,7 @@ import pyarrow as pa
 from prefdata.execute.ingest import ingest_funnel, ingest_rejects, is_ingest
 from prefdata.execute.manifest import MANIFEST
 from prefdata.execute.workdir import WorkdirInfo, open_workdir
-from prefdata.io.parquet import read_parquet
+from prefdata.io.shards import read_files
 from prefdata.pipeline import Funnel
 from prefdata.schema import empty_rejects
 
@@ -42,10 +42,10 @@ class RunInfo:
 
     def read(self) -> pa.Table | None:
         """The last work directory's output (None when it has none yet)."""
-        return read_parquet(list(self.outputs)) if self.outputs else None
+        return read_files(list(self.outputs)) if self.outputs else None
 
     def read_rejects(self) -> pa.Table:
-        return read_parquet(list(self.rejects)) if self.rejects else empty_rejects()
+        return read_files(list(self.rejects)) if self.rejects else empty_rejects()
 
 
 def work_directories(path: str | os.PathLike) -> list[Path]:

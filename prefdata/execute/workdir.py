@@ -7,9 +7,9 @@ Layout (the local executor writes it; the Ray executor writes the same)::
     workdir/
       manifest.json                          what is done (the only source of truth)
       .lock                                  held (flock) by the one process running
-      input/shard-00000.parquet ...          only when the input had to be copied (below)
-      stages/<ii>-<Stage>-<key>/shard-00000.parquet            rows a stage kept (if stored)
-      stages/<ii>-<Stage>-<key>/rejects/shard-00000.parquet    rows it rejected (REJECTS_SCHEMA)
+      input/shard-00000.arrow ...            only when the input had to be copied (below)
+      stages/<ii>-<Stage>-<key>/shard-00000.arrow              rows a stage kept (if stored)
+      stages/<ii>-<Stage>-<key>/rejects/shard-00000.arrow      rows it rejected (REJECTS_SCHEMA)
 
 ``<ii>`` is the stage's position, ``<key>`` its chained fingerprint
 (:func:`prefdata.pipeline.stage_keys`): a changed config changes the key of that stage and
@@ -23,11 +23,11 @@ computed from the footers, so nothing is copied and a shard is read by decoding 
 groups (the local executor reads shards in order and decodes each row group once; a Ray
 worker keeps the last row group it decoded). A table, a pipeline with no
 stage (its output is the input shards) and row groups too big to hold are cut into
-``input/shard-*.parquet`` instead.
+``input/shard-*.arrow`` instead.
 
 >>> info = open_workdir("/path/to/workdir")  # doctest: +SKIP
 >>> info.funnel.summary(), info.outputs[:1]  # doctest: +SKIP
-('Tag: 200 in -> 200 out, 0 rejected; ...', [PosixPath('.../shard-00000.parquet')])
+('Tag: 200 in -> 200 out, 0 rejected; ...', [PosixPath('.../shard-00000.arrow')])
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from prefdata.execute.inputs import (
     source_schema,
 )
 from prefdata.execute.manifest import MANIFEST, Manifest
-from prefdata.io.parquet import read_parquet
+from prefdata.io.shards import read_files
 from prefdata.pipeline import Funnel, Pipeline
 from prefdata.schema import empty_rejects
 
@@ -138,15 +138,15 @@ class WorkdirInfo:
         """The finished output shards, concatenated (pool tables conformed)."""
         if not self.outputs:
             raise FileNotFoundError(f"{self.path}: no finished output shards")
-        return read_parquet(list(self.outputs))
+        return read_files(list(self.outputs))
 
     def read_rejects(self) -> pa.Table:
         """All rejects of finished shards, stage by stage then shard by shard."""
-        return read_parquet(list(self.rejects)) if self.rejects else empty_rejects()
+        return read_files(list(self.rejects)) if self.rejects else empty_rejects()
 
 
 def open_workdir(path: str | os.PathLike) -> WorkdirInfo:
-    """Read a work directory's manifest (no Parquet data is read).
+    """Read a work directory's manifest (no shard data is read).
 
     >>> info = open_workdir("runs/demo")  # doctest: +SKIP
     >>> info.complete, len(info.outputs), info.funnel.to_list()[0]["rows_in"]  # doctest: +SKIP

@@ -10,12 +10,9 @@ anyway. Without it writes are 2-2.5x faster and zstd files smaller (a 10,000-poo
 8 candidates: 127 -> 50 ms, 5.5 -> 4.3 MB); repeated values (roles, generators,
 provenance) still compress well under zstd.
 
-The executor's own shard files (:func:`write_shard`) are written for speed: no column
-statistics (min/max per page and row group), which nothing filters on and which were 40%
-of the write time on string columns (a 10,000-pair shard: 21 -> 12 ms), and LZ4 instead of
-zstd (a 63k-pair shard: written in 46 instead of 76 ms, read in 18 instead of 34 ms, 21%
-larger; DuckDB, polars and ``datasets`` read it). Files for people (``convert``,
-``Pools.write``) keep zstd and their statistics, so DuckDB and polars can skip row groups.
+The executor's own shard files are Arrow IPC files (:mod:`prefdata.io.shards`). Files for
+people (``convert``, ``Pools.write``) are Parquet with zstd and their statistics, so DuckDB
+and polars can skip row groups.
 """
 
 from __future__ import annotations
@@ -102,17 +99,18 @@ def write_parquet(
 def write_parquet_files(
     paths: Sequence[str | os.PathLike], path: str | os.PathLike, *, compression: str = "zstd"
 ) -> Path:
-    """Parquet files of one schema (such as a run's shards) copied into one file, row
-    group by row group, atomically: memory stays one row group, whatever the size. The
-    same layout and options as :func:`write_parquet`."""
+    """Table files of one schema (Parquet, or a run's Arrow IPC shards) copied into one
+    Parquet file, group by group, atomically: memory stays one group, whatever the size.
+    The same layout and options as :func:`write_parquet`."""
+    from prefdata.io.shards import TableFile
 
     def write(tmp: Path) -> None:
         writer = None
         try:
             for src in paths:
-                file = pq.ParquetFile(src)
-                for g in range(file.num_row_groups):
-                    table = _for_parquet(from_parquet_layout(file.read_row_group(g)))
+                file = TableFile(src)
+                for g in range(file.num_groups):
+                    table = _for_parquet(from_parquet_layout(file.read_group(g)))
                     if writer is None:
                         writer = pq.ParquetWriter(
                             str(tmp), table.schema, compression=compression,
@@ -126,11 +124,6 @@ def write_parquet_files(
     return atomic_path(path, write)
 
 
-def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
-    """:func:`write_parquet` for the executor's own shard files: LZ4, no statistics."""
-    return write_parquet(table, path, statistics=False, compression="lz4")
-
-
 def read_parquet(path: str | os.PathLike | list) -> pa.Table:
     """Read one Parquet file (or a list of them) and conform pool tables."""
     paths = path if isinstance(path, list) else [path]
@@ -141,7 +134,8 @@ def read_parquet(path: str | os.PathLike | list) -> pa.Table:
 
 
 def parquet_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """The Parquet files of a path, a folder (its ``*.parquet``, sorted) or a list of them.
+    """The table files of a path, a folder (its ``*.parquet``, or else the ``*.arrow``
+    shards the executor writes, sorted) or a list of them.
 
     >>> parquet_files("missing.parquet")
     Traceback (most recent call last):
@@ -153,7 +147,7 @@ def parquet_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(p.glob("*.parquet"))
+            found = sorted(p.glob("*.parquet")) or sorted(p.glob("*.arrow"))
             if not found:
                 raise FileNotFoundError(f"no *.parquet files in {p}")
             paths.extend(found)
@@ -337,5 +331,4 @@ __all__ = [
     "read_parquet",
     "read_row_group",
     "write_parquet",
-    "write_shard",
 ]

@@ -38,7 +38,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from prefdata.pipeline import Funnel, count_rejects_by_reason
 from prefdata.report.stats import dropped_counts
@@ -61,12 +60,12 @@ class ReportData:
 
 def collect(path: str | os.PathLike) -> ReportData:
     """A run folder's last pool and pair outputs, funnel and rejects; or one table."""
-    from prefdata.io.parquet import read_parquet
+    from prefdata.io.shards import read_files, read_schema
     from prefdata.validate import record_type
 
     path = Path(path)
     if path.is_file():
-        table = read_parquet(path)
+        table = read_files(path)
         kind = record_type(table)
         if kind not in ("pool", "pair"):
             raise ValueError(f"{path}: not a pool or pair table (columns {table.column_names})")
@@ -86,12 +85,12 @@ def collect(path: str | os.PathLike) -> ReportData:
             continue
         files = list(open_workdir(d).outputs)
         if files:
-            kind = record_type(pq.read_schema(files[0]))
+            kind = record_type(read_schema(files[0]))
             if kind in ("pool", "pair"):
                 outputs[kind] = files
     if not outputs:
         raise ValueError(f"{path}: the run has no finished pool or pair output yet")
-    read = lambda kind: read_parquet(outputs[kind]) if kind in outputs else None  # noqa: E731
+    read = lambda kind: read_files(outputs[kind]) if kind in outputs else None  # noqa: E731
     return ReportData(path.name, read("pool"), read("pair"), run.funnel, run.read_rejects())
 
 

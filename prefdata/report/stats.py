@@ -71,12 +71,14 @@ def dropped_counts(pools: pa.Table | list) -> dict[str, int]:
     {'flagged: empty': 1}
     """
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from prefdata.io.shards import TableFile
 
     if isinstance(pools, list):
-        if not pools or "dropped_candidates" not in pq.read_schema(pools[0]).names:
+        if not pools or "dropped_candidates" not in TableFile(pools[0]).schema.names:
             return {}
-        pools = pq.read_table(pools, columns=["dropped_candidates"])
+        tables = [TableFile(p).read(columns=["dropped_candidates"]) for p in pools]
+        pools = pa.concat_tables(tables, promote_options="default")
     if "dropped_candidates" not in pools.column_names:
         return {}
     reasons = pc.struct_field(pc.list_flatten(pools["dropped_candidates"]), "reason")
