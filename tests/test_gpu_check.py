@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 VLLM_INSTALLED = importlib.util.find_spec("vllm") is not None
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
+def run_script(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
     # the test's own interpreter: CI's python3 need not be the one with torch
     env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_TIMEOUT": "240"}
+    env.update(extra_env)
     return subprocess.run(
         ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300, env=env
     )
@@ -108,10 +109,10 @@ def test_dry_run_says_vllm_was_not_measured(dry_run):
 
 
 def test_refuses_a_real_run_without_a_gpu(tmp_path):
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: a real run would start")
-    proc = run_script("--out", str(tmp_path))
+    """No GPU visible (CUDA_VISIBLE_DEVICES empty hides one where there is one): a real run
+    is refused with status 4 and a FAIL verdict, and writes nothing."""
+    pytest.importorskip("torch")
+    proc = run_script("--out", str(tmp_path), CUDA_VISIBLE_DEVICES="")
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("VERDICT: FAIL (no CUDA device here")
     assert not (tmp_path / "gpu_check.json").exists()
