@@ -409,3 +409,43 @@ def test_a_damaged_saved_datasets_folder_is_one_clear_error(tmp_path):
     (tmp_path / "dd" / "dataset_dict.json").write_text('{"splits": "train"}')
     with pytest.raises(ValueError, match="'splits' is not a list of names"):
         next(read_batches(tmp_path / "dd", split="train"))
+
+
+def test_runs_over_an_ingest_do_not_hash_its_pools_again(tmp_path, monkeypatch):
+    """The pools are a function of the ingest's digest (source, layout, options): the
+    fit's identity and the pipeline's input digest come from it, and no pool file is
+    read byte by byte (before, 565 MB of SHA-256 for long 200k x 8, twice)."""
+    import builtins
+
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    stages = [FlagDegenerate(repeated_min_prompts=2)]  # fitted over the pools
+    opened: list[Path] = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):
+        opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    first = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
+    monkeypatch.setattr(builtins, "open", real_open)
+    pools = tmp_path / "w" / "ingest" / "pools"
+    assert len(list(pools.glob("*.arrow"))) > 1
+    assert not [p for p in opened if pools in p.parents]
+    assert path in opened  # the raw source is hashed, once per ingest
+    again = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
+    assert again.read().equals(first.read())
+    fits = list((tmp_path / "w" / "pipeline" / "fits").glob("*.fit"))
+    assert len(fits) == 1  # the rerun loaded the fit: the same identity
+
+
+def test_known_files_are_identified_by_their_producers_digest():
+    from prefdata.execute.inputs import KnownFiles, source_digest
+
+    missing = ["/nowhere/shard-00000.arrow"]
+    a = source_digest(KnownFiles(missing, digest="a" * 32), 0)
+    assert a == source_digest(KnownFiles(missing, digest="a" * 32), 0)
+    assert a != source_digest(KnownFiles(missing, digest="b" * 32), 0)
+    assert a != source_digest(KnownFiles(missing, digest="a" * 32), 10)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from prefdata.execute.inputs import resolve_source, source_digest
+from prefdata.execute.inputs import KnownFiles, resolve_source, source_digest
 from prefdata.execute.threads import ordered, workers
 from prefdata.fit import Fit, loads
 from prefdata.ids import digest
@@ -131,7 +131,9 @@ def run_all(
     ingested = None
     if isinstance(source, Ingest):
         ingested = run_ingest(source, workdir / "ingest")
-        source, workdir = ingested.pool_paths, workdir / "pipeline"
+        # the pools' identity is the ingest's: nothing hashes their bytes again
+        source = KnownFiles(ingested.pool_paths, digest=ingested.digest)
+        workdir = workdir / "pipeline"
     segments = split_at_fits(pipeline)
     runs = 1 if len(segments) == 1 else len(segments) - (0 if segments[0] else 1)
     calls = iter(range(runs))

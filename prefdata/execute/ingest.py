@@ -176,11 +176,13 @@ class Ingest:
 
 @dataclass
 class IngestResult:
-    """Ingested pools: one Arrow IPC shard per partition, every reject, and the funnel."""
+    """Ingested pools: one Arrow IPC shard per partition, every reject, the funnel, and
+    the ingest's digest (:meth:`Ingest.digest`: the pools are a function of it)."""
 
     pool_paths: list[Path]
     rejects_paths: list[Path]
     funnel: Funnel
+    digest: str
 
 
 def partitions(size: int, partition_bytes: int = PARTITION_BYTES) -> int:
@@ -474,6 +476,7 @@ def _result(ingest: Ingest, root: Path, plan: _Plan) -> IngestResult:
         [root / "pools" / shard_name(int(p)) for p in parts],
         ingest_rejects(root),
         funnel,
+        plan.data["digest"],
     )
 
 
