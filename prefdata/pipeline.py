@@ -210,6 +210,11 @@ class Stage:
     # costly stages (a rerun never repeats them), False for cheap ones (recomputed from the
     # last kept output instead); None: True when the class overrides setup() (models).
     checkpoint: ClassVar[bool | None] = None
+    # Whether process() may run on several shards at once, on threads of one process (the
+    # local executor does so when every stage is cheap). None: True unless the class
+    # overrides setup() (a model or a connection is not shared across threads). Set False
+    # for a stage that keeps state between calls.
+    concurrent: ClassVar[bool | None] = None
 
     @property
     def name(self) -> str:
@@ -308,6 +313,16 @@ class Stage:
         False
         """
         return self.overrides_setup if self.checkpoint is None else self.checkpoint
+
+    @property
+    def runs_concurrently(self) -> bool:
+        """Whether shards may run through this stage on several threads at once (see
+        ``concurrent``).
+
+        >>> Stage().runs_concurrently
+        True
+        """
+        return not self.overrides_setup if self.concurrent is None else self.concurrent
 
     def process(self, table: pa.Table) -> StageOutput | pa.Table:
         raise NotImplementedError

@@ -729,3 +729,49 @@ def test_internal_shards_are_arrow_ipc_files_and_a_resumed_run_reads_them(tmp_pa
     ingested = run_ingest(Ingest(src, "pairs"), tmp_path / "ingest")
     assert [p.suffix for p in ingested.pool_paths] == [".arrow"]
     assert pa.ipc.open_file(ingested.pool_paths[0]).num_record_batches >= 1
+
+
+@dataclass(frozen=True)
+class ThreadOf(Stage):
+    """Records the thread each shard ran on (a list passed in, not fingerprinted)."""
+
+    seen: list = field(default_factory=list, metadata={"fingerprint": False}, compare=False)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        time.sleep(0.05)  # long enough for a second lane to take the next shard
+        self.seen.append((table["prompt_id"][0].as_py(), threading.current_thread().name))
+        return table
+
+
+@dataclass(frozen=True)
+class ThreadOfAlone(ThreadOf):
+    concurrent = False
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="one core: shards run one at a time anyway"
+)
+def test_cheap_shards_run_on_several_threads_with_the_sequential_output(tmp_path):
+    """Cheap stages run several shards at once (one lane per core), and the files, rejects
+    and funnel are those of one shard at a time; a stage that is not ``concurrent`` keeps
+    every shard on the calling thread."""
+    table = make_pools(53)
+    seen: list = []
+    together = LocalExecutor(tmp_path / "a", shard_rows=5, checkpoint="all").run(
+        [*stages(), ThreadOf(seen)], table
+    )
+    assert {name for _, name in seen} >= {"prefdata-stage_0", "prefdata-stage_1"}
+    alone: list = []
+    one_lane = LocalExecutor(tmp_path / "b", shard_rows=5, checkpoint="all").run(
+        [*stages(), ThreadOfAlone(alone)], table
+    )
+    assert {name for _, name in alone} == {threading.main_thread().name}
+    assert len(alone) == len(seen) == 11
+
+    def shared(work: Path) -> dict[str, bytes]:  # the last stage's folder is named for it
+        return {k: v for k, v in files(work).items() if "ThreadOf" not in k}
+
+    assert len(shared(tmp_path / "a")) == 11 + 3 * 2 * 11  # input shards, 3 stages
+    assert shared(tmp_path / "a") == shared(tmp_path / "b")
+    assert together.funnel.to_list()[:-1] == one_lane.funnel.to_list()[:-1]
+    assert together.read().equals(in_memory(table, stages())[0])

@@ -213,11 +213,7 @@ def input_tables(source: Any, columns: Sequence[str] | None = None) -> Iterator[
 def output_identity(result: ExecutionResult) -> str | None:
     """Digest of a finished segment: its stage keys and its input's content digest (None
     when the manifest has no digest or the run is not complete)."""
-    info = result.info
-    input_digest = (info.input or {}).get("digest")
-    if input_digest is None or not info.complete:
-        return None
-    return digest("segment", info.manifest.get("pipeline", []), input_digest)
+    return result.info.identity
 
 
 def source_identity(source: Any) -> str:

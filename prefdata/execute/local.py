@@ -52,16 +52,18 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 
 from prefdata.execute.fitting import run_all
-from prefdata.execute.inputs import InputReader
+from prefdata.execute.inputs import InputReader, KnownFiles
 from prefdata.execute.manifest import Manifest, Source
+from prefdata.execute.threads import ordered, workers
 from prefdata.execute.workdir import WorkdirInfo, begin_run, open_workdir
 from prefdata.io.parquet import from_parquet_layout
 from prefdata.io.shards import read_files, write_shard
@@ -103,7 +105,11 @@ class ExecutionResult:
 
     @classmethod
     def from_info(cls, info: WorkdirInfo) -> ExecutionResult:
-        return cls(info.path, list(info.outputs), list(info.rejects), info.funnel, info)
+        # a finished run's outputs carry its identity: a run over them hashes nothing
+        outputs = (
+            list(info.outputs) if info.identity is None else KnownFiles(info.outputs, info.identity)
+        )
+        return cls(info.path, outputs, list(info.rejects), info.funnel, info)
 
     def read(self) -> pa.Table:
         """The output, concatenated and conformed (pool tables get the canonical layout)."""
@@ -209,6 +215,7 @@ class LocalExecutor:
         # checkpoint writes and exports in submission order, with the bytes each holds
         pending: deque[tuple[Future, int]] = deque()
         held, budget = 0, MIN_WRITE_BUDGET
+        lanes = shard_lanes(stages)
         with (
             progress_bar(
                 sum(shard_counts),
@@ -220,17 +227,45 @@ class LocalExecutor:
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-sink") as exporter,
             ThreadPoolExecutor(1, thread_name_prefix="prefdata-read") as reading,
         ):
-            # The next shard read from the input is decoded while this one computes, on
-            # the cores the stages leave; the first, which nothing overlaps, on them all.
             fresh = [s for s in shards if starts[s] == 0 < len(stages)]
-            to_read = iter(fresh)
-            ahead: dict[int, Future] = {}
 
-            def read_ahead() -> None:
-                nxt = next(to_read, None)
-                if nxt is not None:
-                    threads = None if nxt == fresh[0] else _spare_cores()
-                    ahead[nxt] = reading.submit(lambda: as_read_back(reader.read(nxt, threads)))
+            def read_fresh(shard: int) -> pa.Table:
+                # decoded while other shards compute, on the cores the stages leave; the
+                # first, which nothing overlaps, on them all
+                threads = None if shard == fresh[0] else _spare_cores()
+                return as_read_back(reader.read(shard, threads))
+
+            def read_done(shard: int, stage: int) -> pa.Table:
+                if stage < 0:  # no stage: the output is the input
+                    return as_read_back(reader.read(shard))
+                return as_read_back(read_files(manifest.output_path(keys[stage], shard)))
+
+            def jobs() -> Iterator[tuple[int, Callable[[], _Computed]]]:
+                for shard, start in zip(shards, starts, strict=True):
+                    load: Callable[[], pa.Table] | None = None
+                    where = ""
+                    if start == len(stages):  # done: read back only for the sink
+                        load = partial(read_done, shard, start - 1) if sink is not None else None
+                    elif start == 0:  # input reads queue on one thread, in shard order
+                        load = reading.submit(read_fresh, shard).result
+                        where = reader.describe(shard)
+                    else:
+                        load = partial(read_done, shard, start - 1)
+                        where = str(manifest.output_path(keys[start - 1], shard))
+                    yield (
+                        shard,
+                        partial(
+                            self._chain,
+                            stages,
+                            keep,
+                            shard,
+                            start,
+                            load,
+                            bar,
+                            where,
+                            sink is not None,
+                        ),
+                    )
 
             def submit(fn: Callable, *args, size: int, on: ThreadPoolExecutor = writer) -> None:
                 # Bound the bytes waiting to be written (about three input shards), not the
@@ -244,52 +279,35 @@ class LocalExecutor:
                 held += size
 
             try:
-                read_ahead()
-                for shard, start in zip(shards, starts, strict=True):
+                computed = ordered(jobs(), lanes, "prefdata-stage") if lanes > 1 else inline(jobs())
+                for shard, result in computed:
+                    start = starts[shard]
                     with self._lock:
                         for i in range(start):
                             offsets[i] += manifest.done(keys[i], shard)["rows_in"]
-                    if start == len(stages):
-                        if sink is not None:
-                            done = (
-                                read_files(manifest.output_path(keys[-1], shard))
-                                if keys
-                                else reader.read(shard)
-                            )
-                            done = as_read_back(done)
-                            budget = max(budget, 3 * done.nbytes)
-                            submit(sink, shard, done, size=done.nbytes, on=exporter)
-                        continue
-                    if start == 0:
-                        where = reader.describe(shard)
-                        table = ahead.pop(shard).result()
-                        read_ahead()
-                    else:
-                        where = manifest.output_path(keys[start - 1], shard)
-                        table = as_read_back(read_files(where))
-                    budget = max(budget, 3 * table.nbytes)
-                    for i in range(start, len(stages)):
-                        bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
-                        out = self._run_stage(stages[i], i, shard, where, table)
-                        # a write that does not store the table must not hold it either
-                        written = out if keep[i] else _without_table(out)
+                    budget = max(budget, 3 * result.nbytes)
+                    for i, rows_in, out in zip(
+                        range(start, len(stages)), result.rows_in, result.outputs, strict=False
+                    ):  # up to a failed stage
                         submit(
                             self._write,
                             manifest,
                             keys[i],
                             shard,
-                            table.num_rows,
-                            written,
+                            rows_in,
+                            out,
                             offsets[i],
                             keep[i],
-                            size=written.rejects.nbytes + written.table.nbytes,
+                            size=out.rejects.nbytes + out.table.nbytes,
                         )
-                        offsets[i] += table.num_rows
-                        where = f"the output of stage {i} {stages[i].name}"
-                        table = as_read_back(out.table) if i < last or sink else None
+                        offsets[i] += rows_in
+                    if result.error is not None:
+                        raise result.error
                     if sink is not None:  # the table its file reads back as
+                        table = result.table
                         submit(sink, shard, table, size=table.nbytes, on=exporter)
-                    bar.update(shard_counts[shard])
+                    if start < len(stages):
+                        bar.update(shard_counts[shard])
                 while pending:
                     pending.popleft()[0].result()
             except BaseException:
@@ -297,6 +315,37 @@ class LocalExecutor:
                 for f, _ in pending:
                     f.exception()
                 raise
+
+    def _chain(
+        self,
+        stages: list[Stage],
+        keep: list[bool],
+        shard: int,
+        start: int,
+        load: Callable[[], pa.Table] | None,
+        bar,
+        where: str,
+        to_sink: bool,
+    ) -> _Computed:
+        """Run one shard through its stages from ``start``: what each stage writes (its
+        table only where kept) and the last table (for the sink)."""
+        table = load() if load is not None else None
+        nbytes = table.nbytes if table is not None else 0
+        last = len(stages) - 1
+        rows_in: list[int] = []
+        outputs: list[StageOutput] = []
+        for i in range(start, len(stages)):
+            bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
+            try:
+                out = self._run_stage(stages[i], i, shard, where, table)
+            except StageError as e:  # the stages before it are written, then it is raised
+                return _Computed(rows_in, outputs, None, nbytes, e)
+            rows_in.append(table.num_rows)
+            # a write that does not store the table must not hold it either
+            outputs.append(out if keep[i] else _without_table(out))
+            where = f"the output of stage {i} {stages[i].name}"
+            table = as_read_back(out.table) if i < last or to_sink else None
+        return _Computed(rows_in, outputs, table if to_sink else None, nbytes)
 
     def _run_stage(
         self, stage: Stage, index: int, shard: int, src_path: Path | str, table: pa.Table
@@ -341,6 +390,44 @@ class LocalExecutor:
 
 # The least the tables waiting to be written may hold, so tiny shards still overlap.
 MIN_WRITE_BUDGET = 64 << 20
+
+
+@dataclass
+class _Computed:
+    """One shard run through its stages: each stage's input rows and output (to write),
+    the last table (for the sink), the input's bytes (the write budget), and the error of
+    a stage that failed (the outputs are those of the stages before it)."""
+
+    rows_in: list[int]
+    outputs: list[StageOutput]
+    table: pa.Table | None
+    nbytes: int
+    error: StageError | None = None  # the stage after ``outputs`` failed
+
+
+def shard_lanes(stages: Sequence[Stage]) -> int:
+    """How many shards run through the stages at once: one per core (at most 4) when every
+    stage is cheap and may run concurrently (:attr:`Stage.concurrent
+    <prefdata.pipeline.Stage.concurrent>`: their Arrow, polars and numpy kernels release
+    the GIL), else 1 (models, connections: one shard at a time, on the calling thread).
+
+    >>> from prefdata.filter import FlagDegenerate
+    >>> shard_lanes([]) >= 1, shard_lanes([FlagDegenerate(repeated_min_prompts=None)]) >= 1
+    (True, True)
+    """
+    if all(not s.costly and s.runs_concurrently for s in stages):
+        return workers()
+    return 1
+
+
+def inline(jobs: Iterator[tuple[int, Callable[[], _Computed]]]) -> Iterator[tuple[int, _Computed]]:
+    """Run the jobs one at a time on the calling thread, the next one created (its input
+    read queued) before this one runs, so that read overlaps this shard's stages."""
+    it = iter(jobs)
+    nxt = next(it, None)
+    while nxt is not None:
+        (key, fn), nxt = nxt, next(it, None)
+        yield key, fn()
 
 
 def _without_table(out: StageOutput) -> StageOutput:

@@ -49,6 +49,7 @@ from prefdata.execute.inputs import (
     source_schema,
 )
 from prefdata.execute.manifest import MANIFEST, Manifest
+from prefdata.ids import digest
 from prefdata.io.shards import read_files
 from prefdata.pipeline import Funnel, Pipeline
 from prefdata.schema import empty_rejects
@@ -133,6 +134,16 @@ class WorkdirInfo:
     @property
     def num_shards(self) -> int:
         return len(self.input["shards"]) if self.input else 0
+
+    @property
+    def identity(self) -> str | None:
+        """Digest of the finished outputs: the stage keys and the input's content digest
+        (what the outputs are a function of); None while the run is unfinished or its
+        input has no digest yet."""
+        input_digest = (self.input or {}).get("digest")
+        if input_digest is None or not self.complete:
+            return None
+        return digest("segment", self.manifest.get("pipeline", []), input_digest)
 
     def read(self) -> pa.Table:
         """The finished output shards, concatenated (pool tables conformed)."""
