@@ -39,6 +39,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,10 +303,19 @@ def _write_spill(table: pa.Table, counts: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _read_spill(path: Path, part: int) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
-        batch = ipc.open_file(source).get_batch(part)
-        return pa.Table.from_batches([batch]).combine_chunks()  # off the memory map
+def _read_spills(paths: list[Path], part: int) -> list[pa.Table]:
+    """Partition ``part`` of every spill file as one table, copied off the memory maps once
+    (none for no file)."""
+    with ExitStack() as maps:
+        tables = [
+            pa.Table.from_batches(
+                [ipc.open_file(maps.enter_context(pa.memory_map(str(p)))).get_batch(part)]
+            )
+            for p in paths
+        ]
+        if not tables:
+            return []
+        return [pa.concat_tables(tables, promote_options="permissive").combine_chunks()]
 
 
 def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
@@ -434,7 +444,7 @@ def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         (
             p,
             lambda p=p: _build(
-                ingest, root, p, [_read_spill(_spill(root, b), p) for b in range(batches)]
+                ingest, root, p, _read_spills([_spill(root, b) for b in range(batches)], p)
             ),
         )
         for p in range(parts)

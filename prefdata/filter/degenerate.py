@@ -115,6 +115,7 @@ class RepeatedResponsesFit:
     min_prompts: int = 5
     min_chars: int = 20
     parts: list[pl.DataFrame] = field(default_factory=list)
+    _distinct: pl.DataFrame | None = field(default=None, repr=False, compare=False)
     columns: ClassVar[tuple[str, ...]] = ("prompt_id", "candidates.response")  # what it reads
     parallel: ClassVar[bool] = True  # merge() appends parts: per-table fits merge exactly
 
@@ -134,6 +135,8 @@ class RepeatedResponsesFit:
         """Every distinct (h, p) pair, sorted; the parts are compacted into it. A sort and
         a comparison with the previous row (polars' ``unique`` and ``group_by`` over
         millions of pairs held several times the pairs' size)."""
+        if len(self.parts) == 1 and self.parts[0] is self._distinct:
+            return self._distinct  # compacted already (dumps() then finalize())
         schema = {"h": pl.UInt64, "p": pl.UInt64}
         df = pl.concat([pl.DataFrame(schema=schema), *self.parts]).sort(["h", "p"])
         h, p = df["h"].to_numpy(), df["p"].to_numpy()
@@ -142,6 +145,7 @@ class RepeatedResponsesFit:
         if not new.all():
             df = df.filter(pl.Series(new))
         self.parts = [df]
+        self._distinct = df
         return df
 
     def finalize(self) -> RepeatedResponses:

@@ -45,7 +45,7 @@ def long_entries(raw: pa.Table, rej: Rejects, o: LayoutOptions) -> Entries:
         from prefdata import ids
 
         enc = pc.dictionary_encode(prompt_col.cast(pa.string()))
-        key = ids.prompt_ids(user_messages(enc.dictionary)).take(enc.indices)
+        key = ids.prompt_ids(user_messages(enc.dictionary), distinct=True).take(enc.indices)
     gcol = o.generator_col
     generator = (
         optional_strings(column(raw, gcol, "generator", "long"))
