@@ -141,7 +141,15 @@ def field_columns(*columns: pa.Array, kind: str | None = None) -> pa.Array:
     return pc.binary_join_element_wise(*parts, _lit(":", parts[0]))
 
 
-_DECIMALS = pa.array([str(i) for i in range(4096)])
+def _decimals(n: int) -> pa.Array:
+    """``"0"`` .. ``str(n - 1)``, built from buffers (``pa.array`` of a list would import
+    pandas, a second of start-up)."""
+    texts = [str(i).encode() for i in range(n)]
+    offsets = np.cumsum([0, *map(len, texts)], dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(b"".join(texts)))
+
+
+_DECIMALS = _decimals(4096)
 
 
 def decimal_strings(ints: pa.Array) -> pa.Array:
