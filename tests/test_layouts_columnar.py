@@ -32,6 +32,7 @@ def both_ways(monkeypatch, raw: pa.Table, **options):
     with monkeypatch.context() as m:  # every row by the per-row rules
         m.setattr(pairs_layout, "messages_ok", lambda lists: np.zeros(len(lists), bool))
         m.setattr(pairs_layout, "_MAYBE_BLANK", "")
+        m.setattr(pairs_layout, "_plain_pairs_json", lambda *args: None)  # merged pools' JSON
         slow = to_pools(raw, "pairs", **options)
     assert fast.table.equals(slow.table)
     assert fast.rejects.to_pylist() == slow.rejects.to_pylist()
@@ -56,6 +57,17 @@ def test_string_pairs(monkeypatch, rows):
         }
     )
     both_ways(monkeypatch, raw, margin_col="m")
+
+
+@SETTINGS
+@given(st.lists(st.tuples(*[st.one_of(st.none(), texts)] * 3), min_size=1, max_size=12))
+def test_merged_pools_list_their_pairs_as_json_does(monkeypatch, rows):
+    """Without margins the merged pools' ``{"pairs": [...]}`` is built column-wise: the
+    very text ``json.dumps`` of the per-row loop gives."""
+    cols = list(zip(*rows, strict=True))
+    names = ("prompt", "chosen", "rejected")
+    raw = pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, cols, strict=True)})
+    both_ways(monkeypatch, raw)
 
 
 @SETTINGS

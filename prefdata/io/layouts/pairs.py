@@ -565,6 +565,14 @@ def pair_metadata(table: pa.Table, info: Assembly) -> pa.Table:
         return table
     # entries come as (chosen, rejected) per input row; only merged pools' are read
     firsts = np.flatnonzero(np.isin(info.pool[0::2], merged)) * 2
+    if info.metadata is None or info.metadata.null_count == len(info.metadata):
+        text = _plain_pairs_json(info, firsts, table.num_rows)
+        if text is not None:
+            return table.set_column(
+                table.schema.get_field_index("metadata"),
+                "metadata",
+                pc.if_else(pa.array(rows_per_pool > 1), text, table["metadata"]),
+            )
     cids = info.candidate_id.take(pa.array(np.column_stack([firsts, firsts + 1]).ravel()))
     cids = cids.to_pylist()
     meta_in = (
@@ -584,3 +592,25 @@ def pair_metadata(table: pa.Table, info: Assembly) -> pa.Table:
     return table.set_column(
         table.schema.get_field_index("metadata"), "metadata", pa.array(meta, pa.string())
     )
+
+
+def _plain_pairs_json(info: Assembly, firsts: np.ndarray, n_pools: int) -> pa.Array | None:
+    """:func:`pair_metadata`'s JSON, column-wise, where no pair carries metadata and the
+    ids need no JSON escaping (prefdata's own ids): the text ``json.dumps`` writes, placed
+    at every pool (the caller keeps it for merged pools only); None otherwise."""
+    ids = pc.take(info.candidate_id, pa.array(np.column_stack([firsts, firsts + 1]).ravel()))
+    if ids.null_count or not pc.all(pc.match_substring_regex(ids, r"^[A-Za-z0-9_.:-]*$")).as_py():
+        return None
+    chosen, rejected = (
+        ids.take(pa.array(np.arange(0, len(ids), 2))),
+        ids.take(pa.array(np.arange(1, len(ids), 2))),
+    )
+    items = pc.binary_join_element_wise(
+        '{"chosen": "', chosen, '", "rejected": "', rejected, '"}', ""
+    )
+    pools = info.pool[firsts]
+    order = np.argsort(pools, kind="stable")  # a pool's rows stay in input order
+    offsets = np.zeros(n_pools + 1, np.int32)
+    np.cumsum(np.bincount(pools, minlength=n_pools), out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(order)))
+    return pc.binary_join_element_wise('{"pairs": [', pc.binary_join(lists, ", "), "]}", "")
