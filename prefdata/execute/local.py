@@ -18,9 +18,14 @@ A shard is recorded in the manifest only after its files are in place; a cheap s
 record is written together with the next kept output of its shard (one manifest write per
 shard). A rerun starts each shard at its first stage not recorded, from the last kept
 output before it, so a run killed at any instant (even SIGKILL mid-write) finishes with
-exactly the rows of an uninterrupted run. Memory holds a few shards (the one computing, the
+exactly the rows of an uninterrupted run. Memory holds a few shards (those computing, the
 next one read ahead, the reader's row group and the tables waiting to be written), never
 the whole input.
+
+When every stage is cheap and may run concurrently (:func:`shard_lanes`), several shards
+run through the stages at once, one per core (at most 4), on threads; their outputs are
+written and recorded in shard order, as one shard at a time would write them, and a stage
+that fails on a shard still has the stages before it written for that shard.
 
 Within a shard, each stage takes the table the stage before produced in memory, conformed
 and in one chunk exactly as :func:`~prefdata.io.shards.read_files` of its file gives it
