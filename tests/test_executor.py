@@ -775,3 +775,18 @@ def test_cheap_shards_run_on_several_threads_with_the_sequential_output(tmp_path
     assert shared(tmp_path / "a") == shared(tmp_path / "b")
     assert together.funnel.to_list()[:-1] == one_lane.funnel.to_list()[:-1]
     assert together.read().equals(in_memory(table, stages())[0])
+
+
+def test_a_stale_output_list_is_not_taken_for_the_rewritten_files(tmp_path):
+    """A finished run's ``output_paths`` carry its identity (a run over them hashes
+    nothing), but a list kept from before its producer reran on changed input (the same
+    paths, rewritten) is hashed byte by byte: the next run sees the new rows."""
+    a = LocalExecutor(tmp_path / "a", shard_rows=7)
+    kept = a.run(stages(), make_pools(20)).output_paths
+    b = LocalExecutor(tmp_path / "b", shard_rows=7)
+    before = b.run([Slow(suffix="?")], kept).read()
+    again = a.run(stages(), make_pools(20, start=100))
+    assert [str(p) for p in again.output_paths] == [str(p) for p in kept]  # same paths
+    after = b.run([Slow(suffix="?")], kept).read()
+    assert not after.equals(before)
+    assert after.equals(Pipeline([Slow(suffix="?")]).run(again.read()).table)
