@@ -36,8 +36,11 @@ class KnownFiles(list):
     when it is made: a file rewritten since (a rerun of its producer on changed input) is
     hashed byte by byte as any other.
 
-    >>> files = KnownFiles(["pools/shard-00000.arrow"], digest="0f3a")  # doctest: +SKIP
-    >>> files.digest, files.current()  # doctest: +SKIP
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "shard-00000.arrow"
+    >>> _ = path.write_bytes(b"pools")
+    >>> files = KnownFiles([path], digest="0f3a")
+    >>> files.digest, files.current()
     ('0f3a', True)
     """
 
