@@ -754,24 +754,27 @@ class ThreadOfAlone(ThreadOf):
 def test_cheap_shards_run_on_several_threads_with_the_sequential_output(tmp_path):
     """Cheap stages run several shards at once (one lane per core), and the files, rejects
     and funnel are those of one shard at a time; a stage that is not ``concurrent`` keeps
-    every shard on the calling thread."""
+    every shard on the calling thread (as ``checkpoint="all"`` does)."""
     table = make_pools(53)
     seen: list = []
-    together = LocalExecutor(tmp_path / "a", shard_rows=5, checkpoint="all").run(
-        [*stages(), ThreadOf(seen)], table
-    )
+    together = LocalExecutor(tmp_path / "a", shard_rows=5).run([*stages(), ThreadOf(seen)], table)
     assert {name for _, name in seen} >= {"prefdata-stage_0", "prefdata-stage_1"}
     alone: list = []
-    one_lane = LocalExecutor(tmp_path / "b", shard_rows=5, checkpoint="all").run(
+    one_lane = LocalExecutor(tmp_path / "b", shard_rows=5).run(
         [*stages(), ThreadOfAlone(alone)], table
     )
     assert {name for _, name in alone} == {threading.main_thread().name}
     assert len(alone) == len(seen) == 11
+    kept: list = []
+    LocalExecutor(tmp_path / "c", shard_rows=5, checkpoint="all").run(
+        [*stages(), ThreadOf(kept)], table
+    )
+    assert {name for _, name in kept} == {threading.main_thread().name}
 
     def shared(work: Path) -> dict[str, bytes]:  # the last stage's folder is named for it
         return {k: v for k, v in files(work).items() if "ThreadOf" not in k}
 
-    assert len(shared(tmp_path / "a")) == 11 + 3 * 2 * 11  # input shards, 3 stages
+    assert len(shared(tmp_path / "a")) == 11 + 3 * 11  # input shards, 3 stages' rejects
     assert shared(tmp_path / "a") == shared(tmp_path / "b")
     assert together.funnel.to_list()[:-1] == one_lane.funnel.to_list()[:-1]
     assert together.read().equals(in_memory(table, stages())[0])

@@ -220,7 +220,7 @@ class LocalExecutor:
         # checkpoint writes and exports in submission order, with the bytes each holds
         pending: deque[tuple[Future, int]] = deque()
         held, budget = 0, MIN_WRITE_BUDGET
-        lanes = shard_lanes(stages)
+        lanes = shard_lanes(stages, self.checkpoint)
         with (
             progress_bar(
                 sum(shard_counts),
@@ -283,36 +283,38 @@ class LocalExecutor:
                 pending.append((on.submit(fn, *args), size))
                 held += size
 
+            def account(shard: int) -> None:
+                with self._lock:  # the rows the stages done before had as input
+                    for i in range(starts[shard]):
+                        offsets[i] += manifest.done(keys[i], shard)["rows_in"]
+
+            def write(shard: int, i: int, rows_in: int, out: StageOutput, nbytes: int) -> None:
+                nonlocal budget
+                budget = max(budget, 3 * nbytes)
+                size = out.rejects.nbytes + out.table.nbytes
+                args = (manifest, keys[i], shard, rows_in, out, offsets[i], keep[i])
+                submit(self._write, *args, size=size)
+                offsets[i] += rows_in
+
+            def finish(shard: int, result: _Computed) -> None:
+                if result.error is not None:  # after the stages before it are written
+                    raise result.error
+                if sink is not None:  # the table its file reads back as
+                    submit(sink, shard, result.table, size=result.table.nbytes, on=exporter)
+                if starts[shard] < len(stages):
+                    bar.update(shard_counts[shard])
+
             try:
-                computed = ordered(jobs(), lanes, "prefdata-stage") if lanes > 1 else inline(jobs())
-                for shard, result in computed:
-                    start = starts[shard]
-                    with self._lock:
-                        for i in range(start):
-                            offsets[i] += manifest.done(keys[i], shard)["rows_in"]
-                    budget = max(budget, 3 * result.nbytes)
-                    for i, rows_in, out in zip(
-                        range(start, len(stages)), result.rows_in, result.outputs, strict=False
-                    ):  # up to a failed stage
-                        submit(
-                            self._write,
-                            manifest,
-                            keys[i],
-                            shard,
-                            rows_in,
-                            out,
-                            offsets[i],
-                            keep[i],
-                            size=out.rejects.nbytes + out.table.nbytes,
-                        )
-                        offsets[i] += rows_in
-                    if result.error is not None:
-                        raise result.error
-                    if sink is not None:  # the table its file reads back as
-                        table = result.table
-                        submit(sink, shard, table, size=table.nbytes, on=exporter)
-                    if start < len(stages):
-                        bar.update(shard_counts[shard])
+                if lanes > 1:  # outputs come back in shard order and are written then
+                    for shard, result in ordered(jobs(), lanes, "prefdata-stage"):
+                        account(shard)
+                        for item in result.outputs:
+                            write(shard, *item)
+                        finish(shard, result)
+                else:  # on this thread, each stage's output written as it is computed
+                    for shard, job in one_ahead(jobs()):
+                        account(shard)
+                        finish(shard, job(emit=partial(write, shard)))
                 while pending:
                     pending.popleft()[0].result()
             except BaseException:
@@ -331,26 +333,27 @@ class LocalExecutor:
         bar,
         where: str,
         to_sink: bool,
+        emit: Callable[[int, int, StageOutput, int], None] | None = None,
     ) -> _Computed:
-        """Run one shard through its stages from ``start``: what each stage writes (its
-        table only where kept) and the last table (for the sink)."""
+        """Run one shard through its stages from ``start``; each stage's (index, input
+        rows, output, input bytes) goes to ``emit`` as it is computed (its table only where
+        kept), or into the result's ``outputs``; the last table is kept for the sink."""
         table = load() if load is not None else None
         nbytes = table.nbytes if table is not None else 0
         last = len(stages) - 1
-        rows_in: list[int] = []
-        outputs: list[StageOutput] = []
+        collected: list[tuple[int, int, StageOutput, int]] = []
+        emit = emit or (lambda *item: collected.append(item))
         for i in range(start, len(stages)):
             bar.set_postfix_str(f"shard {shard} {stages[i].name}", refresh=False)
             try:
                 out = self._run_stage(stages[i], i, shard, where, table)
             except StageError as e:  # the stages before it are written, then it is raised
-                return _Computed(rows_in, outputs, None, nbytes, e)
-            rows_in.append(table.num_rows)
+                return _Computed(collected, None, nbytes, e)
             # a write that does not store the table must not hold it either
-            outputs.append(out if keep[i] else _without_table(out))
+            emit(i, table.num_rows, out if keep[i] else _without_table(out), nbytes)
             where = f"the output of stage {i} {stages[i].name}"
             table = as_read_back(out.table) if i < last or to_sink else None
-        return _Computed(rows_in, outputs, table if to_sink else None, nbytes)
+        return _Computed(collected, table if to_sink else None, nbytes)
 
     def _run_stage(
         self, stage: Stage, index: int, shard: int, src_path: Path | str, table: pa.Table
@@ -399,40 +402,41 @@ MIN_WRITE_BUDGET = 64 << 20
 
 @dataclass
 class _Computed:
-    """One shard run through its stages: each stage's input rows and output (to write),
-    the last table (for the sink), the input's bytes (the write budget), and the error of
-    a stage that failed (the outputs are those of the stages before it)."""
+    """One shard run through its stages: each stage's (index, input rows, output, input
+    bytes) not yet written, the last table (for the sink), the input's bytes, and the
+    error of a stage that failed (the outputs are those of the stages before it)."""
 
-    rows_in: list[int]
-    outputs: list[StageOutput]
+    outputs: list[tuple[int, int, StageOutput, int]]
     table: pa.Table | None
     nbytes: int
-    error: StageError | None = None  # the stage after ``outputs`` failed
+    error: StageError | None = None
 
 
-def shard_lanes(stages: Sequence[Stage]) -> int:
+def shard_lanes(stages: Sequence[Stage], checkpoint: str = "auto") -> int:
     """How many shards run through the stages at once: one per core (at most 4) when every
     stage is cheap and may run concurrently (:attr:`Stage.concurrent
     <prefdata.pipeline.Stage.concurrent>`: their Arrow, polars and numpy kernels release
     the GIL), else 1 (models, connections: one shard at a time, on the calling thread).
+    ``checkpoint="all"`` keeps every stage's table, which a lane would hold until its
+    shard's turn to be written: 1 lane, each output written as it is computed.
 
     >>> from prefdata.filter import FlagDegenerate
     >>> shard_lanes([]) >= 1, shard_lanes([FlagDegenerate(repeated_min_prompts=None)]) >= 1
     (True, True)
     """
-    if all(not s.costly and s.runs_concurrently for s in stages):
+    if checkpoint == "auto" and all(not s.costly and s.runs_concurrently for s in stages):
         return workers()
     return 1
 
 
-def inline(jobs: Iterator[tuple[int, Callable[[], _Computed]]]) -> Iterator[tuple[int, _Computed]]:
-    """Run the jobs one at a time on the calling thread, the next one created (its input
-    read queued) before this one runs, so that read overlaps this shard's stages."""
+def one_ahead(jobs: Iterator[tuple[int, Callable]]) -> Iterator[tuple[int, Callable]]:
+    """The jobs, each yielded after the next one is created (its input read queued), so
+    that read overlaps this shard's stages."""
     it = iter(jobs)
     nxt = next(it, None)
     while nxt is not None:
-        (key, fn), nxt = nxt, next(it, None)
-        yield key, fn()
+        cur, nxt = nxt, next(it, None)
+        yield cur
 
 
 def _without_table(out: StageOutput) -> StageOutput:
