@@ -297,6 +297,8 @@ class LocalExecutor:
                 offsets[i] += rows_in
 
             def finish(shard: int, result: _Computed) -> None:
+                nonlocal budget
+                budget = max(budget, 3 * result.nbytes)  # a finished shard read for the sink
                 if result.error is not None:  # after the stages before it are written
                     raise result.error
                 if sink is not None:  # the table its file reads back as
