@@ -441,6 +441,37 @@ def test_runs_over_an_ingest_do_not_hash_its_pools_again(tmp_path, monkeypatch):
     assert len(fits) == 1  # the rerun loaded the fit: the same identity
 
 
+def test_a_later_fit_does_not_hash_the_segment_before_it(tmp_path, monkeypatch):
+    """A second fitting stage fits over the first segment's outputs: their identity is
+    the segment's own (stage keys and input digest), so no output file is read byte by
+    byte for it, and a rerun loads both fits."""
+    import builtins
+
+    from prefdata.annotate import Normalise
+    from prefdata.filter import DropFlagged
+
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    stages = [FlagDegenerate(repeated_min_prompts=2), DropFlagged(), Normalise()]
+    opened: list[Path] = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):
+        opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    first = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
+    monkeypatch.setattr(builtins, "open", real_open)
+    segment = tmp_path / "w" / "pipeline" / "segments" / "01"
+    assert list(segment.rglob("shard-*.arrow"))
+    assert not [p for p in opened if segment in p.parents and p.suffix == ".arrow"]
+    again = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
+    assert again.read().equals(first.read())
+    assert len(list((tmp_path / "w" / "pipeline" / "fits").glob("*.fit"))) == 2
+
+
 def test_known_files_are_identified_by_their_producers_digest(tmp_path):
     """The producer's digest stands for the bytes while the files are the ones it made; a
     file rewritten since is hashed byte by byte (a stale list after a rerun on changed

@@ -10,10 +10,10 @@ workdir)`` is the executor's own run, so the local and the Ray executor share th
     workdir/segments/01/    the first fitting stage, fitted, and the stages up to the next
     workdir/fits/<stage fingerprint>-<input identity>.fit      a finished fit (its dumps())
 
-A fit is identified by the unfitted stage's fingerprint and its input: the stage keys and
-the input digest of the segment that produced it (the source's content digest for a fit of
-the source itself). A rerun loads the fit instead of refitting; a changed stage or input
-gives another file.
+A fit is identified by the unfitted stage's fingerprint and its input's content digest
+(:func:`source_identity`; a segment's outputs carry theirs, its stage keys and input
+digest, so they are not hashed again). A rerun loads the fit instead of refitting; a
+changed stage or input gives another file.
 
 >>> from prefdata.annotate import Normalise
 >>> stages = [Normalise("rank"), Normalise(), Normalise("rank"), Normalise()]
@@ -92,15 +92,11 @@ def run_with_fits(
     first, *rest = segments
     if first:
         results.append(run_segment(first, source, workdir / SEGMENTS_DIR / "00"))
-    else:  # the first stage fits on the source itself
-        columns = fit_columns(rest[0][0])
-        tables, identity = input_tables(source, columns), source_identity(source)
     for k, (stage, *others) in enumerate(rest, 1):
-        if results:  # the previous segment's output, shard by shard
-            source = list(results[-1].output_paths)
-            tables = read_shards(source, fit_columns(stage))
-            identity = output_identity(results[-1])
-        fitted = fit_checkpointed(stage, tables, workdir / FITS_DIR, identity)
+        if results:  # the previous segment's output (its identity known: not hashed again)
+            source = results[-1].output_paths
+        tables = input_tables(source, fit_columns(stage))
+        fitted = fit_checkpointed(stage, tables, workdir / FITS_DIR, source_identity(source))
         results.append(run_segment([fitted, *others], source, workdir / SEGMENTS_DIR / f"{k:02d}"))
     funnel = Funnel()
     for r in results:
@@ -210,14 +206,9 @@ def input_tables(source: Any, columns: Sequence[str] | None = None) -> Iterator[
     yield from read_shards(src, columns)
 
 
-def output_identity(result: ExecutionResult) -> str | None:
-    """Digest of a finished segment: its stage keys and its input's content digest (None
-    when the manifest has no digest or the run is not complete)."""
-    return result.info.identity
-
-
 def source_identity(source: Any) -> str:
-    """Digest of a source's content (files byte by byte, a table by its IPC bytes)."""
+    """Digest of a source's content (files byte by byte, a table by its IPC bytes; a
+    finished segment's or an ingest's outputs by their producer's digest, ``KnownFiles``)."""
     content = source_digest(resolve_source(source), 0)
     assert content is not None
     return digest("source", content)
@@ -239,7 +230,6 @@ __all__ = [
     "fit_columns",
     "run_all",
     "input_tables",
-    "output_identity",
     "read_shards",
     "run_with_fits",
     "source_identity",

@@ -149,7 +149,7 @@ def parquet_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> li
         if p.is_dir():
             found = sorted(p.glob("*.parquet")) or sorted(p.glob("*.arrow"))
             if not found:
-                raise FileNotFoundError(f"no *.parquet files in {p}")
+                raise FileNotFoundError(f"no *.parquet or *.arrow files in {p}")
             paths.extend(found)
         elif p.exists():
             paths.append(p)

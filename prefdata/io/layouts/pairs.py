@@ -598,19 +598,19 @@ def _plain_pairs_json(info: Assembly, firsts: np.ndarray, n_pools: int) -> pa.Ar
     """:func:`pair_metadata`'s JSON, column-wise, where no pair carries metadata and the
     ids need no JSON escaping (prefdata's own ids): the text ``json.dumps`` writes, placed
     at every pool (the caller keeps it for merged pools only); None otherwise."""
-    ids = pc.take(info.candidate_id, pa.array(np.column_stack([firsts, firsts + 1]).ravel()))
-    if ids.null_count or not pc.all(pc.match_substring_regex(ids, r"^[A-Za-z0-9_.:-]*$")).as_py():
-        return None
-    chosen, rejected = (
-        ids.take(pa.array(np.arange(0, len(ids), 2))),
-        ids.take(pa.array(np.arange(1, len(ids), 2))),
-    )
+    chosen = info.candidate_id.take(pa.array(firsts))
+    rejected = info.candidate_id.take(pa.array(firsts + 1))
+    for ids in (chosen, rejected):
+        if (
+            ids.null_count
+            or not pc.all(pc.match_substring_regex(ids, r"^[A-Za-z0-9_.:-]*$")).as_py()
+        ):
+            return None
     items = pc.binary_join_element_wise(
         '{"chosen": "', chosen, '", "rejected": "', rejected, '"}', ""
     )
     pools = info.pool[firsts]
     order = np.argsort(pools, kind="stable")  # a pool's rows stay in input order
-    offsets = np.zeros(n_pools + 1, np.int32)
-    np.cumsum(np.bincount(pools, minlength=n_pools), out=offsets[1:])
-    lists = pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(order)))
+    offsets = pa.array(offsets_of(np.bincount(pools, minlength=n_pools)))
+    lists = pa.ListArray.from_arrays(offsets, items.take(pa.array(order)))
     return pc.binary_join_element_wise('{"pairs": [', pc.binary_join(lists, ", "), "]}", "")
