@@ -411,16 +411,11 @@ def test_a_damaged_saved_datasets_folder_is_one_clear_error(tmp_path):
         next(read_batches(tmp_path / "dd", split="train"))
 
 
-def test_runs_over_an_ingest_do_not_hash_its_pools_again(tmp_path, monkeypatch):
-    """The pools are a function of the ingest's digest (source, layout, options): the
-    fit's identity and the pipeline's input digest come from it, and no pool file is
-    read byte by byte (before, 565 MB of SHA-256 for long 200k x 8, twice)."""
+def run_watching_opens(work: Path, stages: list, source: Ingest) -> tuple:
+    """One run, and every file opened through ``builtins.open`` meanwhile (the way
+    ``source_digest`` reads the bytes it hashes; shards are memory-mapped by Arrow)."""
     import builtins
 
-    path = tmp_path / "pairs.parquet"
-    pq.write_table(pairs_table(), path, row_group_size=64)
-    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
-    stages = [FlagDegenerate(repeated_min_prompts=2)]  # fitted over the pools
     opened: list[Path] = []
     real_open = builtins.open
 
@@ -428,42 +423,45 @@ def test_runs_over_an_ingest_do_not_hash_its_pools_again(tmp_path, monkeypatch):
         opened.append(Path(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", spy)
-    first = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
-    monkeypatch.setattr(builtins, "open", real_open)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(builtins, "open", spy)
+        result = LocalExecutor(work, shard_rows=40).run(stages, source)
+    return result, opened
+
+
+def pairs_ingest(tmp_path: Path) -> Ingest:
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    return Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+
+
+def test_runs_over_an_ingest_do_not_hash_its_pools_again(tmp_path):
+    """The pools are a function of the ingest's digest (source, layout, options): the
+    fit's identity and the pipeline's input digest come from it, and no pool file is
+    read byte by byte (before, 565 MB of SHA-256 for long 200k x 8, twice)."""
+    source = pairs_ingest(tmp_path)
+    stages = [FlagDegenerate(repeated_min_prompts=2)]  # fitted over the pools
+    first, opened = run_watching_opens(tmp_path / "w", stages, source)
     pools = tmp_path / "w" / "ingest" / "pools"
     assert len(list(pools.glob("*.arrow"))) > 1
     assert not [p for p in opened if pools in p.parents]
-    assert path in opened  # the raw source is hashed, once per ingest
+    assert source.source in opened  # the raw source is hashed, once per ingest
     again = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
     assert again.read().equals(first.read())
     fits = list((tmp_path / "w" / "pipeline" / "fits").glob("*.fit"))
     assert len(fits) == 1  # the rerun loaded the fit: the same identity
 
 
-def test_a_later_fit_does_not_hash_the_segment_before_it(tmp_path, monkeypatch):
+def test_a_later_fit_does_not_hash_the_segment_before_it(tmp_path):
     """A second fitting stage fits over the first segment's outputs: their identity is
     the segment's own (stage keys and input digest), so no output file is read byte by
     byte for it, and a rerun loads both fits."""
-    import builtins
-
     from prefdata.annotate import Normalise
     from prefdata.filter import DropFlagged
 
-    path = tmp_path / "pairs.parquet"
-    pq.write_table(pairs_table(), path, row_group_size=64)
-    source = Ingest(path, "pairs", partition_bytes=4096, **PAIRS)
+    source = pairs_ingest(tmp_path)
     stages = [FlagDegenerate(repeated_min_prompts=2), DropFlagged(), Normalise()]
-    opened: list[Path] = []
-    real_open = builtins.open
-
-    def spy(file, *args, **kwargs):
-        opened.append(Path(file))
-        return real_open(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", spy)
-    first = LocalExecutor(tmp_path / "w", shard_rows=40).run(stages, source)
-    monkeypatch.setattr(builtins, "open", real_open)
+    first, opened = run_watching_opens(tmp_path / "w", stages, source)
     segment = tmp_path / "w" / "pipeline" / "segments" / "01"
     assert list(segment.rglob("shard-*.arrow"))
     assert not [p for p in opened if segment in p.parents and p.suffix == ".arrow"]
