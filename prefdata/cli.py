@@ -85,6 +85,9 @@ def guarded(
     >>> guarded("demo", lambda: int("x"))
     2
     """
+    from prefdata.startup import defer_pandas
+
+    defer_pandas()
     # datasets' own progress bars would interleave with our lines
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when it loads
     if "datasets" in sys.modules:  # already loaded
