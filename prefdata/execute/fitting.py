@@ -180,7 +180,7 @@ def fit_checkpointed(
                 fit.update(table)
         if path is not None:
             data = fit.dumps()
-            atomic_path(path, lambda p: p.write_bytes(data))
+            atomic_path(path, lambda p: p.write_bytes(data), durable=False)
     fitted = (loaded or fit).finalize()
     if fitted.fit() is not None:
         raise ValueError(f"stage {stage.name} is still unfitted after its fit (an empty input?)")

@@ -253,12 +253,22 @@ class _Plan:
             and (self.data.get("partitions") == parts)
         )
 
-    def shards_intact(self, root: Path) -> bool:
-        """Every recorded pool shard is there, of the size recorded (a damaged one cannot
-        be rebuilt once the spill files are gone: the ingest starts over)."""
-        for p, rec in self.data.get("built", {}).items():
-            path = root / "pools" / shard_name(int(p))
-            if not path.exists() or ("bytes" in rec and path.stat().st_size != rec["bytes"]):
+    def wrote(self, root: Path, *paths: Path) -> None:
+        """Keep the size of files just written (before the record that names them)."""
+        files = self.data.setdefault("files", {})
+        for path in paths:
+            files[path.relative_to(root).as_posix()] = path.stat().st_size
+
+    def files_intact(self, root: Path) -> bool:
+        """Every recorded file (pool shards, rejects) is there, of the size recorded: the
+        work directory's files are not synced to disk, so a machine's crash may have cut
+        one short, and a damaged one cannot be rebuilt once the spill files are gone (the
+        ingest starts over)."""
+        for name, size in self.data.get("files", {}).items():
+            try:
+                if (root / name).stat().st_size != size:
+                    return False
+            except OSError:
                 return False
         return True
 
@@ -328,7 +338,7 @@ def run_ingest(ingest: Ingest, root: str | os.PathLike) -> IngestResult:
         parts = partitions(ingest.estimate()[1], ingest.partition_bytes)
         digest = ingest.digest()
         plan = _Plan(root)
-        if not plan.matches(digest, parts) or not plan.shards_intact(root):
+        if not plan.matches(digest, parts) or not plan.files_intact(root):
             plan.reset(digest, parts, ingest.layout)
         if parts == 1:
             _in_memory(ingest, root, plan)
@@ -376,8 +386,8 @@ def _in_memory(ingest: Ingest, root: Path, plan: _Plan) -> None:
         entries.append(e.to_table())
         rejects.append(rej)
         _record_batch(plan, b, batch.rows_in, batch.table.num_rows, rej)
-    write_shard(_concat_rejects(rejects), root / "rejects" / f"read-{0:05d}.arrow")
-    plan.data["built"]["00000"] = _build(ingest, root, 0, entries)
+    plan.wrote(root, write_shard(_concat_rejects(rejects), _read_rejects(root, 0)))
+    _record_build(plan, root, 0, _build(ingest, root, 0, entries))
     plan.data["read_done"] = len(rejects)
     plan.save()
 
@@ -393,8 +403,21 @@ def _spill_batch(ingest: Ingest, root: Path, b: int, batch: RawBatch, offset: in
     part = partition_of(entries.prompt_ids(), parts, entries.given_id is None)
     table = table.take(pa.array(np.argsort(part, kind="stable")))
     _write_spill(table, np.bincount(part, minlength=parts), _spill(root, b))
-    write_shard(rejects, root / "rejects" / f"read-{b:05d}.arrow")
+    write_shard(rejects, _read_rejects(root, b))
     return rejects
+
+
+def _read_rejects(root: Path, b: int) -> Path:
+    return root / "rejects" / f"read-{b:05d}.arrow"
+
+
+def _build_rejects(root: Path, p: int) -> Path:
+    return root / "rejects" / f"build-{p:05d}.arrow"
+
+
+def _record_build(plan: _Plan, root: Path, p: int, record: dict[str, int]) -> None:
+    plan.wrote(root, root / "pools" / shard_name(p), _build_rejects(root, p))
+    plan.data["built"][f"{p:05d}"] = record
 
 
 def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
@@ -418,6 +441,7 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
                 )
 
     for (b, rows_in, rows_read), rejects in ordered(jobs(), workers(), "prefdata-ingest"):
+        plan.wrote(root, _read_rejects(root, b))
         _record_batch(plan, b, rows_in, rows_read, rejects)
         plan.save()
     plan.data["read_done"] = batches
@@ -451,7 +475,7 @@ def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
         if not plan.data["built"].get(f"{p:05d}")
     )
     for p, record in ordered(jobs, workers(), "prefdata-ingest"):
-        plan.data["built"][f"{p:05d}"] = record
+        _record_build(plan, root, p, record)
         plan.save()
     shutil.rmtree(root / "spill", ignore_errors=True)
 
@@ -466,12 +490,11 @@ def _build(ingest: Ingest, root: Path, p: int, tables: list[pa.Table]) -> dict[s
         entries = Entries.empty(score_names_of(ingest.layout, ingest.options))
     out = build_pools(entries, ingest.layout, ingest.options, source_name=ingest.name())
     write_shard(out.table, root / "pools" / shard_name(p))
-    write_shard(out.rejects, root / "rejects" / f"build-{p:05d}.arrow")
+    write_shard(out.rejects, _build_rejects(root, p))
     return {
         "pools": out.table.num_rows,
         "rows": entries.num_rows() - out.rejects.num_rows,
         "rejected": out.rejects.num_rows,
-        "bytes": (root / "pools" / shard_name(p)).stat().st_size,
     }
 
 

@@ -293,10 +293,7 @@ def prepare_input(
     if (
         done is not None
         and done["digest"] == digest
-        and (
-            ("pieces" in done and not copy)
-            or all(manifest.input_path(i).exists() for i in range(len(done["shards"])))
-        )
+        and (("pieces" in done and not copy) or _copies_intact(manifest, done))
     ):
         if "pieces" in done:  # the same bytes, possibly at another path now
             done["sources"] = [os.path.abspath(p) for p in source]
@@ -330,7 +327,20 @@ def prepare_input(
     }
     if pieces is not None:
         manifest.data["input"]["pieces"] = pieces
+    else:
+        manifest.data["input"]["bytes"] = [
+            manifest.input_path(i).stat().st_size for i in range(len(rows))
+        ]
     return rows  # the caller saves the plan with its stages: until then a rerun replans
+
+
+def _copies_intact(manifest: Manifest, done: dict[str, Any]) -> bool:
+    """Every input copy is there, of the size recorded (they are not synced to disk: a
+    machine's crash may cut one short; a record without sizes: the files exist)."""
+    paths = [manifest.input_path(i) for i in range(len(done["shards"]))]
+    if not all(p.exists() for p in paths):
+        return False
+    return "bytes" not in done or done["bytes"] == [p.stat().st_size for p in paths]
 
 
 class RowGroupCache:

@@ -109,8 +109,10 @@ def dumps_manifest(obj: dict[str, Any]) -> str:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write the manifest atomically (:func:`~prefdata.io.atomic.atomic_path`)."""
-    atomic_path(path, lambda tmp: tmp.write_text(dumps_manifest(obj), encoding="utf-8"))
+    """Write the manifest atomically (:func:`~prefdata.io.atomic.atomic_path`; a
+    work-directory file, not synced to disk)."""
+    text = dumps_manifest(obj)
+    atomic_path(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=False)
 
 
 class Manifest:

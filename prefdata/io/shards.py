@@ -41,9 +41,10 @@ SHARD_COMPRESSION: str | None = None  # see the module docstring
 
 
 def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
-    """Write an executor shard file atomically (temp file, fsync, rename): Arrow IPC file
-    format, record batches of at most 64k rows (an empty table: one empty batch, as
-    Parquet writes one empty row group)."""
+    """Write an executor shard file atomically (temp file, rename; not synced to disk: a
+    work-directory file, :mod:`prefdata.io.atomic`): Arrow IPC file format, record
+    batches of at most 64k rows (an empty table: one empty batch, as Parquet writes one
+    empty row group)."""
 
     def write(tmp: Path) -> None:
         options = ipc.IpcWriteOptions(compression=SHARD_COMPRESSION)
@@ -55,7 +56,7 @@ def write_shard(table: pa.Table, path: str | os.PathLike) -> Path:
                     empty = [pa.array([], type=f.type) for f in table.schema]
                     writer.write_batch(pa.RecordBatch.from_arrays(empty, schema=table.schema))
 
-    return atomic_path(path, write)
+    return atomic_path(path, write, durable=False)
 
 
 def is_ipc(path: str | os.PathLike) -> bool:
