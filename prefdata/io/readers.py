@@ -53,6 +53,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from prefdata.io.json_lines import columnar_lines
 from prefdata.io.layouts import LayoutOptions, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
 from prefdata.schema import REJECTS_SCHEMA, conform_types
@@ -228,6 +229,12 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
                 pa.array([v], type=target)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
                 drop_now.append(j)
+        if not drop_now:  # each fits alone (a string reads as a list of characters)
+            drop_now = [
+                j
+                for j, t in enumerate(types)
+                if t is None or (t != target and not t.equals(pa.null()))
+            ]
         if not drop_now:
             raise ValueError(f"column {key!r} cannot be read: {err}") from err
         for j in drop_now:
@@ -299,7 +306,14 @@ def _read_json_lines(
     lines: Iterable[bytes], bad: _Bad, start: int = 0
 ) -> tuple[pa.Table, int, int]:
     """(table, records read, lines seen): rows are numbered by line from ``start``, blank
-    ones included."""
+    ones included. Column-wise (:func:`~prefdata.io.json_lines.columnar_lines`) where
+    that gives the same table, else line by line."""
+    lines = lines if isinstance(lines, list) else list(lines)
+    if lines and not isinstance(lines[-1], _Damaged):
+        table = columnar_lines(lines)
+        if table is not None:
+            bad.keep(range(start, start + len(lines)))
+            return table, len(lines), len(lines)
     records, rows, n, i = [], [], 0, start - 1
     for i, line in enumerate(lines, start):
         if isinstance(line, _Damaged):

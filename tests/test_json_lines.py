@@ -1,0 +1,124 @@
+"""JSON Lines read column-wise by Arrow (prefdata/io/json_lines.py) give exactly what
+reading them line by line gives, and the lines Arrow might read differently are read line
+by line."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prefdata.io import readers
+from prefdata.io.json_lines import columnar_lines
+from prefdata.io.readers import read_records
+
+
+def as_text(table: pa.Table) -> str:
+    """The values, NaN included (``json.dumps`` writes it)."""
+    return json.dumps(table.to_pylist(), default=str)
+
+
+def line_by_line(monkeypatch, path):
+    with monkeypatch.context() as m:
+        m.setattr(readers, "columnar_lines", lambda lines: None)
+        return read_records(path)
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_infinity=False),
+    st.text(max_size=4),
+    st.sampled_from(["2020-01-01", "2021-03-04 05:06:07", "\U0001f600", "é"]),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from("xyz"), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+ANY_RECORD = st.dictionaries(st.sampled_from("abcd"), VALUES, max_size=4)
+# records whose fields keep one type, as most files' do (Arrow reads these)
+TYPED_RECORD = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt": st.text(max_size=6),
+        "n": st.integers(-(2**40), 2**40),
+        "big": st.integers(-(2**66), 2**66),  # sometimes beyond int64
+        "score": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "assistant"]), "content": st.text(max_size=5)},
+                optional={"name": st.text(max_size=2)},
+            ),
+            max_size=3,
+        ),
+        "when": st.sampled_from(["2020-01-01", "2024-12-31 23:59:59"]),
+        "ok": st.booleans(),
+    },
+)
+LINE = st.one_of(
+    st.builds(json.dumps, TYPED_RECORD),
+    st.builds(lambda r: json.dumps(r, ensure_ascii=False), TYPED_RECORD),
+    st.builds(json.dumps, ANY_RECORD),
+    st.sampled_from(["", "{not json", "[1]", '{"a": 1, "a": 2}', '{"a": "\\ud800"}']),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(LINE, min_size=1, max_size=12))
+def test_columnar_reading_gives_the_line_by_line_table_and_rejects(tmp_path, monkeypatch, lines):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    raw, rejects = read_records(path)
+    want_raw, want_rejects = line_by_line(monkeypatch, path)
+    assert raw.schema == want_raw.schema
+    assert as_text(raw) == as_text(want_raw)  # Table.equals takes NaN for unequal to itself
+    assert rejects.equals(want_rejects)
+
+
+def test_plain_files_are_read_column_wise_with_dates_as_strings():
+    lines = [
+        json.dumps(
+            {
+                "prompt": f"q{i}",
+                "messages": [{"role": "user", "content": "hi"}],
+                "score": i / 3,
+                "n": i,
+                "created": "2024-05-01 12:00:00",
+            }
+        ).encode()
+        + b"\n"
+        for i in range(50)
+    ]
+    table = columnar_lines(lines)
+    assert table is not None and table.num_rows == 50
+    assert table.schema.field("created").type == pa.string()
+    assert table["created"][0].as_py() == "2024-05-01 12:00:00"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1}\n\n{"a": 2}\n',  # a blank line: rows are numbered by line
+        b'{"a": 1}\n   \n{"a": 2}\n',
+        b'{"a": 1}\n\xef\xbb\xbf{"a": 2}\n',  # a byte-order mark within the file
+        b'{"a": 1}\n{"a": 10000000000000000000}\n',  # beyond int64: Arrow reads a double
+        b'{"a": "x\xff"}\n',  # invalid UTF-8, which Arrow lets into the string
+        b'{"a": [{"t": "2020-01-01"}]}\n',  # a nested date Arrow reads as a timestamp
+        b'{"a": "\\ud800"}\n',  # a lone surrogate
+        b'{"a": "x"}\n{"a": 1}\n',  # a field whose type changes
+        b'{"a": 1, "a": 2}\n',  # a key given twice
+        b"[1, 2]\n",  # not an object
+        b"{}\n{}\n",  # no fields at all
+    ],
+)
+def test_what_arrow_might_read_differently_is_read_line_by_line(data):
+    assert columnar_lines(data.splitlines(keepends=True)) is None
