@@ -122,3 +122,45 @@ def test_plain_files_are_read_column_wise_with_dates_as_strings():
 )
 def test_what_arrow_might_read_differently_is_read_line_by_line(data):
     assert columnar_lines(data.splitlines(keepends=True)) is None
+
+
+def test_a_nested_value_that_fits_only_alone_is_rejected_by_its_line(tmp_path):
+    """``""`` reads as an empty list by itself (a string is a sequence), not beside
+    ``[]``: the rarer row is rejected, naming its line and field."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": {"x": []}}\n{"a": {"x": []}}\n{"a": {"x": ""}}\n')
+    raw, rejects = read_records(path)
+    assert raw.num_rows == 2
+    [bad] = rejects.to_pylist()
+    assert (bad["row"], bad["field"]) == (2, "a")
+    assert bad["reason"].startswith("line 3: field 'a' does not fit the type of other rows")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 30), max_size=40),
+    last_newline=st.booleans(),
+    batch_bytes=st.sampled_from([1, 7, 50, 10**6]),
+    batch_rows=st.sampled_from([1, 3, 1000]),
+)
+def test_plain_files_are_cut_into_the_chunks_of_the_line_by_line_loop(
+    tmp_path_factory, lengths, last_newline, batch_bytes, batch_rows
+):
+    """A plain file read by ``readlines`` gives the chunks a gzip file, read line by line,
+    gives (the same rule: a chunk ends at the line that brings it to the byte or row
+    limit)."""
+    import gzip
+
+    data = b"".join(b"x" * n + b"\n" for n in lengths)
+    if data and not last_newline:
+        data = data[:-1]
+    folder = tmp_path_factory.mktemp("chunks")
+    (folder / "a.jsonl").write_bytes(data)
+    (folder / "a.jsonl.gz").write_bytes(gzip.compress(data))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(readers, "BATCH_BYTES", batch_bytes)
+        m.setattr(readers, "BATCH_ROWS", batch_rows)
+        plain = list(readers._line_chunks(folder / "a.jsonl"))
+        by_line = list(readers._line_chunks(folder / "a.jsonl.gz"))
+    assert plain == by_line
+    assert b"".join(line for chunk in plain for line in chunk) == data

@@ -704,18 +704,58 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
         t, n, span = _read_json_array(path, bad)
         yield RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
         return offset + span
-    chunk: list[bytes] = []
-    size = start = seen = 0
-    for i, line in enumerate(_lines(path)):
-        chunk.append(line)
-        size += len(line)
-        seen = i + 1
-        if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
-            yield _json_batch(chunk, start, offset, path, files)
-            start, chunk, size = i + 1, [], 0
-    if chunk or start == 0:
+    start = 0
+    for chunk in _line_chunks(path):
         yield _json_batch(chunk, start, offset, path, files)
-    return offset + seen
+        start += len(chunk)
+    if start == 0:  # no lines: one empty batch
+        yield _json_batch([], 0, offset, path, files)
+    return offset + start
+
+
+def _line_chunks(path: Path) -> Iterator[list[bytes]]:
+    """The file's lines in chunks: each ends at the first line that brings it to
+    :data:`BATCH_BYTES` of text or :data:`BATCH_ROWS` lines; the rest is the last chunk.
+    A plain file is read by ``readlines`` (in C), a gzip file line by line (a damaged one
+    gives the lines before the damage, then its marker)."""
+    if path.name.endswith(".gz"):
+        chunk: list[bytes] = []
+        size = 0
+        for line in _lines(path):
+            chunk.append(line)
+            size += len(line)
+            if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+        return
+    pending: list[bytes] = []
+    with open(path, "rb") as fh:
+        while got := fh.readlines(BATCH_BYTES):
+            lines = pending + got if pending else got
+            done = 0
+            for end in _chunk_ends(lines):
+                yield lines[done:end]
+                done = end
+            pending = lines[done:]
+    if pending:
+        yield pending
+
+
+def _chunk_ends(lines: list[bytes]) -> list[int]:
+    """Where each complete chunk of ``lines`` ends (:func:`_line_chunks`' rule), found
+    on the running byte count."""
+    csum = np.cumsum(np.fromiter(map(len, lines), np.int64, len(lines)))
+    ends, base, start = [], 0, 0
+    while start < len(lines):
+        by_bytes = int(np.searchsorted(csum, base + BATCH_BYTES, side="left"))
+        last = min(by_bytes, start + BATCH_ROWS - 1)
+        if last >= len(lines):
+            break
+        ends.append(last + 1)
+        base, start = int(csum[last]), last + 1
+    return ends
 
 
 def _json_batch(lines: list[bytes], start: int, offset: int, path: Path, files: int) -> RawBatch:
