@@ -116,6 +116,7 @@ to polars, with the prefdata commit. Several ``--prompts`` values give one block
 
     .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 20000 --rounds 1
     .venv/bin/python benchmarks/bench_construct.py --layout pairs --prompts 200000
+    .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 200000 --file jsonl
     .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 250000 500000 \\
         1000000 --only prefdata --rounds 1
     # the recipe of another commit, e.g. the one before a change
@@ -708,13 +709,19 @@ def make_pairs(p: int, seed: int = 0) -> pa.Table:
     )
 
 
-def raw_data(layout: str, p: int, root: Path) -> Path:
-    """The raw input file (zstd Parquet, 64k-row groups), made once per size."""
-    data = root / f"{layout}-{p}.parquet"
+def raw_data(layout: str, p: int, root: Path, file: str = "parquet") -> Path:
+    """The raw input file (zstd Parquet, 64k-row groups; or JSON Lines, one object per
+    row, as polars writes them), made once per size."""
+    data = root / f"{layout}-{p}.{file}"
     if not data.exists():
         t = time.perf_counter()
         table = (make_long if layout == "long" else make_pairs)(p)
-        pq.write_table(table, data, compression="zstd", row_group_size=65536)
+        if file == "jsonl":
+            import polars as pl
+
+            pl.from_arrow(table).write_ndjson(data)
+        else:
+            pq.write_table(table, data, compression="zstd", row_group_size=65536)
         print(
             f"data: {layout}, {p:,} prompts, {table.num_rows:,} rows in "
             f"{time.perf_counter() - t:.1f} s, {data.stat().st_size / 1e6:.0f} MB",
@@ -793,7 +800,7 @@ def compare_texts(got, want, ref: str) -> str:
 def run_raw_size(args: argparse.Namespace, impls: list[str], p: int, root: Path) -> dict:
     """Every implementation on P prompts, ``rounds`` times, alternating; the runs and
     checks per implementation."""
-    data = raw_data(args.layout, p, root)
+    data = raw_data(args.layout, p, root, args.file)
     if "prefdata" in impls:
         compile_bytecode(args.prefdata_root)
     runs: dict[str, list[dict]] = {i: [] for i in impls}
@@ -844,6 +851,9 @@ def compile_bytecode(root: Path) -> None:
 
 
 def data_rows(data: Path) -> int:
+    if data.suffix == ".jsonl":
+        with open(data, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
     return pq.ParquetFile(data).metadata.num_rows
 
 
@@ -865,7 +875,7 @@ def git_state(root: Path) -> str:
 def raw_table(args: argparse.Namespace, results: dict[int, dict]) -> None:
     """The Markdown table: one line per (size, implementation)."""
     print(
-        f"\nlayout {args.layout}, prefdata at {args.prefdata_state}, "
+        f"\nlayout {args.layout} ({args.file}), prefdata at {args.prefdata_state}, "
         f"{os.cpu_count()} CPUs, "
         f"load avg {os.getloadavg()[0]:.2f}; wall s = the whole process, imports included\n"
     )
@@ -949,6 +959,12 @@ def main() -> None:
         choices=("pool", "long", "pairs"),
         default="pool",
         help="input: pools (the stages only) or a raw file (the recipe, imports included)",
+    )
+    ap.add_argument(
+        "--file",
+        choices=("parquet", "jsonl"),
+        default="parquet",
+        help="raw layouts: the input file's format (each implementation reads it as it is)",
     )
     ap.add_argument(
         "--prompts", type=int, nargs="+", default=[50_000], help="P (one run per value)"

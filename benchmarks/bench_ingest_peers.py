@@ -118,6 +118,13 @@ def zscore(name: str):
     return ((pl.col(name) - pl.col(name).mean()) / pl.col(name).std(ddof=0)).alias(f"{name}.z")
 
 
+def polars_read(src: Path):
+    """The raw file as a polars frame (Parquet, or JSON Lines)."""
+    import polars as pl
+
+    return pl.read_ndjson(src) if src.suffix == ".jsonl" else pl.read_parquet(src)
+
+
 def write_trl_polars(frame, out: Path) -> int:
     """``frame`` (prompt, chosen, rejected strings) as TRL DPO message lists."""
     import polars as pl
@@ -137,7 +144,7 @@ def write_trl_polars(frame, out: Path) -> int:
 def polars_long(src: Path, out: Path) -> int:
     import polars as pl
 
-    raw = pl.read_parquet(src, columns=["prompt", "response", "generator", *SCORES])
+    raw = polars_read(src).select("prompt", "response", "generator", *SCORES)
     repeated = polars_repeated(raw, ["response"])
     kept = (
         raw.filter(~polars_flagged("response", repeated))
@@ -165,7 +172,7 @@ def polars_long(src: Path, out: Path) -> int:
 def polars_pairs(src: Path, out: Path) -> int:
     import polars as pl
 
-    raw = pl.read_parquet(src).with_row_index("row")
+    raw = polars_read(src).with_row_index("row")
     repeated = polars_repeated(raw, ["chosen", "rejected"])
     bad = polars_flagged("chosen", repeated) | polars_flagged("rejected", repeated)
     # a pool (rows sharing a prompt) with any flagged response keeps none of its pairs
@@ -186,6 +193,18 @@ def polars_pairs(src: Path, out: Path) -> int:
 
 
 # --------------------------------------------------------------------------- loop
+
+
+def loop_read(src: Path) -> list[dict]:
+    """The raw file's rows as dicts (Parquet, or JSON Lines one line at a time)."""
+    if src.suffix == ".jsonl":
+        import json
+
+        with open(src, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(src).to_pylist()
 
 
 def loop_flags(rows: list[dict], columns: list[str]) -> set[str]:
@@ -245,9 +264,8 @@ def write_trl_loop(records: list[dict], out: Path) -> int:
 
 
 def loop_long(src: Path, out: Path) -> int:
-    import pyarrow.parquet as pq
 
-    rows = pq.read_table(src).to_pylist()
+    rows = loop_read(src)
     injection = re.compile(INJECTION)
     repeated = loop_flags(rows, ["response"])
     pools: dict[str, list[dict]] = {}
@@ -282,9 +300,8 @@ def loop_long(src: Path, out: Path) -> int:
 
 
 def loop_pairs(src: Path, out: Path) -> int:
-    import pyarrow.parquet as pq
 
-    rows = pq.read_table(src).to_pylist()
+    rows = loop_read(src)
     injection = re.compile(INJECTION)
     repeated = loop_flags(rows, ["chosen", "rejected"])
     pools: dict[str, list[dict]] = {}
