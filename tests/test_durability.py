@@ -4,12 +4,14 @@ computes again when a machine's crash cut one short."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from pipeline_job import make_pools, stages
 
 import prefdata.io.atomic as atomic
@@ -75,3 +77,35 @@ def test_a_cut_short_input_copy_is_copied_again(tmp_path):
     cut_short(work / "input" / "shard-00001.arrow")
     again = LocalExecutor(work, shard_rows=10).run(stages(), table)
     assert again.read().equals(clean.read()) and again.rejects().equals(clean.rejects())
+
+
+def test_a_cut_short_spill_file_starts_the_ingest_over(tmp_path, monkeypatch):
+    """Stopped after the read pass, a spill file cut short: the rerun notices it by its
+    recorded size and ingests again, ending with the files of an uninterrupted run."""
+    import prefdata.execute.ingest as ing
+
+    source = Ingest(pairs_file(tmp_path), "pairs", partition_bytes=4096)
+    clean = ing.run_ingest(source, tmp_path / "clean")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ing, "_build_pass", stop)
+        with pytest.raises(KeyboardInterrupt):
+            ing.run_ingest(source, tmp_path / "w")
+    spills = sorted((tmp_path / "w" / "spill").glob("*.arrow"))
+    assert len(spills) > 1
+    cut_short(spills[1])
+    again = ing.run_ingest(source, tmp_path / "w")
+    for got, want in zip(
+        again.pool_paths + again.rejects_paths,
+        clean.pool_paths + clean.rejects_paths,
+        strict=True,
+    ):
+        assert got.read_bytes() == want.read_bytes()
+    assert not (tmp_path / "w" / "spill").exists()
+    assert not any(
+        k.startswith("spill/")
+        for k in json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
+    )

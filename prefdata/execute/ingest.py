@@ -260,10 +260,9 @@ class _Plan:
             files[path.relative_to(root).as_posix()] = path.stat().st_size
 
     def files_intact(self, root: Path) -> bool:
-        """Every recorded file (pool shards, rejects) is there, of the size recorded: the
-        work directory's files are not synced to disk, so a machine's crash may have cut
-        one short, and a damaged one cannot be rebuilt once the spill files are gone (the
-        ingest starts over)."""
+        """Every recorded file (spill files until the pools are built, pool shards,
+        rejects) is there, of the size recorded: the work directory's files are not synced
+        to disk, so a machine's crash may have cut one short (the ingest starts over)."""
         for name, size in self.data.get("files", {}).items():
             try:
                 if (root / name).stat().st_size != size:
@@ -441,7 +440,7 @@ def _read_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
                 )
 
     for (b, rows_in, rows_read), rejects in ordered(jobs(), workers(), "prefdata-ingest"):
-        plan.wrote(root, _read_rejects(root, b))
+        plan.wrote(root, _read_rejects(root, b), _spill(root, b))
         _record_batch(plan, b, rows_in, rows_read, rejects)
         plan.save()
     plan.data["read_done"] = batches
@@ -477,6 +476,9 @@ def _build_pass(ingest: Ingest, root: Path, plan: _Plan, parts: int) -> None:
     for p, record in ordered(jobs, workers(), "prefdata-ingest"):
         _record_build(plan, root, p, record)
         plan.save()
+    files = plan.data.get("files", {})
+    plan.data["files"] = {k: v for k, v in files.items() if not k.startswith("spill/")}
+    plan.save()  # first forget the spill files, then delete them
     shutil.rmtree(root / "spill", ignore_errors=True)
 
 

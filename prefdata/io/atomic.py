@@ -4,9 +4,10 @@ through :func:`atomic_path`, so a reader or a killed process never sees half a f
 Durability: what a user keeps (exports, cards, reports) is synced to disk before it is
 renamed into place. The work directory's files (shards, rejects, spills, fits, manifests)
 are not: a killed process leaves each of them whole or absent either way, and a crash of
-the machine can at worst cut one short, which the resumed run notices (every manifest
-records its files' sizes) and computes again. Syncing each of them cost a quarter of a
-200k-pair run on a slow disk.
+the machine can at worst cut one short (or leave it empty), which the resumed run
+notices and computes again: the manifests record their files' sizes, and a fit that does
+not load is fitted again. Syncing each of them took about a sixth of a 200k-pair run on
+this project's disk (115 syncs, 1.5 s, in a 1.6M-row run).
 
 >>> import tempfile
 >>> out = Path(tempfile.mkdtemp()) / "a" / "note.txt"
