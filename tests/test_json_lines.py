@@ -67,6 +67,7 @@ LINE = st.one_of(
     st.builds(lambda r: json.dumps(r, ensure_ascii=False), TYPED_RECORD),
     st.builds(json.dumps, ANY_RECORD),
     st.sampled_from(["", "{not json", "[1]", '{"a": 1, "a": 2}', '{"a": "\\ud800"}']),
+    st.sampled_from(["null", "3", '"x"', "true", " {}", "{}", "{", '{"a": null}']),
 )
 
 
@@ -118,6 +119,9 @@ def test_plain_files_are_read_column_wise_with_dates_as_strings():
         b'{"a": 1, "a": 2}\n',  # a key given twice
         b"[1, 2]\n",  # not an object
         b"{}\n{}\n",  # no fields at all
+        b"null\n",  # not an object (Arrow crashes on this file)
+        b'{"a": 1}\nnull\n',  # Arrow: a row of nulls
+        b' {"a": 1}\n',  # not starting with "{": read line by line to be sure
     ],
 )
 def test_what_arrow_might_read_differently_is_read_line_by_line(data):

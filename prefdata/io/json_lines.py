@@ -8,8 +8,9 @@ line reader rejects row by row: invalid JSON, a line that is not an object, a ke
 twice, a field whose type changes between rows, a lone surrogate escape; invalid UTF-8,
 which it lets into strings, and the malformed arrays it builds for lists of nulls (pyarrow
 26) are found by validating the table.
-What it would read differently is checked for and handed back too: blank lines (the rows
-are numbered by line), a byte-order mark, an integer too large for int64 (Arrow reads a
+What it would read differently is checked for and handed back too: a line that does not
+start with ``{`` (a ``null`` line is a row of nulls to Arrow), blank lines (the rows are
+numbered by line), a byte-order mark, an integer too large for int64 (Arrow reads a
 double), a type other than null, boolean, int64, double, string, list and struct. ISO
 dates, which Arrow reads as timestamps, are read again as the strings they are.
 
@@ -36,7 +37,7 @@ def columnar_lines(lines: list[bytes]) -> pa.Table | None:
     if not lines:
         return None
     data = b"".join(lines)
-    if _BOM in data:
+    if _BOM in data or not _objects_only(data, len(lines)):
         return None
     # a line must fit in one block of the parallel parser
     block = max(_MIN_BLOCK, 2 * max(map(len, lines)))
@@ -51,6 +52,16 @@ def columnar_lines(lines: list[bytes]) -> pa.Table | None:
     if not all(_as_python_reads(c.type) for c in table.schema) or _huge_integers(table):
         return None
     return table.combine_chunks()
+
+
+def _objects_only(data: bytes, lines: int) -> bool:
+    """Whether every line starts with ``{``: Arrow reads a ``null`` line as a row of
+    nulls (and crashes on a file of just ``null``), where the line reader rejects it."""
+    at = np.frombuffer(data, np.uint8)
+    starts = np.flatnonzero(at[:-1] == ord("\n")) + 1
+    if len(starts) + 1 != lines:  # a line with no newline but the last
+        return False
+    return bool(at[0] == ord("{") and np.all(at[starts] == ord("{")))
 
 
 def _read(data: bytes, block: int, schema: pa.Schema | None) -> pa.Table | None:
