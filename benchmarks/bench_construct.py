@@ -1,7 +1,8 @@
 """The CPU construction path: read pools, z-normalise three scorers, best-worst pairs,
 strength, 2-of-3 voting, TRL DPO export; prefdata against the alternatives, same data,
 same run, each implementation in its own subprocess so its peak RSS is its own
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+(``VmHWM``: a process forked from the benchmark, which holds the data, would otherwise
+start with the benchmark's peak as its own ``ru_maxrss``).
 
 Two kinds of input (``--layout``):
 
@@ -91,7 +92,9 @@ Data (deterministic, seed 0), written with ``pq.write_table`` (zstd, 64k-row gro
   into one pool); the same planted texts in ``chosen`` and in ``rejected``.
 
 Implementations, each a process of its own, timed from outside (interpreter start and imports
-count: that is what the user waits for), peak RSS from ``os.wait4``'s rusage of that child:
+count: that is what the user waits for), peak RSS from ``os.wait4``'s rusage of that child,
+started by a small launcher process (not by the benchmark, whose peak after making the
+data a child would inherit):
 
 (a) ``prefdata``: ``recipes/binarize.py`` exactly as a user runs it (``RECIPE_FLAGS``), its
     modules compiled to bytecode first as an installed package's are:
@@ -259,6 +262,7 @@ def run_prefdata(data: Path, out: Path, shard_rows: int):
     from prefdata.execute import LocalExecutor
     from prefdata.filter.voting import Vote
     from prefdata.io.export import ShardedExport
+    from prefdata.io.shards import read_files
 
     # pass 1: mergeable statistics, one row group at a time, only the score leaves read
     fit = ScoreStatsFit(SCORERS).update_files(data)
@@ -275,7 +279,7 @@ def run_prefdata(data: Path, out: Path, shard_rows: int):
     sink.result()
     cols = ["prompt_id", "chosen_id", "rejected_id", "votes", "strength_mean"]
     # the pairs to check are read back after the clock stops
-    return lambda: pa.concat_tables(pq.read_table(p, columns=cols) for p in result.output_paths)
+    return lambda: read_files(result.output_paths).select(cols)  # Arrow IPC shards
 
 
 # --------------------------------------------------------------------------- (b) loop
@@ -512,9 +516,21 @@ def worker(impl: str, data: Path, out: Path, shard_rows: int, repeat: int) -> No
         cpus.append(cpu() - c0)
     check = check() if callable(check) else check
     pq.write_table(check, out / "check.parquet")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    res = {"seconds": min(times), "times": times, "cpu": cpus, "rss_mb": rss}
+    res = {"seconds": min(times), "times": times, "cpu": cpus, "rss_mb": peak_rss_mb()}
     print(json.dumps({**res, "rows": check.num_rows}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS: ``VmHWM`` (Linux: its own since exec), else getrusage's
+    (which starts from the peak of the process it was forked from)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def spawn(cmd: list[str], timeout: float | None) -> dict | str:
@@ -744,30 +760,45 @@ def raw_command(impl: str, args: argparse.Namespace, data: Path, out: Path) -> l
     return [sys.executable, str(peers), impl, layout, str(data), str(out)]
 
 
+# Runs the command and reports its wall time and rusage. A process forked from a large
+# one starts with that one's peak RSS as its own (Linux keeps it across exec), so the
+# command is started from this small process, not from the benchmark, which holds the
+# generated data and the outputs it checked.
+LAUNCHER = """
+import json, os, subprocess, sys, threading, time
+log, timeout, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+killed = threading.Event()
+with open(log, "w") as f:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
+    timer.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    timer.cancel()
+print(json.dumps({"seconds": seconds, "code": os.waitstatus_to_exitcode(status),
+                  "killed": killed.is_set(), "cpu": usage.ru_utime + usage.ru_stime,
+                  "rss_mb": usage.ru_maxrss / 1024}))
+"""
+
+
 def measure(cmd: list[str], log: Path, timeout: float, root: Path) -> dict | str:
     """Wall seconds of the whole process (start, imports, work, exit) and its peak RSS
-    (``os.wait4``'s rusage: this child and the children it waited for); ``root`` is the
-    prefdata checkout it imports (first on PYTHONPATH, ahead of the editable install)."""
-    import threading
-
-    killed = threading.Event()
+    (``os.wait4``'s rusage: this child and the children it waited for), measured by a
+    small launcher process (:data:`LAUNCHER`); ``root`` is the prefdata checkout it
+    imports (first on PYTHONPATH, ahead of the editable install)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    with open(log, "w") as f:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=root, env=env)
-        timer = threading.Timer(timeout, lambda: (killed.set(), proc.kill()))
-        timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if killed.is_set():
+    launcher = [sys.executable, "-c", LAUNCHER, str(log), str(timeout), *cmd]
+    done = subprocess.run(launcher, capture_output=True, text=True, cwd=root, env=env)
+    if done.returncode:
+        return f"launcher failed (rc {done.returncode}): {done.stderr[-1500:].strip()}"
+    res = json.loads(done.stdout)
+    if res["killed"]:
         return f"timed out after {timeout:.0f} s"
-    if proc.returncode:
+    if res["code"]:
         tail = log.read_text()[-1500:].strip()
-        return f"failed (rc {proc.returncode}): {tail}"
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"seconds": seconds, "cpu": cpu, "rss_mb": usage.ru_maxrss / 1024}
+        return f"failed (rc {res['code']}): {tail}"
+    return {"seconds": res["seconds"], "cpu": res["cpu"], "rss_mb": res["rss_mb"]}
 
 
 def trl_texts(out: Path):
