@@ -516,21 +516,10 @@ def worker(impl: str, data: Path, out: Path, shard_rows: int, repeat: int) -> No
         cpus.append(cpu() - c0)
     check = check() if callable(check) else check
     pq.write_table(check, out / "check.parquet")
+    from rss import peak_rss_mb
+
     res = {"seconds": min(times), "times": times, "cpu": cpus, "rss_mb": peak_rss_mb()}
     print(json.dumps({**res, "rows": check.num_rows}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS: ``VmHWM`` (Linux: its own since exec), else getrusage's
-    (which starts from the peak of the process it was forked from)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def spawn(cmd: list[str], timeout: float | None) -> dict | str:

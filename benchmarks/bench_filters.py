@@ -1,7 +1,7 @@
 """MinHash near-duplicate detection of N short prompts: prefdata's dedup against
 datasketch's own MinHashLSH (and rensa's RMinHashDeduplicator when installed), same data,
 same run, each implementation in its own subprocess so its peak memory is its own
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``).
+(``VmHWM``, ``benchmarks/rss.py``).
 
 Data: N synthetic prompts of 8-20 words from a 30,000-word vocabulary (seeded); 10% are
 planted near-duplicates of an earlier prompt (one word replaced, or one appended), so the
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+from rss import peak_rss_mb
 
 THRESHOLD, NUM_PERM = 0.8, 128
 
@@ -101,18 +101,18 @@ IMPLS = {"prefdata": run_prefdata, "datasketch": run_datasketch, "rensa": run_re
 
 def child(impl: str, n: int, seed: int) -> None:
     texts, planted = make_prompts(n, seed)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = peak_rss_mb()
     dup, t0 = IMPLS[impl](texts)
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss = peak_rss_mb()
     print(
         json.dumps(
             {
                 "impl": impl,
                 "n": n,
                 "seconds": round(seconds, 2),
-                "peak_rss_mb": round(rss / 1024, 1),
-                "peak_over_data_mb": round((rss - rss0) / 1024, 1),
+                "peak_rss_mb": round(rss, 1),
+                "peak_over_data_mb": round(rss - rss0, 1),
                 "duplicates": int(dup.sum()),
                 "planted": len(planted),
                 "recall_planted": round(float(dup[planted].mean()), 4) if len(planted) else None,

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rss import peak_rss_mb
+
 
 def main() -> None:
     data, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -70,7 +72,7 @@ def main() -> None:
         }
     )
     pq.write_table(check, out / "check.parquet")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         json.dumps({"seconds": seconds, "rss_mb": rss, "children_rss_mb": kids, "rows": len(train)})
