@@ -168,3 +168,11 @@ def test_plain_files_are_cut_into_the_chunks_of_the_line_by_line_loop(
         by_line = list(readers._line_chunks(folder / "a.jsonl.gz"))
     assert plain == by_line
     assert b"".join(line for chunk in plain for line in chunk) == data
+    # the rule, one line at a time: a chunk ends at the line reaching either limit
+    want, chunk, size = [], [], 0
+    for line in data.splitlines(keepends=True):
+        chunk.append(line)
+        size += len(line)
+        if size >= batch_bytes or len(chunk) >= batch_rows:
+            want, chunk, size = [*want, chunk], [], 0
+    assert plain == want + ([chunk] if chunk else [])

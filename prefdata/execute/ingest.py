@@ -51,7 +51,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from prefdata.execute.inputs import source_digest
-from prefdata.execute.manifest import MANIFEST, shard_name, write_json_atomic
+from prefdata.execute.manifest import MANIFEST, file_size, shard_name, write_json_atomic
 from prefdata.execute.threads import ordered, workers
 from prefdata.execute.workdir import clean_temp_files, workdir_lock
 from prefdata.io.layouts import (
@@ -257,19 +257,15 @@ class _Plan:
         """Keep the size of files just written (before the record that names them)."""
         files = self.data.setdefault("files", {})
         for path in paths:
-            files[path.relative_to(root).as_posix()] = path.stat().st_size
+            files[path.relative_to(root).as_posix()] = file_size(path)
 
     def files_intact(self, root: Path) -> bool:
         """Every recorded file (spill files until the pools are built, pool shards,
         rejects) is there, of the size recorded: the work directory's files are not synced
         to disk, so a machine's crash may have cut one short (the ingest starts over)."""
-        for name, size in self.data.get("files", {}).items():
-            try:
-                if (root / name).stat().st_size != size:
-                    return False
-            except OSError:
-                return False
-        return True
+        return all(
+            file_size(root / name) == size for name, size in self.data.get("files", {}).items()
+        )
 
     def reset(self, digest: str, parts: int, layout: str) -> None:
         for sub in ("spill", "pools", "rejects"):

@@ -23,6 +23,7 @@ from prefdata.execute.manifest import (
     STAGES_DIR,
     Manifest,
     Source,
+    file_size,
 )
 from prefdata.io.parquet import from_parquet_layout, parquet_files
 from prefdata.io.shards import TableFile, read_files, read_schema, write_shard
@@ -47,18 +48,14 @@ class KnownFiles(list):
     def __init__(self, paths: Sequence[str | os.PathLike], digest: str) -> None:
         super().__init__(Path(p) for p in paths)
         self.digest = digest
-        self.stamps = _file_stamps(self)
+        self.stamps = _stamps(self)
 
     def current(self) -> bool:
         """Whether every file is still the one the digest describes."""
         try:
-            return _file_stamps(self) == self.stamps
+            return _stamps(self) == self.stamps
         except OSError:
             return False
-
-
-def _file_stamps(paths: Sequence[Path]) -> list[tuple[int, int, int]]:
-    return [(st.st_size, st.st_mtime_ns, st.st_ino) for st in map(os.stat, paths)]
 
 
 def resolve_source(source: Source) -> pa.Table | list[Path]:
@@ -103,11 +100,12 @@ def source_digest(
     return h.hexdigest()[:32]
 
 
-def _stamps(source: pa.Table | list[Path]) -> list[tuple[int, int]]:
-    """(size, mtime_ns) of each input file: a rewrite while a run hashes it shows here."""
+def _stamps(source: pa.Table | list[Path]) -> list[tuple[int, int, int]]:
+    """(size, mtime_ns, inode) of each input file: a rewrite (in place, or a new file
+    renamed over it) shows here."""
     if isinstance(source, pa.Table):
         return []
-    return [(st.st_size, st.st_mtime_ns) for st in (os.stat(p) for p in source)]
+    return [(st.st_size, st.st_mtime_ns, st.st_ino) for st in map(os.stat, source)]
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -329,7 +327,7 @@ def prepare_input(
         manifest.data["input"]["pieces"] = pieces
     else:
         manifest.data["input"]["bytes"] = [
-            manifest.input_path(i).stat().st_size for i in range(len(rows))
+            file_size(manifest.input_path(i)) for i in range(len(rows))
         ]
     return rows  # the caller saves the plan with its stages: until then a rerun replans
 
@@ -337,10 +335,8 @@ def prepare_input(
 def _copies_intact(manifest: Manifest, done: dict[str, Any]) -> bool:
     """Every input copy is there, of the size recorded (they are not synced to disk: a
     machine's crash may cut one short; a record without sizes: the files exist)."""
-    paths = [manifest.input_path(i) for i in range(len(done["shards"]))]
-    if not all(p.exists() for p in paths):
-        return False
-    return "bytes" not in done or done["bytes"] == [p.stat().st_size for p in paths]
+    sizes = [file_size(manifest.input_path(i)) for i in range(len(done["shards"]))]
+    return -1 not in sizes and done.get("bytes", sizes) == sizes
 
 
 class RowGroupCache:

@@ -108,6 +108,19 @@ def dumps_manifest(obj: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
+def file_size(path: Path) -> int:
+    """A file's size, -1 when it is not there: what a resumed run compares with the size
+    it recorded (work-directory files are not synced to disk, :mod:`prefdata.io.atomic`).
+
+    >>> file_size(Path("/nonexistent/shard-00000.arrow"))
+    -1
+    """
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write the manifest atomically (:func:`~prefdata.io.atomic.atomic_path`; a
     work-directory file, not synced to disk)."""
@@ -216,15 +229,8 @@ class Manifest:
     def _sizes(self, key: str, shard: int, stored: bool) -> list[int | None]:
         """[output file size (None when not stored), rejects file size]; -1 for a file
         that is not there."""
-
-        def size(path: Path) -> int:
-            try:
-                return path.stat().st_size
-            except OSError:
-                return -1
-
-        out = size(self.output_path(key, shard)) if stored else None
-        return [out, size(self.rejects_path(key, shard))]
+        out = file_size(self.output_path(key, shard)) if stored else None
+        return [out, file_size(self.rejects_path(key, shard))]
 
     def is_done(self, key: str, shard: int) -> bool:
         """Recorded, with its rejects file, and its output file unless it was not stored,
@@ -289,5 +295,6 @@ __all__ = [
     "dumps_manifest",
     "shard_name",
     "stage_dir_name",
+    "file_size",
     "write_json_atomic",
 ]

@@ -22,6 +22,8 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -79,14 +81,19 @@ def _read(data: bytes, block: int, schema: pa.Schema | None) -> pa.Table | None:
     return table
 
 
-def _has_timestamp(t: pa.DataType) -> bool:
-    if pa.types.is_timestamp(t):
-        return True
+def _leaves(t: pa.DataType) -> Iterator[pa.DataType]:
+    """The types under lists and structs."""
     if pa.types.is_list(t):
-        return _has_timestamp(t.value_type)
-    if pa.types.is_struct(t):
-        return any(_has_timestamp(f.type) for f in t)
-    return False
+        yield from _leaves(t.value_type)
+    elif pa.types.is_struct(t):
+        for f in t:
+            yield from _leaves(f.type)
+    else:
+        yield t
+
+
+def _has_timestamp(t: pa.DataType) -> bool:
+    return any(pa.types.is_timestamp(leaf) for leaf in _leaves(t))
 
 
 def _dates_as_strings(schema: pa.Schema) -> pa.Schema | None:
@@ -101,13 +108,12 @@ def _dates_as_strings(schema: pa.Schema) -> pa.Schema | None:
     return pa.schema(fields)
 
 
+_PYTHON_READS = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
+
+
 def _as_python_reads(t: pa.DataType) -> bool:
-    """A type ``pa.array`` also infers from the parsed Python values."""
-    if pa.types.is_list(t):
-        return _as_python_reads(t.value_type)
-    if pa.types.is_struct(t):
-        return all(_as_python_reads(f.type) for f in t)
-    return t in (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
+    """Only types ``pa.array`` also infers from the parsed Python values, at every level."""
+    return all(leaf in _PYTHON_READS for leaf in _leaves(t))
 
 
 def _huge_integers(table: pa.Table) -> bool:

@@ -715,32 +715,38 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
 
 def _line_chunks(path: Path) -> Iterator[list[bytes]]:
     """The file's lines in chunks: each ends at the first line that brings it to
-    :data:`BATCH_BYTES` of text or :data:`BATCH_ROWS` lines; the rest is the last chunk.
-    A plain file is read by ``readlines`` (in C), a gzip file line by line (a damaged one
-    gives the lines before the damage, then its marker)."""
-    if path.name.endswith(".gz"):
-        chunk: list[bytes] = []
-        size = 0
-        for line in _lines(path):
-            chunk.append(line)
-            size += len(line)
-            if size >= BATCH_BYTES or len(chunk) >= BATCH_ROWS:
-                yield chunk
-                chunk, size = [], 0
-        if chunk:
-            yield chunk
-        return
+    :data:`BATCH_BYTES` of text or :data:`BATCH_ROWS` lines; the rest is the last chunk."""
     pending: list[bytes] = []
-    with open(path, "rb") as fh:
-        while got := fh.readlines(BATCH_BYTES):
-            lines = pending + got if pending else got
-            done = 0
-            for end in _chunk_ends(lines):
-                yield lines[done:end]
-                done = end
-            pending = lines[done:]
+    for got in _line_blocks(path):
+        lines = pending + got if pending else got
+        done = 0
+        for end in _chunk_ends(lines):
+            yield lines[done:end]
+            done = end
+        pending = lines[done:]
     if pending:
         yield pending
+
+
+def _line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The file's lines in blocks of about :data:`BATCH_BYTES`: a plain file's by
+    ``readlines`` (in C), a gzip file's line by line (a damaged one gives the lines
+    before the damage, then its marker)."""
+    if not path.name.endswith(".gz"):
+        with open(path, "rb") as fh:
+            while got := fh.readlines(BATCH_BYTES):
+                yield got
+        return
+    block: list[bytes] = []
+    size = 0
+    for line in _lines(path):
+        block.append(line)
+        size += len(line)
+        if size >= BATCH_BYTES:
+            yield block
+            block, size = [], 0
+    if block:
+        yield block
 
 
 def _chunk_ends(lines: list[bytes]) -> list[int]:
