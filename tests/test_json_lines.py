@@ -1,6 +1,6 @@
-"""JSON Lines read column-wise by Arrow (prefdata/io/json_lines.py) give exactly what
-reading them line by line gives, and the lines Arrow might read differently are read line
-by line."""
+"""JSON Lines and JSON arrays read column-wise by Arrow (prefdata/io/json_lines.py) give
+exactly what reading them record by record gives, and what Arrow might read differently is
+read record by record."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefdata.io import readers
-from prefdata.io.json_lines import columnar_lines
+from prefdata.io.json_lines import columnar_array, columnar_lines
 from prefdata.io.readers import read_records
 
 
@@ -24,6 +24,12 @@ def as_text(table: pa.Table) -> str:
 def line_by_line(monkeypatch, path):
     with monkeypatch.context() as m:
         m.setattr(readers, "columnar_lines", lambda lines: None)
+        return read_records(path)
+
+
+def item_by_item(monkeypatch, path):
+    with monkeypatch.context() as m:
+        m.setattr(readers, "columnar_array", lambda text: None)
         return read_records(path)
 
 
@@ -176,3 +182,66 @@ def test_plain_files_are_cut_into_the_chunks_of_the_line_by_line_loop(
         if size >= batch_bytes or len(chunk) >= batch_rows:
             want, chunk, size = [*want, chunk], [], 0
     assert plain == want + ([chunk] if chunk else [])
+
+
+ITEM = st.one_of(
+    st.builds(json.dumps, TYPED_RECORD),
+    st.builds(lambda r: json.dumps(r, indent=2, ensure_ascii=False), TYPED_RECORD),
+    st.builds(json.dumps, ANY_RECORD),
+    st.sampled_from(["null", "3", '"x"', "[1]", "{}", '{"a": null}', '{"a": 1, "a": 2}']),
+    st.sampled_from(['{"a": "\\ud800"}', '{"a": "\\ud83d\\ude00"}', '{"when": "2020-01-01"}']),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=st.lists(ITEM, max_size=10), gz=st.booleans())
+def test_columnar_arrays_give_the_item_by_item_table_and_rejects(tmp_path, monkeypatch, items, gz):
+    import gzip
+
+    text = ("[\n" + ",\n".join(items) + "\n]\n").encode()
+    path = tmp_path / ("in.json.gz" if gz else "in.json")
+    path.write_bytes(gzip.compress(text) if gz else text)
+    try:
+        want_raw, want_rejects = item_by_item(monkeypatch, path)
+    except ValueError as e:  # no object at all: both say so
+        with pytest.raises(type(e)):
+            read_records(path)
+        return
+    raw, rejects = read_records(path)
+    assert raw.schema == want_raw.schema
+    assert as_text(raw) == as_text(want_raw)
+    assert rejects.equals(want_rejects)
+
+
+def test_arrays_are_read_column_wise_with_dates_as_strings():
+    items = [
+        {"prompt": f"q{i}", "messages": [{"role": "user", "content": "hi"}], "score": i / 3,
+         "created": "2024-05-01 12:00:00"}
+        for i in range(50)
+    ]  # fmt: skip
+    table = columnar_array(json.dumps(items, indent=4).encode())
+    assert table is not None and table.num_rows == 50
+    assert table.schema.field("created").type == pa.string()
+    assert table.to_pylist() == items
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[]",  # no item
+        b"[{}, {}]",  # no fields at all
+        b'[{"a": 1}, null]',  # an item that is not an object
+        b'[{"a": 1}, 2]',
+        b"[1, 2]",
+        b'\xef\xbb\xbf[{"a": 1}]',  # a byte-order mark
+        b'[{"a": 1}, {"a": 10000000000000000000}]',  # beyond int64
+        b'[{"a": [{"t": "2020-01-01"}]}]',  # a nested date
+        b'[{"a": "x\xff"}]',  # invalid UTF-8
+        b'[{"a": 1}] [{"a": 2}]',  # not one array
+        b'{"a": 1}',  # not an array
+    ],
+)
+def test_what_arrow_might_read_differently_is_read_item_by_item(data):
+    assert columnar_array(data) is None

@@ -1,7 +1,8 @@
-"""JSON Lines parsed column-wise by Arrow's JSON reader, wherever that gives exactly the
-table the line-by-line reader (:mod:`prefdata.io.readers`: ``json.loads`` per line, then
-``pa.array`` per column) gives; ``None`` where it might not, and the caller reads those
-lines one by one, naming each bad line in the rejects.
+"""JSON Lines and JSON arrays parsed column-wise by Arrow's JSON reader, wherever that
+gives exactly the table the record-by-record reader (:mod:`prefdata.io.readers`:
+``json.loads`` per line or of the whole array, then ``pa.array`` per column) gives;
+``None`` where it might not, and the caller reads those records one by one, naming each
+bad line or item in the rejects.
 
 Arrow's reader is about ten times faster; it refuses (an error, hence ``None``) what the
 line reader rejects row by row: invalid JSON, a line that is not an object, a key given
@@ -18,11 +19,13 @@ dates, which Arrow reads as timestamps, are read again as the strings they are.
 [{'a': 1.0, 'b': 'x'}, {'a': 2.5, 'b': None}]
 >>> columnar_lines([b'{"a": 1}\\n', b'\\n', b'{"a": 2}\\n']) is None  # rows numbered by line
 True
+>>> columnar_array(b'[{"a": 1},\\n {"b": "x"}]').to_pylist()
+[{'a': 1, 'b': None}, {'a': None, 'b': 'x'}]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +34,7 @@ import pyarrow.json as pajson
 _BOM = b"\xef\xbb\xbf"
 _INT64_LIMIT = 2.0**63  # an integer this large is a double in Arrow, an error in pa.array
 _MIN_BLOCK = 1 << 20
+_MAX_BLOCK = (1 << 31) - 1  # Arrow's block size is an int32
 
 
 def columnar_lines(lines: list[bytes]) -> pa.Table | None:
@@ -46,9 +50,46 @@ def columnar_lines(lines: list[bytes]) -> pa.Table | None:
     table = _read(data, block, None)
     if table is None or table.num_rows != len(lines) or not table.num_columns:
         return None
+    return _as_records_read(table, lambda schema: _read(data, block, schema))
+
+
+def columnar_array(data: bytes) -> pa.Table | None:
+    """The table of a JSON array of objects (one row per item, the whole text in memory),
+    or None where Arrow's reader might differ from reading the items one by one: the
+    checks of :func:`columnar_lines`, and an item that is not an object, or none at all.
+    Arrow reads the array as the one field of one object, in one block (one thread)."""
+    if _BOM in data:
+        return None
+    wrapped = b'{"items":' + data + b"}"
+    if len(wrapped) >= _MAX_BLOCK:
+        return None
+
+    def items(schema: pa.Schema | None) -> pa.Table | None:
+        if schema is not None:
+            schema = pa.schema([pa.field("items", pa.list_(pa.struct(list(schema))))])
+        table = _read(wrapped, len(wrapped) + 1, schema, newlines_in_values=True)
+        if table is None or table.num_rows != 1 or table.schema.names != ["items"]:
+            return None
+        lists = table.column(0).combine_chunks()
+        if not pa.types.is_list(lists.type) or not pa.types.is_struct(lists.type.value_type):
+            return None  # not objects, or no item
+        values = lists.flatten()
+        if values.null_count or not values.type.num_fields:  # a null item; only {}
+            return None
+        return pa.Table.from_struct_array(values)
+
+    table = items(None)
+    return None if table is None else _as_records_read(table, items)
+
+
+def _as_records_read(
+    table: pa.Table, reread: Callable[[pa.Schema], pa.Table | None]
+) -> pa.Table | None:
+    """``table`` as the record reader would build it, or None: top-level dates read again
+    (``reread`` with them as strings), only types ``pa.array`` infers, no huge integers."""
     if any(_has_timestamp(f.type) for f in table.schema):
         schema = _dates_as_strings(table.schema)
-        table = None if schema is None else _read(data, block, schema)
+        table = None if schema is None else reread(schema)
         if table is None:
             return None
     if not all(_as_python_reads(c.type) for c in table.schema) or _huge_integers(table):
@@ -66,8 +107,10 @@ def _objects_only(data: bytes, lines: int) -> bool:
     return bool(at[0] == ord("{") and np.all(at[starts] == ord("{")))
 
 
-def _read(data: bytes, block: int, schema: pa.Schema | None) -> pa.Table | None:
-    options = pajson.ParseOptions(explicit_schema=schema) if schema is not None else None
+def _read(
+    data: bytes, block: int, schema: pa.Schema | None, newlines_in_values: bool = False
+) -> pa.Table | None:
+    options = pajson.ParseOptions(explicit_schema=schema, newlines_in_values=newlines_in_values)
     try:
         table = pajson.read_json(
             pa.BufferReader(data),
@@ -134,4 +177,4 @@ def _huge(arr: pa.Array) -> bool:
     return bool(np.any((np.abs(v) >= _INT64_LIMIT) & (v == np.floor(v))))
 
 
-__all__ = ["columnar_lines"]
+__all__ = ["columnar_array", "columnar_lines"]

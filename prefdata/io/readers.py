@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from prefdata.io.json_lines import columnar_lines
+from prefdata.io.json_lines import columnar_array, columnar_lines
 from prefdata.io.layouts import LayoutOptions, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
 from prefdata.schema import REJECTS_SCHEMA, conform_types
@@ -368,10 +368,18 @@ def _read_json_lines(
 
 
 def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
-    """(table, items, items): rows are numbered by item."""
+    """(table, items, items): rows are numbered by item. Column-wise
+    (:func:`~prefdata.io.json_lines.columnar_array`) where that gives the same table, else
+    item by item."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
-        data = json.loads(fh.read().decode("utf-8"))
+        text = fh.read()
+    table = columnar_array(text)
+    if table is not None:
+        bad.keep(range(table.num_rows))
+        return table, table.num_rows, table.num_rows
+    data = json.loads(text.decode("utf-8"))
+    del text
     if not isinstance(data, list):
         raise ValueError(
             f"{path}: expected a JSON array of objects or JSON Lines, got a JSON {_kind(data)}"
