@@ -120,6 +120,7 @@ to polars, with the prefdata commit. Several ``--prompts`` values give one block
     .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 20000 --rounds 1
     .venv/bin/python benchmarks/bench_construct.py --layout pairs --prompts 200000
     .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 200000 --file jsonl
+    .venv/bin/python benchmarks/bench_construct.py --layout pairs --prompts 200000 --file json
     .venv/bin/python benchmarks/bench_construct.py --layout long --prompts 250000 500000 \\
         1000000 --only prefdata --rounds 1
     # the recipe of another commit, e.g. the one before a change
@@ -715,16 +716,17 @@ def make_pairs(p: int, seed: int = 0) -> pa.Table:
 
 
 def raw_data(layout: str, p: int, root: Path, file: str = "parquet") -> Path:
-    """The raw input file (zstd Parquet, 64k-row groups; or JSON Lines, one object per
-    row, as polars writes them), made once per size."""
+    """The raw input file (zstd Parquet, 64k-row groups; JSON Lines, one object per row;
+    or a JSON array of the row objects; the JSON as polars writes it), made once per size."""
     data = root / f"{layout}-{p}.{file}"
     if not data.exists():
         t = time.perf_counter()
         table = (make_long if layout == "long" else make_pairs)(p)
-        if file == "jsonl":
+        if file in ("jsonl", "json"):
             import polars as pl
 
-            pl.from_arrow(table).write_ndjson(data)
+            frame = pl.from_arrow(table)
+            frame.write_ndjson(data) if file == "jsonl" else frame.write_json(data)
         else:
             pq.write_table(table, data, compression="zstd", row_group_size=65536)
         print(
@@ -874,6 +876,10 @@ def data_rows(data: Path) -> int:
     if data.suffix == ".jsonl":
         with open(data, "rb") as f:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    if data.suffix == ".json":
+        import polars as pl
+
+        return pl.read_json(data).height
     return pq.ParquetFile(data).metadata.num_rows
 
 
@@ -982,7 +988,7 @@ def main() -> None:
     )
     ap.add_argument(
         "--file",
-        choices=("parquet", "jsonl"),
+        choices=("parquet", "jsonl", "json"),
         default="parquet",
         help="raw layouts: the input file's format (each implementation reads it as it is)",
     )

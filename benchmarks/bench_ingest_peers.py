@@ -119,10 +119,12 @@ def zscore(name: str):
 
 
 def polars_read(src: Path):
-    """The raw file as a polars frame (Parquet, or JSON Lines)."""
+    """The raw file as a polars frame (Parquet, JSON Lines or a JSON array)."""
     import polars as pl
 
-    return pl.read_ndjson(src) if src.suffix == ".jsonl" else pl.read_parquet(src)
+    if src.suffix in (".jsonl", ".json"):
+        return pl.read_ndjson(src) if src.suffix == ".jsonl" else pl.read_json(src)
+    return pl.read_parquet(src)
 
 
 def write_trl_polars(frame, out: Path) -> int:
@@ -196,11 +198,14 @@ def polars_pairs(src: Path, out: Path) -> int:
 
 
 def loop_read(src: Path) -> list[dict]:
-    """The raw file's rows as dicts (Parquet, or JSON Lines one line at a time)."""
-    if src.suffix == ".jsonl":
+    """The raw file's rows as dicts (Parquet, JSON Lines one line at a time, or a JSON
+    array)."""
+    if src.suffix in (".jsonl", ".json"):
         import json
 
         with open(src, encoding="utf-8") as f:
+            if src.suffix == ".json":
+                return json.load(f)
             return [json.loads(line) for line in f if line.strip()]
     import pyarrow.parquet as pq
 
