@@ -20,6 +20,14 @@ from prefdata.execute import Ingest, LocalExecutor
 from prefdata.io.export import ShardedExport
 
 
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Read batches of 50 rows (a row group each), so an ingest has several."""
+    from prefdata.io import readers
+
+    monkeypatch.setattr(readers, "BATCH_ROWS", 50)
+
+
 def pairs_file(tmp_path: Path, n: int = 400) -> Path:
     path = tmp_path / "pairs.parquet"
     rows = [
@@ -55,7 +63,7 @@ def cut_short(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_a_cut_short_ingest_rejects_file_starts_the_ingest_over(tmp_path):
+def test_a_cut_short_ingest_rejects_file_starts_the_ingest_over(tmp_path, small_batches):
     source = Ingest(pairs_file(tmp_path), "pairs", partition_bytes=4096)
     clean = LocalExecutor(tmp_path / "clean").run([], source)
     work = tmp_path / "w"
@@ -79,7 +87,7 @@ def test_a_cut_short_input_copy_is_copied_again(tmp_path):
     assert again.read().equals(clean.read()) and again.rejects().equals(clean.rejects())
 
 
-def test_a_cut_short_spill_file_starts_the_ingest_over(tmp_path, monkeypatch):
+def test_a_cut_short_spill_file_starts_the_ingest_over(tmp_path, monkeypatch, small_batches):
     """Stopped after the read pass, a spill file cut short: the rerun notices it by its
     recorded size and ingests again, ending with the files of an uninterrupted run."""
     import prefdata.execute.ingest as ing

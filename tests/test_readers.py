@@ -294,3 +294,23 @@ def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
 
     result = LocalExecutor(tmp_path / "w").run([], Ingest(path, "long", score_cols=["rm"]))
     assert result.read().equals(ref.table) and result.funnel.to_list() == ref.funnel.to_list()
+
+
+def test_small_parquet_row_groups_are_read_together(tmp_path, monkeypatch):
+    """Consecutive row groups share a batch up to BATCH_ROWS rows (and BATCH_BYTES), a
+    very large one is cut; the rows are the file's, in order, either way."""
+    from prefdata.io import readers
+    from prefdata.io.readers import read_batches
+
+    path = tmp_path / "in.parquet"
+    table = pa.table({"prompt": [f"q{i % 7}" for i in range(100)], "rm": list(range(100))})
+    pq.write_table(table, path, row_group_size=10)
+    monkeypatch.setattr(readers, "BATCH_ROWS", 25)
+    batches = list(read_batches(path))
+    assert [b.table.num_rows for b in batches] == [20, 20, 20, 20, 20]
+    assert pa.concat_tables([b.table for b in batches]).equals(table)
+    monkeypatch.setattr(readers, "BATCH_ROWS", 1 << 18)
+    assert [b.table.num_rows for b in read_batches(path)] == [100]
+    monkeypatch.setattr(readers, "BATCH_BYTES", 50)  # each group "very large": cut
+    cut = list(read_batches(path))
+    assert len(cut) > 10 and pa.concat_tables([b.table for b in cut]).equals(table)

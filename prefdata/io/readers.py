@@ -793,18 +793,36 @@ def _parquet_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 
 
 def _parquet_file_batches(path: Path) -> Iterator[RawBatch]:
+    """A Parquet file's row groups, consecutive small ones read together up to
+    :data:`BATCH_ROWS` rows and :data:`BATCH_BYTES` decoded (a prompt repeated across a
+    shuffled file is then digested in fewer batches), a very large one cut."""
     file = pq.ParquetFile(path)
+    groups: list[int] = []
+    rows = size = 0
+
+    def flush() -> RawBatch:
+        t = _plain(file.read_row_groups(groups))
+        groups.clear()
+        return RawBatch(t, _Bad().table(), t.num_rows)
+
     for g in range(file.num_row_groups):
         meta = file.metadata.row_group(g)
+        if groups and (
+            rows + meta.num_rows > BATCH_ROWS or size + meta.total_byte_size > BATCH_BYTES
+        ):
+            yield flush()
+            rows = size = 0
         if meta.total_byte_size > 4 * BATCH_BYTES:
-            rows = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
-            for batch in file.iter_batches(batch_size=rows, row_groups=[g]):
+            step = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
+            for batch in file.iter_batches(batch_size=step, row_groups=[g]):
                 yield RawBatch(
                     _plain(pa.Table.from_batches([batch])), _Bad().table(), batch.num_rows
                 )
             continue
-        t = _plain(file.read_row_group(g))
-        yield RawBatch(t, _Bad().table(), t.num_rows)
+        groups.append(g)
+        rows, size = rows + meta.num_rows, size + meta.total_byte_size
+    if groups or not file.num_row_groups:
+        yield flush()
 
 
 def _table_batches(read: _Read) -> Iterator[RawBatch]:
