@@ -487,3 +487,67 @@ def test_known_files_are_identified_by_their_producers_digest(tmp_path):
     os.replace(tmp_path / "new", path)  # how shards are rewritten: a new file renamed in
     assert not stale.current()
     assert source_digest(stale, 0) == source_digest([path], 0) != a
+
+
+@pytest.fixture
+def fresh_hub_cache():
+    readers.hub_dataset.cache_clear()
+    yield
+    readers.hub_dataset.cache_clear()
+
+
+def test_a_hub_dataset_streams_from_the_arrow_files_datasets_keeps(
+    tmp_path, monkeypatch, fresh_hub_cache
+):
+    """The Hub cannot be reached here (a fake at the network's boundary):
+    ``datasets.load_dataset("org/pairs")`` becomes the same call on a local Parquet file,
+    so what follows the download is datasets' own code. The ingest reads the Arrow files
+    datasets keeps, in partitions (memory bounded by a partition, not the dataset), loads
+    the dataset once, and gives the pools and rejects of reading the name whole."""
+    import datasets
+
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path, row_group_size=64)
+    real, calls = datasets.load_dataset, []
+
+    def load_dataset(name, split=None, **kwargs):
+        calls.append((name, split))
+        assert name == "org/pairs" and not kwargs
+        return real("parquet", data_files={"train": str(path)}, split=split,
+                    cache_dir=str(tmp_path / "cache"))  # fmt: skip
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    source = Ingest("org/pairs", "pairs", split="train", partition_bytes=4096, **PAIRS)
+    files = source.files()
+    assert files and all(f.suffix == ".arrow" and f.is_relative_to(tmp_path) for f in files)
+    assert source.estimate()[1] > 4096  # several partitions
+    result = LocalExecutor(tmp_path / "w").run([], source)
+    assert len(list((tmp_path / "w" / "ingest" / "pools").glob("*.arrow"))) > 1
+    assert calls == [("org/pairs", "train")]
+    ref = read_pools("org/pairs", "pairs", split="train", **PAIRS)  # the name, read whole
+    assert by_prompt(result.read()) == by_prompt(ref.table)
+    assert {r["source"] for r in ref.table.to_pylist()} == {"org/pairs:train"}
+    assert sorted_rejects(result.rejects()) == sorted_rejects(ref.rejects)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def test_a_dataset_streams_only_when_its_rows_are_its_files(tmp_path):
+    """A ``datasets.Dataset`` made from files streams them; a view (selected, shuffled,
+    renamed) or one held in memory is read whole, with the rows the view has."""
+    import datasets
+
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pairs_table(), path)
+    ds = datasets.load_dataset("parquet", data_files=str(path), cache_dir=str(tmp_path / "c"))
+    assert Ingest(ds, "pairs", split="train").files() == readers.dataset_files(ds["train"])
+    assert readers.dataset_files(ds["train"]) is not None
+    train = ds["train"]
+    views = [
+        train.select(range(30)),
+        train.shuffle(seed=0),
+        train.rename_column("chosen", "better"),
+        datasets.Dataset.from_dict(train[:40]),
+    ]
+    assert [readers.dataset_files(v) for v in views] == [None] * 4
+    result, pools, _ = ingest(tmp_path, views[0], "pairs", **PAIRS)
+    assert by_prompt(pools) == by_prompt(read_pools(views[0], "pairs", **PAIRS).table)

@@ -73,8 +73,9 @@ PARTITION_BYTES = 64 << 20  # decoded input bytes per partition (about one pool 
 class Ingest:
     """A raw source and its layout, for an executor to convert as its first step.
 
-    ``source``: a path (Parquet, JSON Lines, CSV, a ``datasets`` folder), a Hub name or an
-    in-memory table; ``options``: :class:`~prefdata.io.layouts.LayoutOptions` by keyword.
+    ``source``: a path (Parquet, JSON Lines, CSV, a ``datasets`` folder), a Hub name, a
+    ``datasets.Dataset`` or an in-memory table; ``options``:
+    :class:`~prefdata.io.layouts.LayoutOptions` by keyword.
     ``partition_bytes``: about how much decoded input one pool shard comes from.
 
     >>> Ingest("pairs.parquet", "pairs", prompt_col="question").options.prompt_col
@@ -166,7 +167,7 @@ class Ingest:
             path = Path(self.source)
             found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
             h.update(source_digest(found, 0).encode())
-        else:  # a Hub name or an object: its rows, read once
+        else:  # an object read whole (a DataFrame, a dataset's view): its rows, read once
             from prefdata.io.readers import read_records
 
             raw, rejects = read_records(self.source, split=self.split)

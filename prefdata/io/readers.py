@@ -14,16 +14,18 @@ Sources:
 - a Hugging Face ``save_to_disk`` folder (its Arrow files, read without ``datasets``; a
   ``DatasetDict``'s ``split``), or another folder of data files
   (``datasets.load_dataset(folder, split=...)``);
-- a Hub dataset name (``datasets.load_dataset(name, split=...)``): needs the network, and
-  its error is raised as is when there is none;
+- a Hub dataset name (``datasets.load_dataset(name, split=...)``, once per process; the
+  executor's ingest streams the Arrow files ``datasets`` keeps, :func:`dataset_files`):
+  needs the network, and its error is raised as is when there is none;
 - a ``pyarrow.Table``, polars or pandas ``DataFrame``, or ``datasets.Dataset`` /
-  ``DatasetDict`` (pick ``split``).
+  ``DatasetDict`` (pick ``split``; a dataset whose rows are its Arrow files streams them).
 
-JSON is parsed line by line so that a bad line is a rejects entry, not a crash: ``row`` is
-the 0-based line index and the reason starts with the 1-based line number, the way editors
-count (``"line 17: invalid JSON: ..."``). Blank lines are not rows. A key whose values
-disagree in kind across rows (a number where other rows hold strings) rejects the minority
-rows, naming the field.
+JSON is parsed column-wise by Arrow where that gives the same table
+(:mod:`prefdata.io.json_lines`), else record by record, so that a bad line is a rejects
+entry, not a crash: ``row`` is the 0-based line index and the reason starts with the
+1-based line number, the way editors count (``"line 17: invalid JSON: ..."``). Blank lines
+are not rows. A key whose values disagree in kind across rows (a number where other rows
+hold strings) rejects the minority rows, naming the field.
 
 >>> import pyarrow as pa
 >>> raw, rejects = read_records(pa.table({"prompt": ["Hi"], "response": ["Hello"]}))
@@ -36,6 +38,7 @@ rows, naming the field.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -61,6 +64,17 @@ from prefdata.schema import REJECTS_SCHEMA, conform_types
 STAGE = "read"
 _JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_name(source: str | os.PathLike) -> bool:
+    """Whether a path that does not exist reads as a Hub dataset name (``org/name``).
+
+    >>> is_hub_name("HuggingFaceH4/ultrafeedback_binarized"), is_hub_name("data/x.jsonl")
+    (True, False)
+    """
+    text = str(source)
+    suffix = Path(text).suffix
+    return not (suffix or text.startswith((".", "/", "~"))) and bool(_HUB_NAME.match(text))
 
 
 @contextmanager
@@ -413,7 +427,8 @@ def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
 # --------------------------------------------------------------------------- objects
 
 
-def _from_dataset(ds: Any, split: str | None) -> pa.Table:
+def _one_split(ds: Any, split: str | None) -> Any:
+    """The split of a ``DatasetDict`` (its only one when ``split`` is None)."""
     import datasets
 
     if isinstance(ds, datasets.DatasetDict | datasets.IterableDatasetDict):
@@ -424,6 +439,50 @@ def _from_dataset(ds: Any, split: str | None) -> pa.Table:
         if split not in ds:
             raise KeyError(f"no split {split!r}; the dataset has {list(ds)}")
         ds = ds[split]
+    return ds
+
+
+@functools.lru_cache(maxsize=4)
+def hub_dataset(name: str, split: str | None) -> Any:
+    """``datasets.load_dataset(name, split=split)`` (one split), loaded once per process:
+    an ingest asks for its files, its digest and its rows."""
+    import datasets
+
+    # without network this raises datasets' own error
+    return _one_split(datasets.load_dataset(name, split=split), split)
+
+
+def dataset_files(ds: Any) -> list[Path] | None:
+    """The Arrow files a ``datasets.Dataset`` reads, in row order, when its rows are
+    exactly theirs (no indices mapping from ``select``, ``shuffle`` or ``filter``, no
+    column renamed, cast or added in memory, no slice), else None (read it whole).
+
+    >>> import datasets
+    >>> dataset_files(datasets.Dataset.from_dict({"a": [1]})) is None  # in memory
+    True
+    """
+    import datasets
+
+    if not isinstance(ds, datasets.Dataset) or ds._indices is not None:
+        return None
+    files = [Path(f["filename"]) for f in ds.cache_files]
+    if not files or not all(p.is_file() for p in files):
+        return None
+    rows = 0
+    want = ds.data.schema.remove_metadata()
+    for path in files:
+        with pa.memory_map(str(path)) as source:
+            reader = ipc.open_stream(source)
+            if not reader.schema.remove_metadata().equals(want):
+                return None
+            rows += sum(batch.num_rows for batch in reader)
+    return files if rows == ds.num_rows else None
+
+
+def _from_dataset(ds: Any, split: str | None) -> pa.Table:
+    import datasets
+
+    ds = _one_split(ds, split)
     if isinstance(ds, datasets.IterableDataset):
         ds = datasets.Dataset.from_generator(lambda: (yield from ds), features=ds.features)
     return ds.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
@@ -624,12 +683,9 @@ def _read(source: Any, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
         if path.exists():
             return _read_path(path, split, bad)
         text = str(source)
-        if path.suffix or text.startswith((".", "/", "~")) or not _HUB_NAME.match(text):
+        if not is_hub_name(text):
             raise FileNotFoundError(f"no such file or folder: {text}")
-        import datasets
-
-        # A Hub dataset name; without network this raises datasets' own error.
-        t = _from_dataset(datasets.load_dataset(text, split=split), split)
+        t = _from_dataset(hub_dataset(text, split), split)  # a Hub dataset name
         return t, t.num_rows
     raise TypeError(
         f"cannot read {type(source).__name__}: expected a path, a Hub name, a pyarrow Table, "
@@ -888,12 +944,17 @@ def _json_file(path: Path) -> dict:
 
 
 def stream_files(source: Any, split: str | None = None) -> list[Path] | None:
-    """The files a source streams from (Parquet, JSON Lines, one CSV file, or the Arrow
-    files of a ``save_to_disk`` folder), or None when it is read whole (Hub names,
-    in-memory objects, a ``split`` of anything but a saved ``DatasetDict``)."""
+    """The files a source streams from (Parquet, JSON Lines, one CSV file, the Arrow files
+    of a ``save_to_disk`` folder, or those a Hub dataset or a ``datasets.Dataset`` reads,
+    :func:`dataset_files`), or None when it is read whole (in-memory objects, a ``split``
+    of a local path other than a saved ``DatasetDict``)."""
+    if type(source).__module__.split(".")[0] == "datasets":
+        return dataset_files(_one_split(source, split))
     if not isinstance(source, str | os.PathLike):
         return None
     path = Path(source).expanduser()
+    if not path.exists() and is_hub_name(source):
+        return dataset_files(hub_dataset(str(source), split))
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         with naming(path):
             return saved_dataset_files(path, split)
@@ -950,9 +1011,10 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
     """:func:`read_records` in batches, in input order: Parquet row group by row group,
-    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time, a ``save_to_disk``
-    folder's Arrow files record batch by record batch (memory stays a batch); other sources
-    are read whole, then cut. The same rows and rejects as :func:`read_records`,
+    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time, the Arrow files of a
+    ``save_to_disk`` folder, a Hub dataset or a ``datasets.Dataset``
+    (:func:`stream_files`) record batch by record batch (memory stays a batch); other
+    sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
     except that a JSON field whose kind disagrees across rows is judged within its batch.
 
     >>> [b.table.num_rows for b in read_batches(pa.table({"a": [1, 2, 3]}))]
