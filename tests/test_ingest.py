@@ -545,9 +545,10 @@ def test_a_dataset_streams_only_when_its_rows_are_its_files(tmp_path):
     views = [
         train.select(range(30)),
         train.shuffle(seed=0),
+        train.shuffle(seed=0, keep_in_memory=True),  # the same rows, in another order
         train.rename_column("chosen", "better"),
         datasets.Dataset.from_dict(train[:40]),
     ]
-    assert [readers.dataset_files(v) for v in views] == [None] * 4
+    assert [readers.dataset_files(v) for v in views] == [None] * 5
     result, pools, _ = ingest(tmp_path, views[0], "pairs", **PAIRS)
     assert by_prompt(pools) == by_prompt(read_pools(views[0], "pairs", **PAIRS).table)

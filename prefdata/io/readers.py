@@ -463,7 +463,8 @@ def dataset_files(ds: Any) -> list[Path] | None:
     """
     import datasets
 
-    if not isinstance(ds, datasets.Dataset) or ds._indices is not None:
+    # an indices mapping reorders or subsets the files' rows (absent attribute: unsure)
+    if not isinstance(ds, datasets.Dataset) or getattr(ds, "_indices", True) is not None:
         return None
     files = [Path(f["filename"]) for f in ds.cache_files]
     if not files or not all(p.is_file() for p in files):
@@ -1010,8 +1011,9 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
-    """:func:`read_records` in batches, in input order: Parquet row group by row group,
-    JSON Lines and CSV about :data:`BATCH_BYTES` of text at a time, the Arrow files of a
+    """:func:`read_records` in batches, in input order: Parquet a few row groups at a time
+    (:data:`BATCH_ROWS` rows and :data:`BATCH_BYTES` decoded at most), JSON Lines and CSV
+    about :data:`BATCH_BYTES` of text at a time, the Arrow files of a
     ``save_to_disk`` folder, a Hub dataset or a ``datasets.Dataset``
     (:func:`stream_files`) record batch by record batch (memory stays a batch); other
     sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
