@@ -119,6 +119,8 @@ def test_plain_files_are_read_column_wise_with_dates_as_strings():
         b'{"a": 1}\n\xef\xbb\xbf{"a": 2}\n',  # a byte-order mark within the file
         b'{"a": 1}\n{"a": 10000000000000000000}\n',  # beyond int64: Arrow reads a double
         b'{"a": "x\xff"}\n',  # invalid UTF-8, which Arrow lets into the string
+        b'{"x": {"a\xbfb": 1}}\n',  # ... and into a key, at any level
+        b'{"x": [{"a\xbfb": 1}]}\n',
         b'{"a": [{"t": "2020-01-01"}]}\n',  # a nested date Arrow reads as a timestamp
         b'{"a": "\\ud800"}\n',  # a lone surrogate
         b'{"a": "x"}\n{"a": 1}\n',  # a field whose type changes
@@ -239,9 +241,22 @@ def test_arrays_are_read_column_wise_with_dates_as_strings():
         b'[{"a": 1}, {"a": 10000000000000000000}]',  # beyond int64
         b'[{"a": [{"t": "2020-01-01"}]}]',  # a nested date
         b'[{"a": "x\xff"}]',  # invalid UTF-8
+        b'[{"a\xbfb": 1}]',  # in a key
+        b'[{"x": [{"a\xbfb": 1}]}]',
         b'[{"a": 1}] [{"a": 2}]',  # not one array
         b'{"a": 1}',  # not an array
     ],
 )
 def test_what_arrow_might_read_differently_is_read_item_by_item(data):
     assert columnar_array(data) is None
+
+
+def test_a_key_of_invalid_utf8_rejects_its_line_on_both_paths(tmp_path, monkeypatch):
+    """Arrow takes a key's bytes as they are (the table's field name cannot be read back
+    in Python); the line reader rejects the line, naming it."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"x": {"a": 1}}\n{"x": {"a\xbfb": 2}}\n{"x": {"a": 3}}\n')
+    raw, rejects = read_records(path)
+    want_raw, want_rejects = line_by_line(monkeypatch, path)
+    assert raw.equals(want_raw) and rejects.equals(want_rejects)
+    assert rejects["row"].to_pylist() == [1] and raw.num_rows == 2

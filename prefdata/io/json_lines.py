@@ -85,8 +85,11 @@ def columnar_array(data: bytes) -> pa.Table | None:
 def _as_records_read(
     table: pa.Table, reread: Callable[[pa.Schema], pa.Table | None]
 ) -> pa.Table | None:
-    """``table`` as the record reader would build it, or None: top-level dates read again
-    (``reread`` with them as strings), only types ``pa.array`` infers, no huge integers."""
+    """``table`` as the record reader would build it, or None: every key valid UTF-8
+    (Arrow takes a key's bytes as they are), top-level dates read again (``reread`` with
+    them as strings), only types ``pa.array`` infers, no huge integers."""
+    if not _keys_decode(table.schema):
+        return None
     if any(_has_timestamp(f.type) for f in table.schema):
         schema = _dates_as_strings(table.schema)
         table = None if schema is None else reread(schema)
@@ -133,6 +136,22 @@ def _leaves(t: pa.DataType) -> Iterator[pa.DataType]:
             yield from _leaves(f.type)
     else:
         yield t
+
+
+def _keys_decode(fields: pa.Schema | pa.StructType) -> bool:
+    """Whether every field name, at every level, is valid UTF-8 (where the record reader
+    rejects the record)."""
+    try:
+        for f in fields:
+            f.name  # noqa: B018 - reading the name decodes it
+            t = f.type
+            while pa.types.is_list(t):
+                t = t.value_type
+            if pa.types.is_struct(t) and not _keys_decode(t):
+                return False
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _has_timestamp(t: pa.DataType) -> bool:
