@@ -314,3 +314,15 @@ def test_small_parquet_row_groups_are_read_together(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "BATCH_BYTES", 50)  # each group "very large": cut
     cut = list(read_batches(path))
     assert len(cut) > 10 and pa.concat_tables([b.table for b in cut]).equals(table)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_column_name_that_is_not_utf8_is_named_with_its_file(tmp_path, streamed):
+    """Arrow keeps a CSV header's bytes as they are; reading the name back fails. The
+    error names the file and the name's bytes (the command line shows it as one line)."""
+    from prefdata.io.readers import read_batches
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"prom\xbfpt,response\nq,a\n")
+    with pytest.raises(ValueError, match=r"in\.csv: a column name is not valid UTF-8: b'prom"):
+        list(read_batches(path)) if streamed else read_records(path)

@@ -83,6 +83,8 @@ def naming(path: Path) -> Iterator[None]:
     libraries' messages often do not ("Parquet magic bytes not found in footer")."""
     try:
         yield
+    except UnicodeDecodeError as e:  # Arrow keeps a column name's bytes as they are
+        raise ValueError(f"{path}: a column name is not valid UTF-8: {e.object!r}") from None
     except (OSError, EOFError, pa.ArrowException) as e:
         if str(path) in str(e) or path.name in str(e):
             raise
@@ -607,7 +609,8 @@ def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
 def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
     if path.is_file():
         with naming(path):
-            return _read_file(path, bad)
+            t, n = _read_file(path, bad)
+            return _plain(t), n  # reads the column names (a bad one is named with the file)
     return _read_folder(path, split, bad)
 
 
