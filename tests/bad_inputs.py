@@ -118,6 +118,12 @@ def _csv(folder: Path) -> list[str]:
     return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
 
 
+def _csv_bad_header(folder: Path) -> list[str]:
+    path = folder / "in.csv"
+    path.write_bytes(b"prompt,response,caf\xe9\nQ1,A1,1\n")
+    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
+
+
 def _pool_table(folder: Path, candidates: list) -> list[str]:
     from prefdata.schema import pool_schema
 
@@ -221,6 +227,13 @@ CASES: list[Case] = [
         pools=1,
     ),
     Case(
+        "jsonl-invalid-utf8-key",
+        "a Latin-1 byte in a nested key",
+        lambda d: long(d, [ok(0), b'{"prompt": "Q", "response": "x", "meta": {"caf\xe9": 1}}']),
+        rejects=[("read", 1, None, "line 2: invalid UTF-8 at byte")],
+        pools=1,
+    ),
+    Case(
         "jsonl-lone-surrogate",
         "an unpaired \\ud800 escape",
         lambda d: long(d, [ok(0), '{"prompt": "a\\ud800", "response": "x"}']),
@@ -318,6 +331,12 @@ CASES: list[Case] = [
             ("layout:long", 3, "prompt", "empty prompt"),
         ],
         pools=2,
+    ),
+    Case(
+        "csv-header-invalid-utf8",
+        "a Latin-1 byte in the header",
+        _csv_bad_header,
+        error="in.csv: a column name is not valid UTF-8: b'caf\\xe9'",
     ),
     Case(
         "missing-file",
