@@ -168,6 +168,12 @@ def _json_array(folder: Path) -> list[str]:
     return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
 
 
+def _json_array_latin1(folder: Path) -> list[str]:
+    path = folder / "in.json"
+    path.write_bytes(b'[{"prompt": "caf\xe9", "response": "a"}]')
+    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
+
+
 def _json_scalar(folder: Path) -> list[str]:
     path = folder / "in.json"
     path.write_text('"just a string"')
@@ -294,6 +300,12 @@ CASES: list[Case] = [
             ("read", 3, None, "item 3: JSON string, not an object"),
         ],
         pools=2,
+    ),
+    Case(
+        "json-array-invalid-utf8",
+        "a Latin-1 byte in a JSON array (the whole text is one JSON value)",
+        _json_array_latin1,
+        error="in.json: not valid UTF-8 at byte 16",
     ),
     Case(
         "json-scalar",

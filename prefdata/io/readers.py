@@ -77,14 +77,19 @@ def is_hub_name(source: str | os.PathLike) -> bool:
     return not (suffix or text.startswith((".", "/", "~"))) and bool(_HUB_NAME.match(text))
 
 
+class _NameNotUTF8(ValueError):
+    """A column name that is not valid UTF-8 (Arrow keeps a CSV header's bytes as they
+    are; reading the name back fails)."""
+
+
 @contextmanager
 def naming(path: Path) -> Iterator[None]:
     """Errors reading ``path`` (a damaged, truncated or unreadable file) name it: the
     libraries' messages often do not ("Parquet magic bytes not found in footer")."""
     try:
         yield
-    except UnicodeDecodeError as e:  # Arrow keeps a column name's bytes as they are
-        raise ValueError(f"{path}: a column name is not valid UTF-8: {e.object!r}") from None
+    except _NameNotUTF8 as e:
+        raise ValueError(f"{path}: {e}") from None
     except (OSError, EOFError, pa.ArrowException) as e:
         if str(path) in str(e) or path.name in str(e):
             raise
@@ -394,7 +399,10 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
     if table is not None:
         bad.keep(range(table.num_rows))
         return table, table.num_rows, table.num_rows
-    data = json.loads(text.decode("utf-8"))
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start}") from None
     del text
     if not isinstance(data, list):
         raise ValueError(
@@ -503,7 +511,10 @@ def _from_pandas(df: Any, bad: _Bad) -> tuple[pa.Table, int]:
 def _plain(table: pa.Table) -> pa.Table:
     """Plain Arrow types (string, not large_string or views; dictionaries decoded), no
     schema metadata."""
-    names = table.column_names
+    try:
+        names = table.column_names
+    except UnicodeDecodeError as e:
+        raise _NameNotUTF8(f"a column name is not valid UTF-8: {e.object!r}") from None
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(
