@@ -118,6 +118,12 @@ def _csv(folder: Path) -> list[str]:
     return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
 
 
+def _csv_latin1(folder: Path) -> list[str]:
+    path = folder / "in.csv"
+    path.write_bytes(b"prompt,response\nQ1,A1\nQ2,caf\xe9\nQ3,A3\n")
+    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
+
+
 def _csv_bad_header(folder: Path) -> list[str]:
     path = folder / "in.csv"
     path.write_bytes(b"prompt,response,caf\xe9\nQ1,A1,1\n")
@@ -342,6 +348,13 @@ CASES: list[Case] = [
             ("read", 2, None, "line 4: 1 fields where the header has 2"),
             ("layout:long", 3, "prompt", "empty prompt"),
         ],
+        pools=2,
+    ),
+    Case(
+        "csv-latin1-value",
+        "a Latin-1 byte in one value (an Excel export): that row only",
+        _csv_latin1,
+        rejects=[("read", 1, "response", "field 'response' is not valid UTF-8 at byte 3")],
         pools=2,
     ),
     Case(

@@ -326,3 +326,38 @@ def test_a_column_name_that_is_not_utf8_is_named_with_its_file(tmp_path, streame
     path.write_bytes(b"prom\xbfpt,response\nq,a\n")
     with pytest.raises(ValueError, match=r"in\.csv: a column name is not valid UTF-8: b'prom"):
         list(read_batches(path)) if streamed else read_records(path)
+
+
+def test_a_csv_value_that_is_not_utf8_rejects_its_row_in_any_block(tmp_path, monkeypatch):
+    """Arrow's own check would type a column with a Latin-1 byte in the first block as
+    binary (every row then unusable) and stop at one in a later block; each such row is
+    rejected by itself, naming its field, read whole or streamed."""
+    from prefdata.io import readers
+    from prefdata.io.readers import read_batches
+
+    lines = [b"prompt,response"] + [b"q%d,answer %d" % (i, i) for i in range(60)]
+    lines[3] = b"q2,caf\xe9"  # first block
+    lines[50] = b"q49,na\xefve"  # a later one
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    raw, bad = read_records(path)
+    assert raw.num_rows == 58 and raw.schema.field("response").type == pa.string()
+    assert [(r["row"], r["field"]) for r in bad.to_pylist()] == [(2, "response"), (49, "response")]
+    assert bad["reason"][0].as_py() == "field 'response' is not valid UTF-8 at byte 3"
+    assert json.loads(bad["record"][0].as_py()) == {"prompt": "q2", "response": "caf\ufffd"}
+    monkeypatch.setattr(readers, "BATCH_BYTES", 200)
+    batches = list(read_batches(path))
+    assert len(batches) > 2
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
+    assert [int(r) for b in batches for r in b.rows] == [i for i in range(60) if i not in (2, 49)]
+
+
+def test_rejected_rows_with_bytes_are_written_as_json():
+    """polars panics writing binary to JSON (a Rust panic, not an Exception): the records
+    of rows holding bytes are written by ``json.dumps``."""
+    from prefdata.pipeline import rejects_from
+
+    table = pa.table({"prompt": ["q"], "blob": pa.array([b"caf\xe9"], pa.binary())})
+    record = rejects_from(table, "demo", "bad")["record"].to_pylist()
+    assert json.loads(record[0]) == {"prompt": "q", "blob": "caf\ufffd"}

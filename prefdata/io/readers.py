@@ -539,6 +539,12 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
 
 
+def _csv_convert() -> Any:
+    import pyarrow.csv as pcsv
+
+    return pcsv.ConvertOptions(check_utf8=False)  # checked per row: _utf8_rows
+
+
 def _csv_batches(path: Path) -> Iterator[RawBatch]:
     """A CSV file in blocks of about :data:`BATCH_BYTES`, with :func:`_read_csv`'s rows
     and rejects (each bad row rejected by its line; column types come from the first
@@ -551,6 +557,7 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
         path,
         read_options=pcsv.ReadOptions(use_threads=False, block_size=BATCH_BYTES),
         parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
+        convert_options=_csv_convert(),
     )
     # the reader parses ahead: a bad row may be reported before the batch it falls in,
     # never after; good rows take the next numbers that are not bad ones
@@ -567,13 +574,12 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
         bad[reported:] = sorted(later)
         del bad[:reported]
         reported = 0
-        yield RawBatch(
-            _plain(pa.Table.from_batches([batch])),
-            mine.table(),
-            batch.num_rows + len(mine),
-            np.asarray(rows, np.int64),
+        rows_in = batch.num_rows + len(mine)
+        table, kept = _utf8_rows(
+            _plain(pa.Table.from_batches([batch])), np.asarray(rows, np.int64), mine
         )
-        seen += batch.num_rows + len(mine)
+        yield RawBatch(table, mine.table(), rows_in, kept)
+        seen += rows_in
     if not seen or len(bad):  # bad rows after the last batch, or no batch at all
         empty = pa.Table.from_batches([], schema=reader.schema)
         rest = _Bad(bad)
@@ -613,8 +619,51 @@ def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
         # one thread: the handler is told each bad row's line number only then
         read_options=pcsv.ReadOptions(use_threads=False),
         parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+        convert_options=_csv_convert(),
     )
-    return t, t.num_rows + len(bad)
+    n = t.num_rows + len(bad)
+    t, _ = _utf8_rows(_plain(t), bad.rows(t.num_rows), bad)
+    return t, n
+
+
+def _utf8_rows(table: pa.Table, rows: np.ndarray, bad: _Bad) -> tuple[pa.Table, np.ndarray]:
+    """``table`` without its rows holding text that is not UTF-8, each rejected naming its
+    field, and the input row of each row kept (``rows``: of each table row). CSV is read
+    without Arrow's UTF-8 check, which would make the whole column binary (or stop the
+    read at a later block): one Latin-1 byte rejects its row, not the file."""
+    drop: dict[int, tuple[str, int]] = {}
+    for name in table.column_names:
+        col = table[name]
+        if not pa.types.is_string(col.type):
+            continue
+        try:
+            col.validate(full=True)
+            continue
+        except pa.ArrowInvalid:
+            pass
+        for i, v in enumerate(col.cast(pa.binary()).to_pylist()):
+            if v is not None and i not in drop:
+                try:
+                    v.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    drop[i] = (name, e.start)
+    if not drop:
+        return table, rows
+    as_bytes = table.cast(
+        pa.schema(
+            [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in table.schema]
+        )
+    )
+    for i, (name, start) in sorted(drop.items()):
+        record = {
+            k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
+            for k, v in as_bytes.slice(i, 1).to_pylist()[0].items()
+        }
+        reason = f"field {name!r} is not valid UTF-8 at byte {start}"
+        bad.append((int(rows[i]), name, reason, _record_text(record)))
+    keep = np.ones(table.num_rows, bool)
+    keep[list(drop)] = False
+    return table.filter(pa.array(keep)), rows[keep]
 
 
 def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
