@@ -76,6 +76,13 @@ def pairs(folder: Path, rows: list, *flags: str, layout: str = "pairs") -> list[
     return ["convert", str(path), "--layout", layout, *flags, "--out", str(folder / "o.parquet")]
 
 
+def convert(folder: Path, name: str, data: str | bytes) -> list[str]:
+    """Write ``data`` to ``folder/name``; the command converting it in the long layout."""
+    path = folder / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
+
+
 def ok(i: int, **kw) -> dict:
     return {"prompt": f"question {i}", "response": f"answer {i}", "rm": float(i), **kw}
 
@@ -109,24 +116,6 @@ def _dup_column(folder: Path) -> list[str]:
     names = ["prompt", "response", "response"]
     table = pa.Table.from_arrays([pa.array(["Q"]), pa.array(["A"]), pa.array(["B"])], names=names)
     path = parquet(folder, table)
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
-
-
-def _csv(folder: Path) -> list[str]:
-    path = folder / "in.csv"
-    path.write_text("prompt,response\nQ1,A1\nQ2,A2,extra\nQ3\n,A4\nQ5,A5\n")
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
-
-
-def _csv_latin1(folder: Path) -> list[str]:
-    path = folder / "in.csv"
-    path.write_bytes(b"prompt,response\nQ1,A1\nQ2,caf\xe9\nQ3,A3\n")
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
-
-
-def _csv_bad_header(folder: Path) -> list[str]:
-    path = folder / "in.csv"
-    path.write_bytes(b"prompt,response,caf\xe9\nQ1,A1,1\n")
     return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
 
 
@@ -166,24 +155,6 @@ def _out_is_a_file(folder: Path) -> list[str]:
     rows = rated()
     argv = _binarize(folder, rows, "--score-col", "rm")
     return [*argv[:-1], str(folder / "taken")]
-
-
-def _json_array(folder: Path) -> list[str]:
-    path = folder / "in.json"
-    path.write_text(json.dumps([ok(0), 7, ok(1), "text"]))
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
-
-
-def _json_array_latin1(folder: Path) -> list[str]:
-    path = folder / "in.json"
-    path.write_bytes(b'[{"prompt": "caf\xe9", "response": "a"}]')
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
-
-
-def _json_scalar(folder: Path) -> list[str]:
-    path = folder / "in.json"
-    path.write_text('"just a string"')
-    return ["convert", str(path), "--layout", "long", "--out", str(folder / "o.parquet")]
 
 
 def _empty_dir(folder: Path) -> list[str]:
@@ -300,7 +271,7 @@ CASES: list[Case] = [
     Case(
         "json-array-items",
         "a JSON array with non-object items",
-        _json_array,
+        lambda d: convert(d, "in.json", json.dumps([ok(0), 7, ok(1), "text"])),
         rejects=[
             ("read", 1, None, "item 1: JSON number, not an object"),
             ("read", 3, None, "item 3: JSON string, not an object"),
@@ -310,13 +281,13 @@ CASES: list[Case] = [
     Case(
         "json-array-invalid-utf8",
         "a Latin-1 byte in a JSON array (the whole text is one JSON value)",
-        _json_array_latin1,
+        lambda d: convert(d, "in.json", b'[{"prompt": "caf\xe9", "response": "a"}]'),
         error="in.json: not valid UTF-8 at byte 16",
     ),
     Case(
         "json-scalar",
         "a .json file holding one string (read as JSON Lines)",
-        _json_scalar,
+        lambda d: convert(d, "in.json", '"just a string"'),
         rejects=[("read", 0, None, "line 1: JSON string, not an object")],
         pools=0,
     ),
@@ -342,7 +313,7 @@ CASES: list[Case] = [
     Case(
         "csv-ragged-rows",
         "rows with too many or too few fields, an empty prompt",
-        _csv,
+        lambda d: convert(d, "in.csv", "prompt,response\nQ1,A1\nQ2,A2,extra\nQ3\n,A4\nQ5,A5\n"),
         rejects=[
             ("read", 1, None, "line 3: 3 fields where the header has 2"),
             ("read", 2, None, "line 4: 1 fields where the header has 2"),
@@ -353,14 +324,14 @@ CASES: list[Case] = [
     Case(
         "csv-latin1-value",
         "a Latin-1 byte in one value (an Excel export): that row only",
-        _csv_latin1,
+        lambda d: convert(d, "in.csv", b"prompt,response\nQ1,A1\nQ2,caf\xe9\nQ3,A3\n"),
         rejects=[("read", 1, "response", "field 'response' is not valid UTF-8 at byte 3")],
         pools=2,
     ),
     Case(
         "csv-header-invalid-utf8",
         "a Latin-1 byte in the header",
-        _csv_bad_header,
+        lambda d: convert(d, "in.csv", b"prompt,response,caf\xe9\nQ1,A1,1\n"),
         error="in.csv: a column name is not valid UTF-8: b'caf\\xe9'",
     ),
     Case(
