@@ -329,6 +329,12 @@ CASES: list[Case] = [
         pools=2,
     ),
     Case(
+        "csv-ragged-latin1-row",
+        "a row with a field too many and a Latin-1 byte (pyarrow cannot decode it)",
+        lambda d: convert(d, "in.csv", b"prompt,response\nQ1,A1\nQ2,caf\xe9,extra\nQ3,A3\n"),
+        error="in.csv: CSV parse error: Row #3: Expected 2 columns, got 3",
+    ),
+    Case(
         "csv-header-invalid-utf8",
         "a Latin-1 byte in the header",
         lambda d: convert(d, "in.csv", b"prompt,response,caf\xe9\nQ1,A1,1\n"),

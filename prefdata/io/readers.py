@@ -43,6 +43,7 @@ import gzip
 import json
 import os
 import re
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -551,6 +552,11 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
     block, as a whole-file read takes them)."""
     import pyarrow.csv as pcsv
 
+    with _quiet_undecodable_rows():
+        yield from _csv_blocks(path, pcsv)
+
+
+def _csv_blocks(path: Path, pcsv: Any) -> Iterator[RawBatch]:
     bad = _Bad()
     handler = _csv_row_handler(bad)
     reader = pcsv.open_csv(
@@ -586,6 +592,29 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
         yield RawBatch(_plain(empty), rest.table(), len(rest), np.zeros(0, np.int64))
 
 
+@contextmanager
+def _quiet_undecodable_rows() -> Iterator[None]:
+    """pyarrow decodes a bad CSV row's text before it calls the row handler; for a row
+    that is not UTF-8 that fails inside the callback, Python prints the error with a
+    traceback ("Exception ignored in ..."), and the read stops with Arrow's parse error,
+    which names the row. Only that one line should reach the user."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        handler = getattr(unraisable.object, "__qualname__", "")
+        if not (
+            isinstance(unraisable.exc_value, UnicodeDecodeError)
+            and handler.startswith("_csv_row_handler.")
+        ):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 def _csv_row_handler(bad: _Bad) -> Callable[[Any], str]:
     """Reject a CSV row with the wrong number of fields by its line (rows are numbered
     from 0 after the header); a row whose line is unknown stops the read."""
@@ -614,13 +643,14 @@ def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
     import pyarrow.csv as pcsv
 
     skip = _csv_row_handler(bad)
-    t = pcsv.read_csv(
-        path,
-        # one thread: the handler is told each bad row's line number only then
-        read_options=pcsv.ReadOptions(use_threads=False),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
-        convert_options=_csv_convert(),
-    )
+    with _quiet_undecodable_rows():
+        t = pcsv.read_csv(
+            path,
+            # one thread: the handler is told each bad row's line number only then
+            read_options=pcsv.ReadOptions(use_threads=False),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
+            convert_options=_csv_convert(),
+        )
     n = t.num_rows + len(bad)
     t, _ = _utf8_rows(_plain(t), bad.rows(t.num_rows), bad)
     return t, n
