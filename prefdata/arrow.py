@@ -13,6 +13,7 @@ pools or pairs beyond the name of the column it is given.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -212,14 +213,50 @@ def np_bool(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def _under_lists(t: pa.DataType) -> pa.DataType:
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    return t
+
+
+def nested_fields(fields: pa.Schema | pa.StructType) -> Iterator[pa.Field]:
+    """Every field of a schema or struct type, at every level (through lists).
+
+    >>> t = pa.struct([("a", pa.list_(pa.struct([("b", pa.int64())]))), ("c", pa.bool_())])
+    >>> [f.name for f in nested_fields(t)]
+    ['a', 'b', 'c']
+    """
+    for f in fields:
+        yield f
+        t = _under_lists(f.type)
+        if pa.types.is_struct(t):
+            yield from nested_fields(t)
+
+
+def leaf_types(t: pa.DataType) -> Iterator[pa.DataType]:
+    """The types under lists and structs (``t`` itself when it is neither).
+
+    >>> list(leaf_types(pa.list_(pa.struct([("a", pa.int64()), ("b", pa.string())]))))
+    [DataType(int64), DataType(string)]
+    """
+    t = _under_lists(t)
+    if pa.types.is_struct(t):
+        for f in t:
+            yield from leaf_types(f.type)
+    else:
+        yield t
+
+
 __all__ = [
     "FlatCandidates",
     "flatten_candidates",
     "flatten_list",
     "float_array",
+    "leaf_types",
     "list_lengths",
     "list_offsets",
     "list_parents",
+    "nested_fields",
     "np_bool",
     "offsets_of",
     "one_chunk",

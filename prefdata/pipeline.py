@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from prefdata.arrow import leaf_types
 from prefdata.ids import digest
 from prefdata.schema import REJECTS_SCHEMA, empty_rejects, score_names
 
@@ -73,17 +74,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _has_binary(t: pa.DataType) -> bool:
-    """Whether a type holds bytes at any level."""
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return True
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return _has_binary(t.value_type)
-    if pa.types.is_struct(t):
-        return any(_has_binary(f.type) for f in t)
-    return False
-
-
 def _records_json(table: pa.Table) -> pa.Array:
     """Each row as compact JSON (a string array), columnar through polars; per-row
     ``json.dumps`` for the types polars cannot encode (the result is JSON-equal either way).
@@ -92,19 +82,20 @@ def _records_json(table: pa.Table) -> pa.Array:
         return pa.array([], pa.string())
     import polars as pl
 
-    try:
-        if any(_has_binary(f.type) for f in table.schema):
-            raise TypeError("polars panics writing binary to JSON")
-        encoded = pl.from_arrow(table).select(pl.struct(pl.all()).struct.json_encode())
-        return encoded.to_series().to_arrow().cast(pa.string())
-    except (Exception, pl.exceptions.PanicException):  # noqa: BLE001 - the slow, exact path
-        return pa.array(
-            [
-                json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-                for r in table.to_pylist()
-            ],
-            pa.string(),
-        )
+    binary = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+    if not any(is_(t) for f in table.schema for t in leaf_types(f.type) for is_ in binary):
+        try:  # polars panics (a BaseException) writing bytes, hence the check above
+            encoded = pl.from_arrow(table).select(pl.struct(pl.all()).struct.json_encode())
+            return encoded.to_series().to_arrow().cast(pa.string())
+        except (Exception, pl.exceptions.PanicException):  # noqa: BLE001 - the exact path
+            pass
+    return pa.array(
+        [
+            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+            for r in table.to_pylist()
+        ],
+        pa.string(),
+    )
 
 
 def rejects_from(

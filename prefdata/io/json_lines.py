@@ -25,11 +25,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.json as pajson
+
+from prefdata.arrow import leaf_types, nested_fields
 
 _BOM = b"\xef\xbb\xbf"
 _INT64_LIMIT = 2.0**63  # an integer this large is a double in Arrow, an error in pa.array
@@ -127,35 +129,19 @@ def _read(
     return table
 
 
-def _leaves(t: pa.DataType) -> Iterator[pa.DataType]:
-    """The types under lists and structs."""
-    if pa.types.is_list(t):
-        yield from _leaves(t.value_type)
-    elif pa.types.is_struct(t):
-        for f in t:
-            yield from _leaves(f.type)
-    else:
-        yield t
-
-
-def _keys_decode(fields: pa.Schema | pa.StructType) -> bool:
+def _keys_decode(schema: pa.Schema) -> bool:
     """Whether every field name, at every level, is valid UTF-8 (where the record reader
     rejects the record)."""
     try:
-        for f in fields:
+        for f in nested_fields(schema):
             f.name  # noqa: B018 - reading the name decodes it
-            t = f.type
-            while pa.types.is_list(t):
-                t = t.value_type
-            if pa.types.is_struct(t) and not _keys_decode(t):
-                return False
     except UnicodeDecodeError:
         return False
     return True
 
 
 def _has_timestamp(t: pa.DataType) -> bool:
-    return any(pa.types.is_timestamp(leaf) for leaf in _leaves(t))
+    return any(pa.types.is_timestamp(leaf) for leaf in leaf_types(t))
 
 
 def _dates_as_strings(schema: pa.Schema) -> pa.Schema | None:
@@ -175,7 +161,7 @@ _PYTHON_READS = (pa.null(), pa.bool_(), pa.int64(), pa.float64(), pa.string())
 
 def _as_python_reads(t: pa.DataType) -> bool:
     """Only types ``pa.array`` also infers from the parsed Python values, at every level."""
-    return all(leaf in _PYTHON_READS for leaf in _leaves(t))
+    return all(leaf in _PYTHON_READS for leaf in leaf_types(t))
 
 
 def _huge_integers(table: pa.Table) -> bool:

@@ -553,43 +553,44 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
     import pyarrow.csv as pcsv
 
     with _quiet_undecodable_rows():
-        yield from _csv_blocks(path, pcsv)
-
-
-def _csv_blocks(path: Path, pcsv: Any) -> Iterator[RawBatch]:
-    bad = _Bad()
-    handler = _csv_row_handler(bad)
-    reader = pcsv.open_csv(
-        path,
-        read_options=pcsv.ReadOptions(use_threads=False, block_size=BATCH_BYTES),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
-        convert_options=_csv_convert(),
-    )
-    # the reader parses ahead: a bad row may be reported before the batch it falls in,
-    # never after; good rows take the next numbers that are not bad ones
-    next_row, reported, seen = 0, 0, 0
-    for batch in reader:
-        known = {r for r, *_ in bad}
-        rows = []
-        while len(rows) < batch.num_rows:
-            if next_row not in known:
-                rows.append(next_row)
-            next_row += 1
-        mine = _Bad(x for x in bad[reported:] if x[0] < next_row)
-        later = [x for x in bad[reported:] if x[0] >= next_row]
-        bad[reported:] = sorted(later)
-        del bad[:reported]
-        reported = 0
-        rows_in = batch.num_rows + len(mine)
-        table, kept = _utf8_rows(
-            _plain(pa.Table.from_batches([batch])), np.asarray(rows, np.int64), mine
+        bad = _Bad()
+        handler = _csv_row_handler(bad)
+        reader = pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=BATCH_BYTES),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
+            convert_options=_csv_convert(),
         )
-        yield RawBatch(table, mine.table(), rows_in, kept)
-        seen += rows_in
-    if not seen or len(bad):  # bad rows after the last batch, or no batch at all
-        empty = pa.Table.from_batches([], schema=reader.schema)
-        rest = _Bad(bad)
-        yield RawBatch(_plain(empty), rest.table(), len(rest), np.zeros(0, np.int64))
+        # the reader parses ahead: a bad row may be reported before the batch it falls in,
+        # never after; good rows take the next numbers that are not bad ones
+        next_row, reported, seen = 0, 0, 0
+        for batch in reader:
+            rows = _next_rows(next_row, batch.num_rows, [r for r, *_ in bad])
+            next_row = int(rows[-1]) + 1 if len(rows) else next_row
+            mine = _Bad(x for x in bad[reported:] if x[0] < next_row)
+            later = [x for x in bad[reported:] if x[0] >= next_row]
+            bad[reported:] = sorted(later)
+            del bad[:reported]
+            reported = 0
+            rows_in = batch.num_rows + len(mine)
+            table, kept = _utf8_rows(_plain(pa.Table.from_batches([batch])), rows, mine)
+            yield RawBatch(table, mine.table(), rows_in, kept)
+            seen += rows_in
+        if not seen or len(bad):  # bad rows after the last batch, or no batch at all
+            empty = pa.Table.from_batches([], schema=reader.schema)
+            rest = _Bad(bad)
+            yield RawBatch(_plain(empty), rest.table(), len(rest), np.zeros(0, np.int64))
+
+
+def _next_rows(start: int, n: int, taken: list[int]) -> np.ndarray:
+    """The first ``n`` row numbers from ``start`` on that are not ``taken``.
+
+    >>> _next_rows(3, 4, [4, 6, 1]).tolist()
+    [3, 5, 7, 8]
+    """
+    taken_after = np.asarray([r for r in taken if r >= start], np.int64)
+    span = np.arange(start, start + n + len(taken_after), dtype=np.int64)
+    return span[~np.isin(span, taken_after)][:n]
 
 
 @contextmanager
@@ -679,20 +680,22 @@ def _utf8_rows(table: pa.Table, rows: np.ndarray, bad: _Bad) -> tuple[pa.Table, 
                     drop[i] = (name, e.start)
     if not drop:
         return table, rows
-    as_bytes = table.cast(
+    at = sorted(drop)
+    as_bytes = table.take(pa.array(at, pa.int64())).cast(
         pa.schema(
             [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in table.schema]
         )
     )
-    for i, (name, start) in sorted(drop.items()):
+    for i, row in zip(at, as_bytes.to_pylist(), strict=True):
+        name, start = drop[i]
         record = {
             k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
-            for k, v in as_bytes.slice(i, 1).to_pylist()[0].items()
+            for k, v in row.items()
         }
         reason = f"field {name!r} is not valid UTF-8 at byte {start}"
         bad.append((int(rows[i]), name, reason, _record_text(record)))
     keep = np.ones(table.num_rows, bool)
-    keep[list(drop)] = False
+    keep[at] = False
     return table.filter(pa.array(keep)), rows[keep]
 
 
