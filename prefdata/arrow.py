@@ -145,17 +145,35 @@ def rebuild_candidates(
     values: pa.StructArray,
     keep: np.ndarray | None = None,
     column: str = "candidates",
+    rows: np.ndarray | None = None,
 ) -> pa.Table:
-    """Put (new) candidate ``values`` back into ``table``; ``keep`` drops candidates."""
-    offsets = flat.offsets
-    if keep is not None:
-        keep = np.asarray(keep, dtype=bool)
+    """Put (new) candidate ``values`` back into ``table``; ``keep`` drops candidates and
+    ``rows`` (a mask) drops rows with theirs, so the nested values are copied once.
+
+    >>> t = pa.table({"id": [1, 2], "candidates": [[{"x": 1}, {"x": 2}], [{"x": 3}]]})
+    >>> flat = flatten_candidates(t)
+    >>> out = rebuild_candidates(t, flat, flat.values, keep=np.array([True, False, True]),
+    ...                          rows=np.array([True, False]))
+    >>> out.to_pylist()
+    [{'id': 1, 'candidates': [{'x': 1}]}]
+    """
+    offsets, mask = flat.offsets, flat.mask
+    i = table.schema.get_field_index(column)
+    if keep is not None or rows is not None:
+        keep = np.ones(len(flat.parents), bool) if keep is None else np.asarray(keep, bool)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=bool)
+            keep = keep & rows[flat.parents]
         values = values.filter(pa.array(keep))
         counts = np.bincount(flat.parents[keep], minlength=table.num_rows)
+        if rows is not None:
+            counts = counts[rows]
+            mask = None if mask is None else mask.filter(pa.array(rows))
+            table = table.remove_column(i).filter(pa.array(rows))  # its values: filtered above
         offsets = offsets_of(counts)
-    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, mask=flat.mask)
-    i = table.schema.get_field_index(column)
-    return table.set_column(i, pa.field(column, lists.type), lists)
+    lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values, mask=mask)
+    field = pa.field(column, lists.type)
+    return table.set_column(i, field, lists) if rows is None else table.add_column(i, field, lists)
 
 
 def struct_with(struct: pa.StructArray, **children: pa.Array) -> pa.StructArray:

@@ -125,6 +125,9 @@ def test_drop_flagged_records_candidates_and_rejects_small_pools():
     assert rec["dropped_candidates"] == [
         {"candidate_id": "e", "reason": "flagged: repeated_across_prompts"}
     ]
+    # ... and the candidates it still had (the kept pools' are filtered in the same pass)
+    records = [json.loads(r) for r in res.rejects["record"].to_pylist()]
+    assert [[c["candidate_id"] for c in r["candidates"]] for r in records] == [[], ["f"], ["i"]]
     # without the repeated flag, p1 keeps both of its candidates
     res2 = Pipeline([flagged, DropFlagged(flags=("empty", "truncated", "judge_injection"))]).run(
         table()

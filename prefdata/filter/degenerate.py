@@ -51,8 +51,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from prefdata.arrow import flatten_candidates
-from prefdata.filter.candidates import add_flags, candidate_flags, drop_candidates, ensure_dropped
+from prefdata.arrow import flatten_candidates, rebuild_candidates
+from prefdata.filter.candidates import add_flags, candidate_flags, ensure_dropped, record_dropped
 from prefdata.filter.text import (
     SCRIPT_NAMES,
     prompt_text,
@@ -60,7 +60,7 @@ from prefdata.filter.text import (
     text_hash,
 )
 from prefdata.fit import StageFit, table_dumps, table_loads
-from prefdata.pipeline import Stage, StageOutput, split
+from prefdata.pipeline import Stage, StageOutput, rejects_from, split
 
 JUDGE_INJECTION_PATTERNS: tuple[str, ...] = (
     # overriding the evaluation prompt
@@ -297,13 +297,25 @@ class DropFlagged(Stage):
             # the reason is the first matching flag in ``self.flags`` order
             first = np.argmax(hit, axis=1)
             reasons = np.asarray([f"flagged: {f}" for f in self.flags], dtype=object)[first]
-            table = drop_candidates(table, flat, drop, reasons)
             after = before - np.bincount(flat.parents[drop], minlength=n)
         else:
-            after = before
+            drop, after = None, before
         keep = ~((before >= self.min_candidates) & (after < self.min_candidates))
         reason = f"flagged: fewer than {self.min_candidates} candidates left"
-        return split(table, keep, self.name, reason, field="candidates")
+        if drop is None or not drop.any():
+            return split(table, keep, self.name, reason, field="candidates")
+        table = record_dropped(table, flat, drop, reasons)
+        # the kept pools and their candidates in one filter of the nested values
+        kept = rebuild_candidates(table, flat, flat.values, keep=~drop, rows=keep)
+        gone = np.flatnonzero(~keep)
+        sub = table.take(gone)
+        sub_flat = flatten_candidates(sub)
+        rejected = rebuild_candidates(
+            sub, sub_flat, sub_flat.values, keep=~drop[np.isin(flat.parents, gone)]
+        )
+        return StageOutput(
+            kept, rejects_from(rejected, self.name, reason, field="candidates", rows=gone)
+        )
 
 
 __all__ = [
