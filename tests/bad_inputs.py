@@ -282,7 +282,19 @@ CASES: list[Case] = [
         "json-array-invalid-utf8",
         "a Latin-1 byte in a JSON array (the whole text is one JSON value)",
         lambda d: convert(d, "in.json", b'[{"prompt": "caf\xe9", "response": "a"}]'),
-        error="in.json: not valid UTF-8 at byte 16",
+        error="in.json: not valid UTF-8 at line 1 column 17 (byte 16)",
+    ),
+    Case(
+        "json-array-syntax",
+        "a JSON array with a missing comma between two fields",
+        lambda d: convert(d, "in.json", '[{"prompt": "q",\n  "response": "a" "rm": 1}]'),
+        error="in.json: not valid JSON: Expecting ',' delimiter at line 2 column 19 (byte 35)",
+    ),
+    Case(
+        "json-array-bom",
+        "a JSON array after a UTF-8 byte-order mark (as Windows tools write it)",
+        lambda d: convert(d, "in.json", b"\xef\xbb\xbf" + json.dumps([ok(0), ok(1)]).encode()),
+        pools=2,
     ),
     Case(
         "json-scalar",

@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from prefdata.arrow import leaf_types, nested_fields
+from prefdata.io.json_arrays import BOM
 
-_BOM = b"\xef\xbb\xbf"
 _INT64_LIMIT = 2.0**63  # an integer this large is a double in Arrow, an error in pa.array
 _MIN_BLOCK = 1 << 20
 _MAX_BLOCK = (1 << 31) - 1  # Arrow's block size is an int32
@@ -45,7 +45,7 @@ def columnar_lines(lines: list[bytes]) -> pa.Table | None:
     if not lines:
         return None
     data = b"".join(lines)
-    if _BOM in data or not _objects_only(data, len(lines)):
+    if BOM in data or not _objects_only(data, len(lines)):
         return None
     # a line must fit in one block of the parallel parser
     block = max(_MIN_BLOCK, 2 * max(map(len, lines)))
@@ -60,7 +60,7 @@ def columnar_array(data: bytes) -> pa.Table | None:
     or None where Arrow's reader might differ from reading the items one by one: the
     checks of :func:`columnar_lines`, and an item that is not an object, or none at all.
     Arrow reads the array as the one field of one object, in one block (one thread)."""
-    if _BOM in data:
+    if BOM in data:
         return None
     wrapped = b'{"items":' + data + b"}"
     if len(wrapped) >= _MAX_BLOCK:

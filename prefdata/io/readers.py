@@ -9,7 +9,8 @@ Sources:
 
 - a Parquet file, or a folder of them (read recursively, in sorted path order);
 - JSON Lines (``.jsonl``, ``.jsonl.gz``, ``.ndjson``), or a ``.json`` file holding an array of
-  objects (or JSON Lines under a ``.json`` name); a folder of such files;
+  objects (after a byte-order mark or not; or JSON Lines under a ``.json`` name); a folder
+  of such files;
 - a ``.csv`` file;
 - a Hugging Face ``save_to_disk`` folder (its Arrow files, read without ``datasets``; a
   ``DatasetDict``'s ``split``), or another folder of data files
@@ -25,7 +26,9 @@ JSON is parsed column-wise by Arrow where that gives the same table
 entry, not a crash: ``row`` is the 0-based line index and the reason starts with the
 1-based line number, the way editors count (``"line 17: invalid JSON: ..."``). Blank lines
 are not rows. A key whose values disagree in kind across rows (a number where other rows
-hold strings) rejects the minority rows, naming the field.
+hold strings) rejects the minority rows, naming the field. An array's rows are numbered by
+item (``"item 3: ..."``); a file that is not valid JSON is an error that gives the place
+(``"<file>: not valid JSON: Expecting ',' delimiter at line 2 column 19 (byte 35)"``).
 
 >>> import pyarrow as pa
 >>> raw, rejects = read_records(pa.table({"prompt": ["Hi"], "response": ["Hello"]}))
@@ -57,6 +60,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from prefdata.io.json_arrays import BOM, ArrayError, Piece, array_pieces
 from prefdata.io.json_lines import columnar_array, columnar_lines
 from prefdata.io.layouts import LayoutOptions, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
@@ -320,7 +324,7 @@ def _lines(path: Path) -> Iterator[bytes]:
 def _first_char(path: Path) -> str:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        head = fh.read(4096).removeprefix(BOM).lstrip(b" \t\r\n")
     return head[:1].decode("ascii", errors="replace")
 
 
@@ -342,7 +346,7 @@ def _read_json_lines(
             n += 1
             bad.append((i, None, f"line {i + 1}: {line.reason}", json.dumps({"line": None})))
             continue
-        if i == 0 and line.startswith(b"\xef\xbb\xbf"):
+        if i == 0 and line.startswith(BOM):
             line = line[3:]
         if not line.strip():
             continue
@@ -390,33 +394,47 @@ def _read_json_lines(
 
 
 def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
-    """(table, items, items): rows are numbered by item. Column-wise
-    (:func:`~prefdata.io.json_lines.columnar_array`) where that gives the same table, else
-    item by item."""
+    """(table, items, items): rows are numbered by item (:func:`_json_items`)."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         text = fh.read()
+    skip = len(BOM) if text.startswith(BOM) else 0  # a byte-order mark, as JSON Lines
+    text = text[skip:]
+    table, n = _json_items(text, bad, 0, Piece(text, skip, 1, 1 + skip).where, path)
+    return table, n, n
+
+
+def _json_items(
+    text: bytes, bad: _Bad, first: int, where: Callable[[int], str], path: Path
+) -> tuple[pa.Table, int]:
+    """(table, items) of the JSON array ``text``, its items numbered from ``first``:
+    column-wise (:func:`~prefdata.io.json_lines.columnar_array`) where that gives the
+    same table, else item by item. ``where(k)``: the file position of ``text[k]``, for
+    an error."""
     table = columnar_array(text)
     if table is not None:
-        bad.keep(range(table.num_rows))
-        return table, table.num_rows, table.num_rows
+        bad.keep(range(first, first + table.num_rows))
+        return table, table.num_rows
     try:
         data = json.loads(text.decode("utf-8"))
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start}") from None
+        raise ValueError(f"{path}: not valid UTF-8 at {where(e.start)}") from None
+    except json.JSONDecodeError as e:
+        at = len(e.doc[: e.pos].encode("utf-8", "surrogatepass"))  # a str index: in bytes
+        raise ValueError(f"{path}: not valid JSON: {e.msg} at {where(at)}") from None
     del text
     if not isinstance(data, list):
         raise ValueError(
             f"{path}: expected a JSON array of objects or JSON Lines, got a JSON {_kind(data)}"
         )
     records, rows = [], []
-    for i, v in enumerate(data):
-        if isinstance(v, dict) and (where := _lone_surrogate(v)) is not None:
+    for i, v in enumerate(data, first):
+        if isinstance(v, dict) and (where_ := _lone_surrogate(v)) is not None:
             bad.append(
                 (
                     i,
-                    where.split(".")[0].split("[")[0],
-                    _surrogate_reason(f"item {i}", where),
+                    where_.split(".")[0].split("[")[0],
+                    _surrogate_reason(f"item {i}", where_),
                     json.dumps({"item": repr(v)}),
                 )
             )
@@ -425,7 +443,7 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
             rows.append(i)
         else:
             bad.append((i, None, f"item {i}: JSON {_kind(v)}, not an object", _record_text(v)))
-    return _records_to_table(records, rows, "item", bad), len(data), len(data)
+    return _records_to_table(records, rows, "item", bad), len(data)
 
 
 def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
@@ -861,6 +879,8 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
     """One JSON file's batches (rows numbered from ``offset``, file names in reasons when
     there are several ``files``); returns the offset for the next file."""
     if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
+        if _larger_than(path, BATCH_BYTES):
+            return (yield from _json_array_batches(path, offset, files))
         bad = _Bad()
         t, n, span = _read_json_array(path, bad)
         yield RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
@@ -872,6 +892,38 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
     if start == 0:  # no lines: one empty batch
         yield _json_batch([], 0, offset, path, files)
     return offset + start
+
+
+def _larger_than(path: Path, size: int) -> bool:
+    """Whether the file holds more than ``size`` bytes of text (gzip: decompressed)."""
+    if not path.name.endswith(".gz"):
+        return path.stat().st_size > size
+    with gzip.open(path, "rb") as fh:
+        return len(fh.read(size + 1)) > size
+
+
+def _json_array_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch]:
+    """A JSON array too large for one batch, in pieces of whole items of about
+    :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.array_pieces`), rows numbered by
+    item across them; returns the offset for the next file."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    first = 0
+    empty: Piece | None = None  # an empty piece is an error unless it is the whole array
+    with opener(path, "rb") as fh:
+        try:
+            for piece in array_pieces(fh, BATCH_BYTES):
+                if empty is not None or (first and not piece.text.strip()):
+                    raise ArrayError(f"Expecting value at {(empty or piece).where(0)}")
+                bad = _Bad()
+                t, n = _json_items(b"[" + piece.text + b"]", bad, first, piece.within, path)
+                empty = piece if not n else None
+                yield RawBatch(
+                    _plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset
+                )
+                first += n
+        except ArrayError as e:
+            raise ValueError(f"{path}: not valid JSON: {e}") from None
+    return offset + first
 
 
 def _line_chunks(path: Path) -> Iterator[list[bytes]]:
@@ -1109,7 +1161,8 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
     """:func:`read_records` in batches, in input order: Parquet a few row groups at a time
     (:data:`BATCH_ROWS` rows and :data:`BATCH_BYTES` decoded at most), JSON Lines and CSV
-    about :data:`BATCH_BYTES` of text at a time, the Arrow files of a
+    about :data:`BATCH_BYTES` of text at a time, a JSON array larger than that in pieces
+    of whole items (:mod:`prefdata.io.json_arrays`), the Arrow files of a
     ``save_to_disk`` folder, a Hub dataset or a ``datasets.Dataset``
     (:func:`stream_files`) record batch by record batch (memory stays a batch); other
     sources are read whole, then cut. The same rows and rejects as :func:`read_records`,
