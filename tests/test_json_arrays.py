@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from prefdata.execute import Ingest, LocalExecutor
 from prefdata.io import readers
-from prefdata.io.json_arrays import ArrayError, array_pieces
+from prefdata.io.json_arrays import ArrayError, parsed_pieces
 from prefdata.io.readers import read_batches, read_pools, read_records
 
 # strings full of what the scan must get right: quotes, backslashes (runs of them),
@@ -43,9 +43,14 @@ SETTINGS = settings(
 )
 def test_pieces_hold_exactly_the_items(items, indent, ascii_, size):
     text = json.dumps(items, indent=indent, ensure_ascii=ascii_).encode()
-    pieces = list(array_pieces(io.BytesIO(text), size))
-    got = [x for p in pieces for x in json.loads(b"[" + p.text + b"]")]
-    assert got == items
+    parse = lambda p: (p, json.loads(b"[" + p.text + b"]"))  # noqa: E731
+    parsed = list(parsed_pieces(io.BytesIO(text), size, parse))
+    assert [x for _, got in parsed for x in got] == items
+    pieces = [p for p, _ in parsed]
+    # memory stays a few blocks: a guess is taken from one block, the exact scan's cut
+    # from four at most (items that are not objects give no guess)
+    longest = max((len(json.dumps(x, indent=indent)) for x in items), default=0)
+    assert all(len(p.text) <= 5 * size + 2 * longest + 16 for p in pieces)
     assert all(text[p.offset : p.offset + len(p.text)] == p.text for p in pieces)
     for p in pieces:  # each piece says where it starts
         assert p.line == text.count(b"\n", 0, p.offset) + 1
@@ -150,4 +155,4 @@ def test_a_byte_order_mark_before_an_array_is_skipped(tmp_path, monkeypatch):
 
 def test_text_before_the_array_is_an_error():
     with pytest.raises(ArrayError, match="does not start with a JSON array"):
-        list(array_pieces(io.BytesIO(b'x [{"a": 1}]'), 4))
+        list(parsed_pieces(io.BytesIO(b'x [{"a": 1}]'), 4, lambda p: p))

@@ -1,44 +1,52 @@
 r"""A JSON array of objects cut into pieces of whole items, so that a large ``.json`` file
 is read in batches like JSON Lines, with memory bounded by a piece, not by the file.
 
-The cuts are the array's own commas: those outside strings at depth 1. A block of the
-file is scanned column-wise with numpy: the bytes that matter (quotes, backslashes,
-commas, brackets, newlines) are picked out in one pass, quotes preceded by an odd run of
-backslashes are dropped, the quotes left open and close strings, and the brackets
-outside strings give the depth. The state (inside a string or not, the depth, the lines)
-carries from block to block; a block never ends in a backslash, so no escape is cut.
+Where to cut: the last ``}`` ``,`` ``{`` (blanks between) in a block is nearly always
+the boundary of two items, and a regular expression finds it in the block's tail without
+reading the rest. Where it is not (the three characters lie inside a string or a nested
+value), the piece before it ends inside that string or value, so it is not valid JSON
+and its parse fails; from there on the pieces are cut by the exact scan: the array's own
+commas, outside strings at depth 1. A piece always starts at an item, outside strings.
 
-UTF-8 never uses these bytes inside a multi-byte character, so the scan needs no
-decoding. Each piece is parsed by a JSON parser afterwards: a file that is not valid
-JSON still fails there (or at its end), with the position in the file.
+The exact scan is column-wise, with numpy: the bytes that matter (quotes, backslashes,
+commas, brackets) are picked out in one pass, quotes after an odd run of backslashes are
+dropped, the quotes left open and close strings, and the brackets outside strings give
+the depth; the state carries from block to block, and a block never ends in a
+backslash. UTF-8 never uses these bytes inside a multi-byte character, so nothing is
+decoded. Every piece is parsed: a file that is not valid JSON fails at the same place
+as read whole.
 
->>> import io
->>> data = b'[{"a": "x,]\\\\"}, {"b": [1, 2]},\n {"c": "\\""}]'
->>> for p in array_pieces(io.BytesIO(data), 8):
-...     print(p.offset, p.line, p.column, p.text)
-1 1 2 b'{"a": "x,]\\\\"}'
-16 1 17 b' {"b": [1, 2]}'
-31 1 32 b'\n {"c": "\\""}'
->>> [p.text for p in array_pieces(io.BytesIO(data), 1 << 20)] == [data[1:-1]]
-True
+>>> import io, json
+>>> data = b'[{"a": "x}, {y"}, {"b": [{}, {}]},\n {"c": "\\""}]'
+>>> parse = lambda p: (p.offset, p.line, p.column, json.loads(b"[" + p.text + b"]"))
+>>> for got in parsed_pieces(io.BytesIO(data), 8, parse):
+...     print(*got)
+1 1 2 [{'a': 'x}, {y'}]
+17 1 18 [{'b': [{}, {}]}]
+34 1 35 [{'c': '"'}]
+>>> [p for _, _, _, p in parsed_pieces(io.BytesIO(data), 1 << 20, parse)]
+[[{'a': 'x}, {y'}, {'b': [{}, {}]}, {'c': '"'}]]
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 
-_QUOTE, _ESCAPE, _COMMA, _OPEN, _CLOSE, _NEWLINE = 1, 2, 3, 4, 5, 6
+_QUOTE, _ESCAPE, _COMMA, _OPEN, _CLOSE = 1, 2, 3, 4, 5
 _CLASS = np.zeros(256, np.uint8)
-for _ch, _k in ('"', _QUOTE), ("\\", _ESCAPE), (",", _COMMA), ("\n", _NEWLINE):
+for _ch, _k in ('"', _QUOTE), ("\\", _ESCAPE), (",", _COMMA):
     _CLASS[ord(_ch)] = _k
 _CLASS[[ord("["), ord("{")]] = _OPEN
 _CLASS[[ord("]"), ord("}")]] = _CLOSE
 _TABLE = _CLASS.tobytes()  # for bytes.translate: one pass in C
 _SPACE = b" \t\r\n"
+_GUESS = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")  # nearly always between two items
+T = TypeVar("T")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark
 
 
@@ -80,15 +88,13 @@ class Piece:
 class _Scan:
     """The scan's state across blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int) -> None:
         self.in_string = False
-        self.depth = 0
-        self.lines = 1  # the line at the start of the next block
-        self.line_start = 0  # file offset where that line starts
+        self.depth = depth
 
-    def block(self, data: bytes, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """File offsets of this block's opening brackets of depth 1, commas at depth 1
-        and closing brackets back to depth 0, all outside strings."""
+    def block(self, data: bytes, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """File offsets of this block's commas at depth 1 and closing brackets back to
+        depth 0, outside strings."""
         classes = np.frombuffer(data.translate(_TABLE), np.uint8)
         pos = np.flatnonzero(classes != 0)
         kind = classes[pos]
@@ -103,24 +109,11 @@ class _Scan:
         at, kind_at = pos[marks], kind[marks]
         step = (kind_at == _OPEN).astype(np.int64) - (kind_at == _CLOSE)
         depth = self.depth + np.cumsum(step)
-        opens = at[(kind_at == _OPEN) & (depth == 1)]
         commas = at[(kind_at == _COMMA) & (depth == 1)]
         closes = at[(kind_at == _CLOSE) & (depth == 0)]
         self.in_string = bool(inside[-1]) if len(inside) else self.in_string
         self.depth = int(depth[-1]) if len(depth) else self.depth
-        self._newlines = pos[kind == _NEWLINE] + offset
-        return opens + offset, commas + offset, closes + offset
-
-    def place(self, at: int) -> tuple[int, int]:
-        """(line, column) of file offset ``at`` within the block just scanned."""
-        k = int(np.searchsorted(self._newlines, at))
-        start = int(self._newlines[k - 1]) + 1 if k else self.line_start
-        return self.lines + k, at - start + 1
-
-    def next_block(self) -> None:
-        if len(self._newlines):
-            self.line_start = int(self._newlines[-1]) + 1
-        self.lines += len(self._newlines)
+        return commas + offset, closes + offset
 
 
 def _escaped(quotes: np.ndarray, escapes: np.ndarray) -> np.ndarray:
@@ -144,68 +137,124 @@ def _blocks(fh: BinaryIO, size: int) -> Iterator[bytes]:
         yield block
 
 
-def array_pieces(fh: BinaryIO, size: int) -> Iterator[Piece]:
-    """The items of the JSON array in ``fh`` in pieces of about ``size`` bytes (a piece
-    ends at the first comma after that; an item is never cut). Raises
-    :class:`ArrayError` for text before the array, after it, or an array never closed;
-    the pieces themselves are not parsed here."""
-    scan = _Scan()
-    pending = bytearray()
-    start = -1  # file offset of pending[0]; -1 before the opening bracket
-    line = column = 1
-    offset = 0
-    for data in _blocks(fh, size):
-        opens, commas, closes = scan.block(data, offset)
-        if start < 0:
-            head = data[: opens[0] - offset] if len(opens) else data
-            if not len(opens) or head.removeprefix(BOM).strip(_SPACE):
-                raise ArrayError("the file does not start with a JSON array")
-            start = int(opens[0]) + 1
-            line, column = scan.place(start)
-            pending += data[start - offset :]
+def parsed_pieces(fh: BinaryIO, size: int, parse: Callable[[Piece], T]) -> Iterator[T]:
+    """``parse`` of each piece of the JSON array in ``fh``, in order: whole items of about
+    ``size`` bytes (a piece ends at the first boundary after that; an item is never cut).
+    ``parse`` raises ``ValueError`` for a piece that is not valid JSON: a guessed cut that
+    was wrong is then made again by the exact scan, which also finds the file's own
+    errors (raised as ``parse`` raised them). :class:`ArrayError`: text before the array
+    or after it, or a file that ends before the array does."""
+    blocks = _blocks(fh, size)
+    first = next(blocks, b"")
+    body = first.removeprefix(BOM).lstrip(_SPACE)
+    if not body.startswith(b"["):
+        raise ArrayError("the file does not start with a JSON array")
+    cuts = _Cuts(first, len(first) - len(body) + 1, size)
+    for data in blocks:
+        cuts.add(data)
+        if len(cuts.pending) >= size:
+            yield from cuts.pieces(parse, final=False)
+    yield from cuts.pieces(parse, final=True)
+
+
+class _Cuts:
+    """The text not yet cut into pieces, where it starts, and the exact scan once a
+    guess was wrong."""
+
+    def __init__(self, first: bytes, start: int, size: int) -> None:
+        self.size = size
+        self.pending = bytearray(first[start:])
+        self.offset = start  # file offset of pending[0]
+        self.line = first.count(b"\n", 0, start) + 1
+        self.column = start - first.rfind(b"\n", 0, start)
+        self.scan: _Scan | None = None
+        self.scanned = 0  # file offset up to which the scan has read
+        self.comma = self.close = -1  # file offsets the scan found (-1: none)
+        self.ended = False
+
+    def add(self, data: bytes) -> None:
+        self.pending += data
+        if self.ended:
+            self._blank_rest()
+
+    def here(self) -> Piece:
+        return Piece(bytes(self.pending), self.offset, self.line, self.column)
+
+    def pieces(self, parse: Callable[[Piece], T], final: bool) -> Iterator[T]:
+        while not self.ended:
+            cut = self._exact(final) if self.scan else self._guess(final)
+            if cut is None:
+                return
+            end, last = cut
+            piece = Piece(bytes(self.pending[:end]), self.offset, self.line, self.column)
+            try:
+                out = parse(piece)
+            except ValueError:
+                if self.scan is not None:
+                    raise
+                self._begin_exact()
+                continue
+            yield out
+            self._advance(end + 1)
+            self.ended = last
+        self._blank_rest()
+
+    def _guess(self, final: bool) -> tuple[int, bool] | None:
+        if final:
+            text = self.pending.rstrip(_SPACE)
+            if text.endswith(b"]"):
+                return len(text) - 1, True
+            self._begin_exact()
+            return self._exact(final)
+        n = len(self.pending)
+        for window in (1 << 16, 1 << 20, n):
+            found = [m.start() for m in _GUESS.finditer(self.pending, max(0, n - window))]
+            if found:
+                return self.pending.index(b",", found[-1]), False
+            if window >= n:
+                break
+        if n >= 4 * self.size:  # no guess in four blocks (items that are not objects?)
+            self._begin_exact()
+            return self._exact(final)
+        return None
+
+    def _begin_exact(self) -> None:
+        """The exact scan from here on (a piece starts at an item: outside strings)."""
+        self.scan, self.scanned = _Scan(depth=1), self.offset
+
+    def _exact(self, final: bool) -> tuple[int, bool] | None:
+        new = self.pending[self.scanned - self.offset :]
+        if len(new) and self.close < 0:
+            commas, closes = self.scan.block(bytes(new), self.scanned)
+            self.comma = int(commas[-1]) if len(commas) else self.comma
+            if len(closes):
+                self.close = int(closes[0])
+                before = commas[commas < self.close]
+                self.comma = int(before[-1]) if len(before) else -1
+            self.scanned += len(new)
+        if self.close >= 0:
+            return self.close - self.offset, True
+        if final:
+            raise ArrayError(f"the file ends (byte {self.scanned}) before the array's closing ']'")
+        return (self.comma - self.offset, False) if self.comma >= self.offset else None
+
+    def _advance(self, n: int) -> None:
+        """Drop the first ``n`` bytes of ``pending``, keeping where it starts."""
+        before = self.pending.rfind(b"\n", 0, n)
+        if before >= 0:
+            self.line += self.pending.count(b"\n", 0, n)
+            self.column = n - before
         else:
-            pending += data
-        if len(closes):  # the end of the array: the rest must be blank
-            end = int(closes[0])
-            _blank_after(data[end + 1 - offset :], end + 1, fh, size, scan)
-            commas = commas[commas < end]
-            last = int(commas[-1]) if len(commas) else -1
-            if len(pending) - (offset + len(data) - end) >= size and last >= start:
-                piece, line, column = _cut(pending, start, last, line, column, scan)
-                yield piece
-                start = last + 1
-            yield Piece(bytes(pending[: end - start]), start, line, column)
-            return
-        if len(pending) >= size and len(commas) and int(commas[-1]) >= start:
-            last = int(commas[-1])
-            piece, line, column = _cut(pending, start, last, line, column, scan)
-            yield piece
-            start = last + 1
-        offset += len(data)
-        scan.next_block()
-    raise ArrayError(f"the file ends (byte {offset}) before the array's closing ']'")
+            self.column += n
+        del self.pending[:n]
+        self.offset += n
+
+    def _blank_rest(self) -> None:
+        """After the array: blanks only."""
+        rest = self.pending.lstrip(_SPACE)
+        if rest:
+            raise ArrayError(f"Extra data at {self.here().where(len(self.pending) - len(rest))}")
+        self._advance(len(self.pending))
 
 
-def _blank_after(tail: bytes, at: int, fh: BinaryIO, size: int, scan: _Scan) -> None:
-    """Raise :class:`ArrayError` at the first byte after the array that is not blank:
-    ``tail`` (from file offset ``at``, in the block just scanned), then the file."""
-    for data in (tail, *_blocks(fh, size)):
-        junk = len(data) - len(data.lstrip(_SPACE))
-        if junk < len(data):
-            if data is tail:
-                line, column = scan.place(at + junk)
-                raise ArrayError(f"Extra data at line {line} column {column} (byte {at + junk})")
-            raise ArrayError(f"Extra data at byte {at + junk}")
-        at += len(data)
-
-
-def _cut(
-    pending: bytearray, start: int, comma: int, line: int, column: int, scan: _Scan
-) -> tuple[Piece, int, int]:
-    """The piece up to ``comma`` (taken out of ``pending``) and where the next starts."""
-    piece = Piece(bytes(pending[: comma - start]), start, line, column)
-    del pending[: comma + 1 - start]
-    return (piece, *scan.place(comma + 1))
-
-
-__all__ = ["BOM", "ArrayError", "Piece", "array_pieces"]
+__all__ = ["BOM", "ArrayError", "Piece", "parsed_pieces"]

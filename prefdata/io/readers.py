@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from prefdata.io.json_arrays import BOM, ArrayError, Piece, array_pieces
+from prefdata.io.json_arrays import BOM, ArrayError, Piece, parsed_pieces
 from prefdata.io.json_lines import columnar_array, columnar_lines
 from prefdata.io.layouts import LayoutOptions, to_pools
 from prefdata.pipeline import Funnel, PipelineResult
@@ -904,22 +904,26 @@ def _larger_than(path: Path, size: int) -> bool:
 
 def _json_array_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch]:
     """A JSON array too large for one batch, in pieces of whole items of about
-    :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.array_pieces`), rows numbered by
+    :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.parsed_pieces`), rows numbered by
     item across them; returns the offset for the next file."""
     opener = gzip.open if path.name.endswith(".gz") else open
-    first = 0
-    empty: Piece | None = None  # an empty piece is an error unless it is the whole array
+    first = 0  # the item number of the next piece's first item
+
+    def parse(piece: Piece) -> tuple[Piece, pa.Table, int, _Bad]:
+        bad = _Bad()
+        table, n = _json_items(b"[" + piece.text + b"]", bad, first, piece.within, path)
+        return piece, table, n, bad
+
+    empty: Piece | None = None  # a piece with no item is an error unless it is the array
     with opener(path, "rb") as fh:
         try:
-            for piece in array_pieces(fh, BATCH_BYTES):
-                if empty is not None or (first and not piece.text.strip()):
-                    raise ArrayError(f"Expecting value at {(empty or piece).where(0)}")
-                bad = _Bad()
-                t, n = _json_items(b"[" + piece.text + b"]", bad, first, piece.within, path)
-                empty = piece if not n else None
-                yield RawBatch(
-                    _plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset
-                )
+            for piece, table, n, bad in parsed_pieces(fh, BATCH_BYTES, parse):
+                if empty is not None or (first and not n):
+                    blank = empty or piece
+                    raise ArrayError(f"Expecting value at {blank.where(len(blank.text))}")
+                empty = None if n else piece
+                rows = bad.rows(0) + offset
+                yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, rows)
                 first += n
         except ArrayError as e:
             raise ValueError(f"{path}: not valid JSON: {e}") from None
