@@ -156,3 +156,25 @@ def test_a_byte_order_mark_before_an_array_is_skipped(tmp_path, monkeypatch):
 def test_text_before_the_array_is_an_error():
     with pytest.raises(ArrayError, match="does not start with a JSON array"):
         list(parsed_pieces(io.BytesIO(b'x [{"a": 1}]'), 4, lambda p: p))
+
+
+def test_read_records_joins_the_pieces_of_a_very_large_array(tmp_path, monkeypatch):
+    """Above WHOLE_JSON_BYTES even a whole read takes the pieces (json.loads would hold
+    every item as Python objects); where their column types do not join (a field holds
+    numbers in one piece and strings in another), it reads the file as a whole, which
+    rejects the minority rows."""
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(long_items(200), indent=1))
+    whole, whole_bad = read_records(path)
+    monkeypatch.setattr(readers, "WHOLE_JSON_BYTES", 100)
+    monkeypatch.setattr(readers, "BATCH_BYTES", 700)
+    calls, parse = [], readers._json_items
+    monkeypatch.setattr(readers, "_json_items", lambda *a: calls.append(1) or parse(*a))
+    table, bad = read_records(path)
+    assert len(calls) > 10  # read in pieces
+    assert table.equals(whole) and bad.equals(whole_bad)
+    mixed = [{"prompt": "q", "response": "r", "rm": i if i < 100 else f"s{i}"} for i in range(200)]
+    path.write_text(json.dumps(mixed, indent=1))
+    table, bad = read_records(path)
+    assert table["rm"].type == pa.int64() and bad.num_rows == 100
+    assert bad["reason"][0].as_py().startswith("item 100: ")

@@ -393,8 +393,16 @@ def _read_json_lines(
     return _records_to_table(records, rows, "line", bad), n, i + 1 - start
 
 
+WHOLE_JSON_BYTES = 1 << 30  # a larger JSON array is read in pieces, even whole
+
+
 def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
-    """(table, items, items): rows are numbered by item (:func:`_json_items`)."""
+    """(table, items, items): rows are numbered by item (:func:`_json_items`). An array
+    of more than :data:`WHOLE_JSON_BYTES` is read in its streamed pieces, their tables
+    joined (Arrow cannot take 2 GiB in one block, and ``json.loads`` would hold every
+    item as Python objects); where the pieces' column types do not join, as a whole."""
+    if _larger_than(path, WHOLE_JSON_BYTES) and (joined := _joined_pieces(path, bad)):
+        return joined
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
         text = fh.read()
@@ -402,6 +410,24 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
     text = text[skip:]
     table, n = _json_items(text, bad, 0, Piece(text, skip, 1, 1 + skip).where, path)
     return table, n, n
+
+
+def _joined_pieces(path: Path, bad: _Bad) -> tuple[pa.Table, int, int] | None:
+    """The streamed pieces of a JSON array as one table, or None where their column types
+    do not join."""
+    tables, got = [], _Bad()
+    for batch in _json_array_batches(path, 0, 1):
+        tables.append(batch.table)
+        rej = batch.rejects
+        got += zip(*(rej[c].to_pylist() for c in ("row", "field", "reason", "record")), strict=True)
+        got.keep(batch.rows.tolist())
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    bad += got
+    bad.keep(got.kept or [])
+    return table.combine_chunks(), table.num_rows + len(got), table.num_rows + len(got)
 
 
 def _json_items(
