@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -401,22 +401,46 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
     of more than :data:`WHOLE_JSON_BYTES` is read in its streamed pieces, their tables
     joined (Arrow cannot take 2 GiB in one block, and ``json.loads`` would hold every
     item as Python objects); where the pieces' column types do not join, as a whole."""
-    if _larger_than(path, WHOLE_JSON_BYTES) and (joined := _joined_pieces(path, bad)):
-        return joined
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        text = fh.read()
-    skip = len(BOM) if text.startswith(BOM) else 0  # a byte-order mark, as JSON Lines
+    with _open_text(path) as fh:
+        text = fh.read(WHOLE_JSON_BYTES + 1)
+        if len(text) > WHOLE_JSON_BYTES:
+            if joined := _joined_pieces(_Ahead(text, fh), path, bad):
+                return joined
+            with _open_text(path) as again:
+                text = again.read()
+    return _json_array_text(text, bad, path)
+
+
+def _json_array_text(text: bytes, bad: _Bad, path: Path) -> tuple[pa.Table, int, int]:
+    """:func:`_json_items` of a whole file's text (after a byte-order mark, if any)."""
+    skip = len(BOM) if text.startswith(BOM) else 0
     text = text[skip:]
     table, n = _json_items(text, bad, 0, Piece(text, skip, 1, 1 + skip).where, path)
     return table, n, n
 
 
-def _joined_pieces(path: Path, bad: _Bad) -> tuple[pa.Table, int, int] | None:
+def _open_text(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+class _Ahead:
+    """A file of which ``head`` was read already: ``read`` gives it, then the rest."""
+
+    def __init__(self, head: bytes, fh: BinaryIO) -> None:
+        self.head, self.fh = memoryview(head), fh
+
+    def read(self, n: int) -> bytes:
+        if not self.head:
+            return self.fh.read(n)
+        out, self.head = bytes(self.head[:n]), self.head[n:]
+        return out
+
+
+def _joined_pieces(fh: Any, path: Path, bad: _Bad) -> tuple[pa.Table, int, int] | None:
     """The streamed pieces of a JSON array as one table, or None where their column types
     do not join."""
     tables, got = [], _Bad()
-    for batch in _json_array_batches(path, 0, 1):
+    for batch in _json_array_batches(fh, path, 0, 1):
         tables.append(batch.table)
         rej = batch.rejects
         got += zip(*(rej[c].to_pylist() for c in ("row", "field", "reason", "record")), strict=True)
@@ -905,10 +929,12 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
     """One JSON file's batches (rows numbered from ``offset``, file names in reasons when
     there are several ``files``); returns the offset for the next file."""
     if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
-        if _larger_than(path, BATCH_BYTES):
-            return (yield from _json_array_batches(path, offset, files))
+        with _open_text(path) as fh:
+            text = fh.read(BATCH_BYTES + 1)
+            if len(text) > BATCH_BYTES:
+                return (yield from _json_array_batches(_Ahead(text, fh), path, offset, files))
         bad = _Bad()
-        t, n, span = _read_json_array(path, bad)
+        t, n, span = _json_array_text(text, bad, path)
         yield RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
         return offset + span
     start = 0
@@ -920,19 +946,10 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
     return offset + start
 
 
-def _larger_than(path: Path, size: int) -> bool:
-    """Whether the file holds more than ``size`` bytes of text (gzip: decompressed)."""
-    if not path.name.endswith(".gz"):
-        return path.stat().st_size > size
-    with gzip.open(path, "rb") as fh:
-        return len(fh.read(size + 1)) > size
-
-
-def _json_array_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch]:
-    """A JSON array too large for one batch, in pieces of whole items of about
+def _json_array_batches(fh: Any, path: Path, offset: int, files: int) -> Iterator[RawBatch]:
+    """The JSON array of ``path`` read from ``fh``, in pieces of whole items of about
     :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.parsed_pieces`), rows numbered by
     item across them; returns the offset for the next file."""
-    opener = gzip.open if path.name.endswith(".gz") else open
     first = 0  # the item number of the next piece's first item
 
     def parse(piece: Piece) -> tuple[Piece, pa.Table, int, _Bad]:
@@ -941,18 +958,17 @@ def _json_array_batches(path: Path, offset: int, files: int) -> Iterator[RawBatc
         return piece, table, n, bad
 
     empty: Piece | None = None  # a piece with no item is an error unless it is the array
-    with opener(path, "rb") as fh:
-        try:
-            for piece, table, n, bad in parsed_pieces(fh, BATCH_BYTES, parse):
-                if empty is not None or (first and not n):
-                    blank = empty or piece
-                    raise ArrayError(f"Expecting value at {blank.where(len(blank.text))}")
-                empty = None if n else piece
-                rows = bad.rows(0) + offset
-                yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, rows)
-                first += n
-        except ArrayError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from None
+    try:
+        for piece, table, n, bad in parsed_pieces(fh, BATCH_BYTES, parse):
+            if empty is not None or (first and not n):
+                blank = empty or piece
+                raise ArrayError(f"Expecting value at {blank.where(len(blank.text))}")
+            empty = None if n else piece
+            rows = bad.rows(0) + offset
+            yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, rows)
+            first += n
+    except ArrayError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
     return offset + first
 
 
