@@ -113,6 +113,12 @@ BROKEN = {
     "latin-1": BASE.replace("q30", "q\xe930").encode("latin-1"),
     "text after": (BASE + "\n\n x").encode(),
     "byte-order mark, then a syntax error": b"\xef\xbb\xbf" + BASE.replace('"q9"', "q9").encode(),
+    # the first error is named: JSON before UTF-8, and a lost quote (every string after it
+    # turned inside out for the scan) before the end the scan then misses
+    "syntax error, then a Latin-1 byte": BASE.replace('"q3"', '"q3" x')
+    .replace("q30", "q\xe930")
+    .encode("latin-1"),
+    "a quote lost": BASE.replace('"q12"', 'q12"', 1).encode(),
 }
 
 

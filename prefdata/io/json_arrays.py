@@ -13,8 +13,9 @@ commas, brackets) are picked out in one pass, quotes after an odd run of backsla
 dropped, the quotes left open and close strings, and the brackets outside strings give
 the depth; the state carries from block to block, and a block never ends in a
 backslash. UTF-8 never uses these bytes inside a multi-byte character, so nothing is
-decoded. Every piece is parsed: a file that is not valid JSON fails at the same place
-as read whole.
+decoded. Every piece is parsed: a file that is not valid JSON fails as it does read
+whole, at its first error (a cut next to that error can name the byte after it instead:
+"Extra data" where the whole read says "Expecting ',' delimiter").
 
 >>> import io, json
 >>> data = b'[{"a": "x}, {y"}, {"b": [{}, {}]},\n {"c": "\\""}]'
@@ -194,6 +195,9 @@ class _Cuts:
                     raise
                 self._begin_exact()
                 continue
+            if last and end == len(self.pending) and self.scan is not None:
+                at = self.offset + end
+                raise ArrayError(f"the file ends (byte {at}) before the array's closing ']'")
             yield out
             self._advance(end + 1)
             self.ended = last
@@ -234,8 +238,8 @@ class _Cuts:
             self.scanned += len(new)
         if self.close >= 0:
             return self.close - self.offset, True
-        if final:
-            raise ArrayError(f"the file ends (byte {self.scanned}) before the array's closing ']'")
+        if final:  # no end: the rest as if the file closed the array, to find its errors
+            return len(self.pending), True
         return (self.comma - self.offset, False) if self.comma >= self.offset else None
 
     def _advance(self, n: int) -> None:

@@ -466,13 +466,18 @@ def _json_items(
         bad.keep(range(first, first + table.num_rows))
         return table, table.num_rows
     try:
-        data = json.loads(text.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at {where(e.start)}") from None
+        decoded, not_utf8 = text.decode("utf-8"), None
+    except UnicodeDecodeError as e:  # the first error is reported, JSON or UTF-8
+        decoded, not_utf8 = text.decode("utf-8", "surrogateescape"), e.start
+    try:
+        data = json.loads(decoded)
     except json.JSONDecodeError as e:
-        at = len(e.doc[: e.pos].encode("utf-8", "surrogatepass"))  # a str index: in bytes
-        raise ValueError(f"{path}: not valid JSON: {e.msg} at {where(at)}") from None
-    del text
+        at = len(e.doc[: e.pos].encode("utf-8", "surrogateescape"))  # a str index: in bytes
+        if not_utf8 is None or at < not_utf8:
+            raise ValueError(f"{path}: not valid JSON: {e.msg} at {where(at)}") from None
+    if not_utf8 is not None:
+        raise ValueError(f"{path}: not valid UTF-8 at {where(not_utf8)}") from None
+    del text, decoded
     if not isinstance(data, list):
         raise ValueError(
             f"{path}: expected a JSON array of objects or JSON Lines, got a JSON {_kind(data)}"
