@@ -726,7 +726,7 @@ def raw_data(layout: str, p: int, root: Path, file: str = "parquet") -> Path:
             import polars as pl
 
             frame = pl.from_arrow(table)
-            frame.write_ndjson(data) if file == "jsonl" else frame.write_json(data)
+            (frame.write_ndjson if file == "jsonl" else frame.write_json)(data)
         else:
             pq.write_table(table, data, compression="zstd", row_group_size=65536)
         print(

@@ -39,6 +39,7 @@ would not import prefdata); ``check_patterns()`` asserts that they still match.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -122,9 +123,8 @@ def polars_read(src: Path):
     """The raw file as a polars frame (Parquet, JSON Lines or a JSON array)."""
     import polars as pl
 
-    if src.suffix in (".jsonl", ".json"):
-        return pl.read_ndjson(src) if src.suffix == ".jsonl" else pl.read_json(src)
-    return pl.read_parquet(src)
+    read = {".jsonl": pl.read_ndjson, ".json": pl.read_json}.get(src.suffix, pl.read_parquet)
+    return read(src)
 
 
 def write_trl_polars(frame, out: Path) -> int:
@@ -200,12 +200,11 @@ def polars_pairs(src: Path, out: Path) -> int:
 def loop_read(src: Path) -> list[dict]:
     """The raw file's rows as dicts (Parquet, JSON Lines one line at a time, or a JSON
     array)."""
-    if src.suffix in (".jsonl", ".json"):
-        import json
-
+    if src.suffix == ".json":
         with open(src, encoding="utf-8") as f:
-            if src.suffix == ".json":
-                return json.load(f)
+            return json.load(f)
+    if src.suffix == ".jsonl":
+        with open(src, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
     import pyarrow.parquet as pq
 

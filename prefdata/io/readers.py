@@ -437,14 +437,13 @@ class _Ahead:
 
 
 def _joined_pieces(fh: Any, path: Path, bad: _Bad) -> tuple[pa.Table, int, int] | None:
-    """The streamed pieces of a JSON array as one table, or None where their column types
-    do not join."""
+    """The pieces of a JSON array (:func:`_json_array_pieces`) as one table, or None where
+    their column types do not join."""
     tables, got = [], _Bad()
-    for batch in _json_array_batches(fh, path, 0, 1):
-        tables.append(batch.table)
-        rej = batch.rejects
-        got += zip(*(rej[c].to_pylist() for c in ("row", "field", "reason", "record")), strict=True)
-        got.keep(batch.rows.tolist())
+    for table, _, piece_bad in _json_array_pieces(fh, path):
+        tables.append(table)
+        got += piece_bad
+        got.keep(piece_bad.kept or [])
     try:
         table = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -952,9 +951,19 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
 
 
 def _json_array_batches(fh: Any, path: Path, offset: int, files: int) -> Iterator[RawBatch]:
-    """The JSON array of ``path`` read from ``fh``, in pieces of whole items of about
-    :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.parsed_pieces`), rows numbered by
-    item across them; returns the offset for the next file."""
+    """The JSON array of ``path`` read from ``fh`` in batches, one per piece
+    (:func:`_json_array_pieces`); returns the offset for the next file."""
+    items = 0
+    for table, n, bad in _json_array_pieces(fh, path):
+        yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
+        items += n
+    return offset + items
+
+
+def _json_array_pieces(fh: Any, path: Path) -> Iterator[tuple[pa.Table, int, _Bad]]:
+    """(table, items, rejects) of each piece of the JSON array read from ``fh``: whole
+    items of about :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.parsed_pieces`),
+    numbered across the pieces."""
     first = 0  # the item number of the next piece's first item
 
     def parse(piece: Piece) -> tuple[Piece, pa.Table, int, _Bad]:
@@ -969,12 +978,10 @@ def _json_array_batches(fh: Any, path: Path, offset: int, files: int) -> Iterato
                 blank = empty or piece
                 raise ArrayError(f"Expecting value at {blank.where(len(blank.text))}")
             empty = None if n else piece
-            rows = bad.rows(0) + offset
-            yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, rows)
+            yield table, n, bad
             first += n
     except ArrayError as e:
         raise ValueError(f"{path}: not valid JSON: {e}") from None
-    return offset + first
 
 
 def _line_chunks(path: Path) -> Iterator[list[bytes]]:
