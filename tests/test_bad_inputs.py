@@ -37,14 +37,14 @@ def test_bad_input(case, tmp_path):
     assert good, f"{case.name}: {what}\nstderr: {got.stderr[-800:]}"
 
 
-def test_a_ragged_csv_row_that_is_not_utf8_is_one_line_in_a_fresh_process(tmp_path):
-    """pyarrow fails to decode such a row inside its row callback; Python printed that
-    with a traceback before the error line. In this process pytest collects it itself, so
-    the case runs as a user runs it."""
+def test_a_ragged_csv_row_that_is_not_utf8_is_rejected_quietly_in_a_fresh_process(tmp_path):
+    """pyarrow fails to decode such a row inside its row callback, which Python prints
+    with a traceback ("Exception ignored in ..."); the file is read again as Latin-1 and
+    the row rejected. In this process pytest collects such errors itself, so the case runs
+    as a user runs it."""
     case = next(c for c in CASES if c.name == "csv-ragged-latin1-row")
     got = run(case, tmp_path)
-    assert got.code == 2
-    assert got.stderr.strip().splitlines() == [
-        f"prefdata convert: error: {tmp_path / 'in.csv'}: CSV parse error: Row #3: "
-        "Expected 2 columns, got 3: Q2,caf\ufffd,extra"
-    ], got.stderr
+    good, what = verdict(case, got)
+    assert good, what
+    assert got.code == 0 and "Exception ignored" not in got.stderr, got.stderr
+    assert "Traceback" not in got.stderr, got.stderr

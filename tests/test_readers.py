@@ -353,6 +353,49 @@ def test_a_csv_value_that_is_not_utf8_rejects_its_row_in_any_block(tmp_path, mon
     assert [int(r) for b in batches for r in b.rows] == [i for i in range(60) if i not in (2, 49)]
 
 
+@pytest.mark.parametrize("batch_bytes", [60, 1 << 20])
+def test_a_ragged_csv_row_that_is_not_utf8_is_rejected_by_itself(
+    tmp_path, monkeypatch, batch_bytes
+):
+    """pyarrow cannot decode such a row for its row handler, and its read stops. The file
+    is then read again as Latin-1 (streamed: on from the rows already given) and its bytes
+    taken back: the same table, types and rejects as the file with that row in plain
+    ASCII, whole or in blocks, with UTF-8 text, a Latin-1 value and a byte-order mark."""
+    from prefdata.io import readers
+    from prefdata.io.readers import read_batches
+
+    def csv(name: str, ragged: bytes):
+        lines = [b"\xef\xbb\xbfprompt,response,rm"]
+        lines += [f"q{i},réponse ✓ 日本 {i},{i}".encode() for i in range(30)]
+        lines[5] = b"q4,caf\xe9,4"  # a Latin-1 value: that row rejected
+        lines[12] = ragged
+        lines[25] = b"q24,\xf0\x9f\x98\x80 \xc3\xa9,24"  # UTF-8 made of C3 and F0 bytes
+        path = tmp_path / name
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        return path
+
+    ragged = csv("in.csv", b"q11,na\xefve,extra,11")
+    plain = csv("plain.csv", b"q11,naXve,extra,11")
+    raw, bad = read_records(ragged)
+    want, want_bad = read_records(plain)
+    assert raw.equals(want) and raw.schema.field("rm").type == pa.int64()
+    assert raw.column_names == ["prompt", "response", "rm"]
+    assert raw["response"][22].as_py() == "\U0001f600 é"  # row 24
+    assert [(r["row"], r["field"], r["reason"]) for r in bad.to_pylist()] == [
+        (4, "response", "field 'response' is not valid UTF-8 at byte 3"),
+        (11, None, "line 13: 4 fields where the header has 3"),
+    ]
+    assert json.loads(bad["record"][1].as_py()) == {"line": "q11,na\ufffdve,extra,11"}
+    assert bad.drop_columns("record").equals(want_bad.drop_columns("record"))
+    monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
+    batches = list(read_batches(ragged))
+    assert (len(batches) > 3) == (batch_bytes == 60)
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
+    assert sum(b.rows_in for b in batches) == 30
+    assert [int(r) for b in batches for r in b.rows] == [i for i in range(30) if i not in (4, 11)]
+
+
 def test_rejected_rows_with_bytes_are_written_as_json():
     """polars panics writing binary to JSON (a Rust panic, not an Exception): the records
     of rows holding bytes are written by ``json.dumps``."""

@@ -618,18 +618,48 @@ def _csv_convert() -> Any:
     return pcsv.ConvertOptions(check_utf8=False)  # checked per row: _utf8_rows
 
 
+class _Undecodable(Exception):
+    """A CSV row pyarrow hands its row handler could not be decoded: read again as
+    Latin-1 (:func:`_from_latin1`)."""
+
+
 def _csv_batches(path: Path) -> Iterator[RawBatch]:
     """A CSV file in blocks of about :data:`BATCH_BYTES`, with :func:`_read_csv`'s rows
     and rejects (each bad row rejected by its line; column types come from the first
-    block, as a whole-file read takes them)."""
+    block, as a whole-file read takes them). Where a rejected row is not UTF-8, the read
+    starts again as Latin-1 and goes on after the rows already given."""
+    done = 0
+    try:
+        for batch in _csv_batches_as(path, latin1=False):
+            done += batch.rows_in
+            yield batch
+    except _Undecodable:
+        for batch in _csv_batches_as(path, latin1=True):
+            if (rest := _rows_from(batch, done)) is not None:
+                yield rest
+
+
+def _rows_from(batch: RawBatch, start: int) -> RawBatch | None:
+    """The part of ``batch`` from input row ``start`` on (None when nothing is left)."""
+    assert batch.rows is not None
+    keep, bad = batch.rows >= start, batch.rejects["row"].to_numpy() >= start
+    if keep.all() and bad.all():
+        return batch
+    if not keep.any() and not bad.any():
+        return None
+    table, rejects = batch.table.filter(pa.array(keep)), batch.rejects.filter(pa.array(bad))
+    return RawBatch(table, rejects, table.num_rows + rejects.num_rows, batch.rows[keep])
+
+
+def _csv_batches_as(path: Path, *, latin1: bool) -> Iterator[RawBatch]:
     import pyarrow.csv as pcsv
 
-    with _quiet_undecodable_rows():
+    with _undecodable_rows():
         bad = _Bad()
-        handler = _csv_row_handler(bad)
+        handler = _csv_row_handler(bad, latin1=latin1)
         reader = pcsv.open_csv(
             path,
-            read_options=pcsv.ReadOptions(use_threads=False, block_size=BATCH_BYTES),
+            read_options=_csv_read_options(latin1, block_size=BATCH_BYTES),
             parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
             convert_options=_csv_convert(),
         )
@@ -645,13 +675,75 @@ def _csv_batches(path: Path) -> Iterator[RawBatch]:
             del bad[:reported]
             reported = 0
             rows_in = batch.num_rows + len(mine)
-            table, kept = _utf8_rows(_plain(pa.Table.from_batches([batch])), rows, mine)
+            table = _csv_table(pa.Table.from_batches([batch]), latin1)
+            table, kept = _utf8_rows(table, rows, mine)
             yield RawBatch(table, mine.table(), rows_in, kept)
             seen += rows_in
         if not seen or len(bad):  # bad rows after the last batch, or no batch at all
-            empty = pa.Table.from_batches([], schema=reader.schema)
+            empty = _csv_table(pa.Table.from_batches([], schema=reader.schema), latin1)
             rest = _Bad(bad)
-            yield RawBatch(_plain(empty), rest.table(), len(rest), np.zeros(0, np.int64))
+            yield RawBatch(empty, rest.table(), len(rest), np.zeros(0, np.int64))
+
+
+def _csv_read_options(latin1: bool, **options: Any) -> Any:
+    import pyarrow.csv as pcsv
+
+    # one thread: the row handler is told each bad row's line number only then
+    return pcsv.ReadOptions(use_threads=False, encoding="latin-1" if latin1 else "utf8", **options)
+
+
+def _csv_table(table: pa.Table, latin1: bool) -> pa.Table:
+    return _plain(_from_latin1(table) if latin1 else table)
+
+
+def _from_latin1(table: pa.Table) -> pa.Table:
+    """The file's own bytes in ``table``, read as Latin-1 (each byte one character, so
+    every row decodes): the names and the text columns as they were, which may again be
+    invalid UTF-8 for :func:`_utf8_rows` to judge. A UTF-8 byte-order mark read as
+    Latin-1 is taken off the first name, as the UTF-8 read skips it."""
+    names = [n.encode("latin-1") for n in table.column_names]
+    if names and names[0].startswith(BOM):
+        names[0] = names[0][len(BOM) :]
+    for n in names:
+        try:
+            n.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _NameNotUTF8(f"a column name is not valid UTF-8: {n!r}") from None
+    columns = [
+        pa.chunked_array([_latin1_back(a) for a in c.chunks], pa.string())
+        if pa.types.is_string(c.type)
+        else c
+        for c in table.columns
+    ]
+    return pa.table(columns, names=[n.decode("utf-8") for n in names])
+
+
+def _latin1_back(a: pa.Array) -> pa.Array:
+    """The bytes of a string array read as Latin-1: U+0080 to U+00FF are two bytes in
+    UTF-8 (C2 or C3, then a continuation byte), one byte before.
+
+    >>> back = _latin1_back(pa.array(["caf\u00c3\u00a9", None, "\u00e9!"]))
+    >>> back.cast(pa.binary()).to_pylist()
+    [b'caf\xc3\xa9', None, b'\xe9!']
+    """
+    validity, offsets, data = a.buffers()
+    n = a.offset + len(a)
+    offs = np.frombuffer(offsets, np.int32)[: n + 1]
+    raw = np.frombuffer(data, np.uint8)[: offs[-1]] if data is not None else np.zeros(0, np.uint8)
+    lead = raw >= 0xC0
+    if not lead.any():
+        return a
+    cont = (raw >= 0x80) & ~lead
+    out = raw.copy()
+    at = np.flatnonzero(lead)
+    out[at] = ((raw[at] & 0x03) << 6) | (raw[at + 1] & 0x3F)
+    gone = np.concatenate([[0], np.cumsum(cont)])  # continuation bytes before each byte
+    new_offs = (offs - gone[offs]).astype(np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), len(a),
+        [validity, pa.py_buffer(new_offs.tobytes()), pa.py_buffer(out[~cont].tobytes())],
+        null_count=a.null_count, offset=a.offset,
+    )  # fmt: skip
 
 
 def _next_rows(start: int, n: int, taken: list[int]) -> np.ndarray:
@@ -666,43 +758,51 @@ def _next_rows(start: int, n: int, taken: list[int]) -> np.ndarray:
 
 
 @contextmanager
-def _quiet_undecodable_rows() -> Iterator[None]:
+def _undecodable_rows() -> Iterator[None]:
     """pyarrow decodes a bad CSV row's text before it calls the row handler; for a row
     that is not UTF-8 that fails inside the callback, Python prints the error with a
-    traceback ("Exception ignored in ..."), and the read stops with Arrow's parse error,
-    which names the row. Only that one line should reach the user."""
-    previous = sys.unraisablehook
+    traceback ("Exception ignored in ..."), and the read stops with Arrow's parse error.
+    Keep that quiet, and make the parse error :class:`_Undecodable` (then the file is read
+    again as Latin-1)."""
+    previous, undecodable = sys.unraisablehook, []
 
     def hook(unraisable: Any) -> None:
         handler = getattr(unraisable.object, "__qualname__", "")
-        if not (
-            isinstance(unraisable.exc_value, UnicodeDecodeError)
-            and handler.startswith("_csv_row_handler.")
+        if isinstance(unraisable.exc_value, UnicodeDecodeError) and handler.startswith(
+            "_csv_row_handler."
         ):
+            undecodable.append(unraisable.exc_value)
+        else:
             previous(unraisable)
 
     sys.unraisablehook = hook
     try:
         yield
+    except pa.ArrowInvalid:
+        if undecodable:
+            raise _Undecodable from None
+        raise
     finally:
         sys.unraisablehook = previous
 
 
-def _csv_row_handler(bad: _Bad) -> Callable[[Any], str]:
+def _csv_row_handler(bad: _Bad, *, latin1: bool = False) -> Callable[[Any], str]:
     """Reject a CSV row with the wrong number of fields by its line (rows are numbered
-    from 0 after the header); a row whose line is unknown stops the read."""
+    from 0 after the header); a row whose line is unknown stops the read. ``latin1``: the
+    file is read as Latin-1 (:func:`_from_latin1`), the text shown as UTF-8 again."""
 
     def skip(row: Any) -> str:
         line = row.number
         if line is None:  # not known: the read cannot number its rejects
             return "error"
+        text = row.text.encode("latin-1").decode("utf-8", "replace") if latin1 else row.text
         bad.append(
             (
                 line - 2,
                 None,
                 f"line {line}: {row.actual_columns} fields where the header has "
                 f"{row.expected_columns}",
-                json.dumps({"line": row.text}, ensure_ascii=False),
+                json.dumps({"line": text}, ensure_ascii=False),
             )
         )
         return "skip"
@@ -712,20 +812,29 @@ def _csv_row_handler(bad: _Bad) -> Callable[[Any], str]:
 
 def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
     """A CSV file; a row with the wrong number of fields is rejected (rows are numbered
-    from 0 after the header line, the reason names the file's line)."""
+    from 0 after the header line, the reason names the file's line). Where such a row is
+    not UTF-8, the file is read again as Latin-1."""
+    before = len(bad)
+    try:
+        return _read_csv_as(path, bad, latin1=False)
+    except _Undecodable:
+        del bad[before:]
+        return _read_csv_as(path, bad, latin1=True)
+
+
+def _read_csv_as(path: Path, bad: _Bad, *, latin1: bool) -> tuple[pa.Table, int]:
     import pyarrow.csv as pcsv
 
-    skip = _csv_row_handler(bad)
-    with _quiet_undecodable_rows():
+    skip = _csv_row_handler(bad, latin1=latin1)
+    with _undecodable_rows():
         t = pcsv.read_csv(
             path,
-            # one thread: the handler is told each bad row's line number only then
-            read_options=pcsv.ReadOptions(use_threads=False),
+            read_options=_csv_read_options(latin1),
             parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
             convert_options=_csv_convert(),
         )
     n = t.num_rows + len(bad)
-    t, _ = _utf8_rows(_plain(t), bad.rows(t.num_rows), bad)
+    t, _ = _utf8_rows(_csv_table(t, latin1), bad.rows(t.num_rows), bad)
     return t, n
 
 
