@@ -169,6 +169,43 @@ def test_jsonl_is_streamed_in_batches_with_the_same_rows_and_rejects(tmp_path, m
     assert result.funnel.to_list() == ref.funnel.to_list()
 
 
+def test_a_batch_whose_rows_lack_a_column_reads_it_as_nulls(tmp_path, monkeypatch):
+    """JSON rows may all lack a key in one batch (a file joined from two sources, the
+    prompt named otherwise in the second half). The read gives that batch the earlier
+    batches' columns as nulls, as a whole read does: its rows are rejected by the layout
+    ("missing prompt"), where the batch's own columns stopped the whole ingest before
+    (``KeyError: no prompt column``)."""
+    path = tmp_path / "joined.jsonl"
+    rows = [{"prompt": f"q{i % 7}", "response": f"r{i}", "rm": i} for i in range(40)]
+    rows += [{"instruction": f"i{i}", "response": f"s{i}", "rm": i} for i in range(30)]
+    rows += [
+        {"prompt": f"q{i % 7}", "response": f"t{i}", "rm": i, "generator": "g"} for i in range(20)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(readers, "BATCH_BYTES", 300)
+    batches = list(read_batches(path))
+    assert len(batches) > 8
+    own = [b.table.column_names for b in readers._json_line_batches([path])]
+    assert ["instruction", "response", "rm"] in own  # a batch without the prompt key
+    raw, bad = read_records(path)
+    assert pa.concat_tables([b.table for b in batches], promote_options="default").equals(raw)
+    ref = read_pools(path, "long", score_cols=["rm"])
+    assert sum(r["field"] == "prompt" for r in ref.rejects.to_pylist()) == 30
+    result, pools, rejects = ingest(tmp_path, path, "long", score_cols=["rm"])
+    assert pools.equals(ref.table)
+    assert without_nulls(rejects) == without_nulls(ref.rejects)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def without_nulls(rejects: pa.Table) -> list:
+    """Sorted rejects, their records without null fields: a streamed reject's record has
+    the columns known up to its batch, a whole read's every column of the file."""
+    rows = sorted_rejects(rejects)
+    for r in rows:
+        r["record"] = {k: v for k, v in json.loads(r["record"]).items() if v is not None}
+    return rows
+
+
 @pytest.mark.parametrize("batch_bytes", [300, 64 << 20])
 def test_every_reject_names_its_input_line(tmp_path, monkeypatch, batch_bytes):
     """Read rejects and layout rejects use one numbering, the 0-based input line, in

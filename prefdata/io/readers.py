@@ -1340,16 +1340,44 @@ def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]
     """
     files = stream_files(source, split)
     if files and files[0].name.lower().endswith(".parquet"):
-        yield from _parquet_batches(files)
+        batches = _parquet_batches(files)
     elif files and files[0].name.lower().endswith(".arrow"):
-        yield from _arrow_stream_batches(files)
+        batches = _arrow_stream_batches(files)
     elif files and files[0].name.lower().endswith(".csv"):
-        with naming(files[0]):
-            yield from _csv_batches(files[0])
+        batches = _named(files[0], _csv_batches(files[0]))
     elif files:
-        yield from _json_line_batches(files)
+        batches = _json_line_batches(files)
     else:
-        yield from _table_batches(_read_counted(source, split))
+        batches = _table_batches(_read_counted(source, split))
+    yield from _with_earlier_columns(batches)
+
+
+def _named(path: Path, batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
+    with naming(path):
+        yield from batches
+
+
+def _with_earlier_columns(batches: Iterable[RawBatch]) -> Iterator[RawBatch]:
+    """``batches``, each with the columns of the batches before it that it lacks, as
+    nulls (first the columns seen before, in their order, then its own new ones), as a
+    whole read gives them: JSON rows of a batch may all lack a key that earlier rows hold.
+
+    >>> two = [RawBatch(pa.table({"a": [1], "b": ["x"]}), _Bad().table(), 1),
+    ...        RawBatch(pa.table({"c": [2.0], "a": [3]}), _Bad().table(), 1)]
+    >>> [b.table.to_pylist() for b in _with_earlier_columns(two)]
+    [[{'a': 1, 'b': 'x'}], [{'a': 3, 'b': None, 'c': 2.0}]]
+    """
+    seen: dict[str, pa.DataType] = {}
+    for batch in batches:
+        table = batch.table
+        if seen and table.column_names != list(seen)[: table.num_columns]:
+            n, have = table.num_rows, set(table.column_names)
+            known = [table[k] if k in have else pa.nulls(n, seen[k]) for k in seen]
+            new = [k for k in table.column_names if k not in seen]
+            table = pa.table([*known, *(table[k] for k in new)], names=[*seen, *new])
+            batch = RawBatch(table, batch.rejects, batch.rows_in, batch.rows)
+        seen.update((f.name, f.type) for f in table.schema if f.name not in seen)
+        yield batch
 
 
 def source_label(source: Any, split: str | None) -> str | None:
