@@ -296,6 +296,38 @@ def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
     assert result.read().equals(ref.table) and result.funnel.to_list() == ref.funnel.to_list()
 
 
+@pytest.mark.parametrize("batch_bytes", [80, 1 << 20])
+def test_a_csv_column_empty_in_the_first_block_is_read_as_text(tmp_path, monkeypatch, batch_bytes):
+    """Arrow types a column from the first block: one empty there is typed null, and a
+    later value stopped the read ("CSV conversion error to null"), streamed, or read
+    whole past its 1 MiB first block. Such a column is read as text, its empty values
+    null, and a whole read is the streamed batches joined, so both give one table."""
+    from prefdata.io import readers
+    from prefdata.io.readers import read_batches
+
+    lines = ["prompt,response,rm,generator"]
+    lines += [f"q{i % 4},r{i},{i}," for i in range(30)]
+    lines += [f"q{i % 4},s{i},{i},model-{i % 2}" for i in range(10)]
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
+    raw, bad = read_records(path)
+    assert bad.num_rows == 0 and raw.num_rows == 40
+    assert raw.schema.field("generator").type == pa.string()
+    assert raw.schema.field("rm").type == pa.int64()
+    # empty is null in a column typed null first (as before), "" in one typed text
+    empty = None if batch_bytes == 80 else ""
+    assert raw["generator"].to_pylist() == [empty] * 30 + ["model-0", "model-1"] * 5
+    batches = list(read_batches(path))
+    assert (len(batches) > 3) == (batch_bytes == 80)
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    ref = read_pools(path, "long", score_cols=["rm"])
+    from prefdata.execute import Ingest, LocalExecutor
+
+    result = LocalExecutor(tmp_path / "w").run([], Ingest(path, "long", score_cols=["rm"]))
+    assert result.read().equals(ref.table) and ref.table.num_rows == 4
+
+
 def test_small_parquet_row_groups_are_read_together(tmp_path, monkeypatch):
     """Consecutive row groups share a batch up to BATCH_ROWS rows (and BATCH_BYTES), a
     very large one is cut; the rows are the file's, in order, either way."""

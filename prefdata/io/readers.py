@@ -57,6 +57,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -612,10 +613,26 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
 
 
-def _csv_convert() -> Any:
+def _csv_convert(text: Sequence[str] = ()) -> Any:
+    """Arrow's conversion, without its UTF-8 check (checked per row: :func:`_utf8_rows`);
+    the columns named in ``text`` are read as text."""
     import pyarrow.csv as pcsv
 
-    return pcsv.ConvertOptions(check_utf8=False)  # checked per row: _utf8_rows
+    return pcsv.ConvertOptions(check_utf8=False, column_types=dict.fromkeys(text, pa.string()))
+
+
+def _null_columns(schema: pa.Schema) -> list[str]:
+    """The columns Arrow typed null: empty in every row of the first block. A later value
+    would not convert (``CSV conversion error to null``); they are read as text, their
+    empty values null (:func:`_empty_as_null`) as they were.
+
+    >>> _null_columns(pa.schema([("a", pa.null()), ("b", pa.int64())]))
+    ['a']
+    """
+    try:
+        return [f.name for f in schema if pa.types.is_null(f.type)]
+    except UnicodeDecodeError:  # a name that is not UTF-8: _plain names it
+        return []
 
 
 class _Undecodable(Exception):
@@ -654,15 +671,22 @@ def _rows_from(batch: RawBatch, start: int) -> RawBatch | None:
 def _csv_batches_as(path: Path, *, latin1: bool) -> Iterator[RawBatch]:
     import pyarrow.csv as pcsv
 
-    with _undecodable_rows():
+    def open_csv(text: list[str]) -> tuple[Any, _Bad]:
         bad = _Bad()
-        handler = _csv_row_handler(bad, latin1=latin1)
         reader = pcsv.open_csv(
             path,
             read_options=_csv_read_options(latin1, block_size=BATCH_BYTES),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=handler),
-            convert_options=_csv_convert(),
+            parse_options=pcsv.ParseOptions(
+                invalid_row_handler=_csv_row_handler(bad, latin1=latin1)
+            ),
+            convert_options=_csv_convert(text),
         )
+        return reader, bad
+
+    with _undecodable_rows():
+        reader, bad = open_csv([])
+        if sparse := _null_columns(reader.schema):  # empty in the first block: text
+            reader, bad = open_csv(sparse)
         # the reader parses ahead: a bad row may be reported before the batch it falls in,
         # never after; good rows take the next numbers that are not bad ones
         next_row, reported, seen = 0, 0, 0
@@ -675,7 +699,7 @@ def _csv_batches_as(path: Path, *, latin1: bool) -> Iterator[RawBatch]:
             del bad[:reported]
             reported = 0
             rows_in = batch.num_rows + len(mine)
-            table = _csv_table(pa.Table.from_batches([batch]), latin1)
+            table = _csv_table(_empty_as_null(pa.Table.from_batches([batch]), sparse), latin1)
             table, kept = _utf8_rows(table, rows, mine)
             yield RawBatch(table, mine.table(), rows_in, kept)
             seen += rows_in
@@ -690,6 +714,20 @@ def _csv_read_options(latin1: bool, **options: Any) -> Any:
 
     # one thread: the row handler is told each bad row's line number only then
     return pcsv.ReadOptions(use_threads=False, encoding="latin-1" if latin1 else "utf8", **options)
+
+
+def _empty_as_null(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """``table`` with the empty values of text columns ``names`` null.
+
+    >>> _empty_as_null(pa.table({"g": ["", "m"]}), ["g"])["g"].to_pylist()
+    [None, 'm']
+    """
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if i >= 0:
+            col = table[name]
+            table = table.set_column(i, name, pc.if_else(pc.equal(col, ""), None, col))
+    return table
 
 
 def _csv_table(table: pa.Table, latin1: bool) -> pa.Table:
@@ -811,31 +849,14 @@ def _csv_row_handler(bad: _Bad, *, latin1: bool = False) -> Callable[[Any], str]
 
 
 def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
-    """A CSV file; a row with the wrong number of fields is rejected (rows are numbered
-    from 0 after the header line, the reason names the file's line). Where such a row is
-    not UTF-8, the file is read again as Latin-1."""
-    before = len(bad)
-    try:
-        return _read_csv_as(path, bad, latin1=False)
-    except _Undecodable:
-        del bad[before:]
-        return _read_csv_as(path, bad, latin1=True)
-
-
-def _read_csv_as(path: Path, bad: _Bad, *, latin1: bool) -> tuple[pa.Table, int]:
-    import pyarrow.csv as pcsv
-
-    skip = _csv_row_handler(bad, latin1=latin1)
-    with _undecodable_rows():
-        t = pcsv.read_csv(
-            path,
-            read_options=_csv_read_options(latin1),
-            parse_options=pcsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=_csv_convert(),
-        )
-    n = t.num_rows + len(bad)
-    t, _ = _utf8_rows(_csv_table(t, latin1), bad.rows(t.num_rows), bad)
-    return t, n
+    """A CSV file: the batches of :func:`_csv_batches` joined, so that its column types
+    and rejects are those of a streamed read (a row with the wrong number of fields is
+    rejected; rows are numbered from 0 after the header line, the reason names the
+    file's line)."""
+    batches = list(_csv_batches(path))
+    for b in batches:
+        bad.extend((r["row"], r["field"], r["reason"], r["record"]) for r in b.rejects.to_pylist())
+    return pa.concat_tables([b.table for b in batches]), sum(b.rows_in for b in batches)
 
 
 def _utf8_rows(table: pa.Table, rows: np.ndarray, bad: _Bad) -> tuple[pa.Table, np.ndarray]:
