@@ -263,6 +263,16 @@ def test_pools_written_before_any_scorer_read_back_in_the_pool_layout(tmp_path):
     assert again.table.equals(pools.table.slice(1))
 
 
+def streamed_as_whole(path, raw: pa.Table, bad: pa.Table) -> list:
+    """The batches of ``path``, checked to give the whole read's table and rejects."""
+    from prefdata.io.readers import read_batches
+
+    batches = list(read_batches(path))
+    assert pa.concat_tables([b.table for b in batches]).equals(raw)
+    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
+    return batches
+
+
 @pytest.mark.parametrize("batch_bytes", [40, 1 << 20])
 def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
     tmp_path, monkeypatch, batch_bytes
@@ -271,7 +281,6 @@ def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
     lines and input-row numbers as reading it whole; ragged rows anywhere, the last
     ones included, are rejected by their line."""
     from prefdata.io import readers
-    from prefdata.io.readers import read_batches
 
     lines = ["prompt,response,rm"]
     for i in range(40):
@@ -281,10 +290,8 @@ def test_csv_streams_in_blocks_with_the_rows_and_rejects_of_a_whole_read(
     path.write_text("\n".join(lines) + "\n")
     raw, bad = read_records(path)
     monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
-    batches = list(read_batches(path))
+    batches = streamed_as_whole(path, raw, bad)
     assert (len(batches) > 3) == (batch_bytes == 40)
-    assert pa.concat_tables([b.table for b in batches]).equals(raw)
-    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
     assert sum(b.rows_in for b in batches) == 41
     rows = [int(r) for b in batches for r in b.rows]
     assert rows == [i for i in range(41) if i % 9 != 4 and i != 40]
@@ -303,7 +310,6 @@ def test_a_csv_column_empty_in_the_first_block_is_read_as_text(tmp_path, monkeyp
     whole past its 1 MiB first block. Such a column is read as text, its empty values
     null, and a whole read is the streamed batches joined, so both give one table."""
     from prefdata.io import readers
-    from prefdata.io.readers import read_batches
 
     lines = ["prompt,response,rm,generator"]
     lines += [f"q{i % 4},r{i},{i}," for i in range(30)]
@@ -318,9 +324,8 @@ def test_a_csv_column_empty_in_the_first_block_is_read_as_text(tmp_path, monkeyp
     # empty is null in a column typed null first (as before), "" in one typed text
     empty = None if batch_bytes == 80 else ""
     assert raw["generator"].to_pylist() == [empty] * 30 + ["model-0", "model-1"] * 5
-    batches = list(read_batches(path))
+    batches = streamed_as_whole(path, raw, bad)
     assert (len(batches) > 3) == (batch_bytes == 80)
-    assert pa.concat_tables([b.table for b in batches]).equals(raw)
     ref = read_pools(path, "long", score_cols=["rm"])
     from prefdata.execute import Ingest, LocalExecutor
 
@@ -365,7 +370,6 @@ def test_a_csv_value_that_is_not_utf8_rejects_its_row_in_any_block(tmp_path, mon
     binary (every row then unusable) and stop at one in a later block; each such row is
     rejected by itself, naming its field, read whole or streamed."""
     from prefdata.io import readers
-    from prefdata.io.readers import read_batches
 
     lines = [b"prompt,response"] + [b"q%d,answer %d" % (i, i) for i in range(60)]
     lines[3] = b"q2,caf\xe9"  # first block
@@ -378,10 +382,8 @@ def test_a_csv_value_that_is_not_utf8_rejects_its_row_in_any_block(tmp_path, mon
     assert bad["reason"][0].as_py() == "field 'response' is not valid UTF-8 at byte 3"
     assert json.loads(bad["record"][0].as_py()) == {"prompt": "q2", "response": "caf\ufffd"}
     monkeypatch.setattr(readers, "BATCH_BYTES", 200)
-    batches = list(read_batches(path))
+    batches = streamed_as_whole(path, raw, bad)
     assert len(batches) > 2
-    assert pa.concat_tables([b.table for b in batches]).equals(raw)
-    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
     assert [int(r) for b in batches for r in b.rows] == [i for i in range(60) if i not in (2, 49)]
 
 
@@ -394,7 +396,6 @@ def test_a_ragged_csv_row_that_is_not_utf8_is_rejected_by_itself(
     taken back: the same table, types and rejects as the file with that row in plain
     ASCII, whole or in blocks, with UTF-8 text, a Latin-1 value and a byte-order mark."""
     from prefdata.io import readers
-    from prefdata.io.readers import read_batches
 
     def csv(name: str, ragged: bytes):
         lines = [b"\xef\xbb\xbfprompt,response,rm"]
@@ -420,10 +421,8 @@ def test_a_ragged_csv_row_that_is_not_utf8_is_rejected_by_itself(
     assert json.loads(bad["record"][1].as_py()) == {"line": "q11,na\ufffdve,extra,11"}
     assert bad.drop_columns("record").equals(want_bad.drop_columns("record"))
     monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
-    batches = list(read_batches(ragged))
+    batches = streamed_as_whole(ragged, raw, bad)
     assert (len(batches) > 3) == (batch_bytes == 60)
-    assert pa.concat_tables([b.table for b in batches]).equals(raw)
-    assert pa.concat_tables([b.rejects for b in batches]).equals(bad)
     assert sum(b.rows_in for b in batches) == 30
     assert [int(r) for b in batches for r in b.rows] == [i for i in range(30) if i not in (4, 11)]
 
