@@ -1383,15 +1383,16 @@ def _with_earlier_columns(batches: Iterable[RawBatch]) -> Iterator[RawBatch]:
     nulls (first the columns seen before, in their order, then its own new ones), as a
     whole read gives them: JSON rows of a batch may all lack a key that earlier rows hold.
 
-    >>> two = [RawBatch(pa.table({"a": [1], "b": ["x"]}), _Bad().table(), 1),
-    ...        RawBatch(pa.table({"c": [2.0], "a": [3]}), _Bad().table(), 1)]
-    >>> [b.table.to_pylist() for b in _with_earlier_columns(two)]
-    [[{'a': 1, 'b': 'x'}], [{'a': 3, 'b': None, 'c': 2.0}]]
+    >>> three = [RawBatch(pa.table({"a": [1], "b": ["x"]}), _Bad().table(), 1),
+    ...          RawBatch(pa.table({"c": [2.0], "a": [3]}), _Bad().table(), 1),
+    ...          RawBatch(pa.table({"a": [4]}), _Bad().table(), 1)]
+    >>> [b.table.to_pylist() for b in _with_earlier_columns(three)]
+    [[{'a': 1, 'b': 'x'}], [{'a': 3, 'b': None, 'c': 2.0}], [{'a': 4, 'b': None, 'c': None}]]
     """
     seen: dict[str, pa.DataType] = {}
     for batch in batches:
         table = batch.table
-        if seen and table.column_names != list(seen)[: table.num_columns]:
+        if seen and table.column_names[: len(seen)] != list(seen):
             n, have = table.num_rows, set(table.column_names)
             known = [table[k] if k in have else pa.nulls(n, seen[k]) for k in seen]
             new = [k for k in table.column_names if k not in seen]
