@@ -333,6 +333,86 @@ def test_a_csv_column_empty_in_the_first_block_is_read_as_text(tmp_path, monkeyp
     assert result.read().equals(ref.table) and ref.table.num_rows == 4
 
 
+@pytest.mark.parametrize("batch_bytes", [100, 1 << 20])
+def test_a_csv_value_a_later_block_cannot_convert_retypes_its_column(
+    tmp_path, monkeypatch, batch_bytes
+):
+    """Arrow types a column from the first block and stopped at a later value that does
+    not convert ("CSV conversion error to int64"). The read starts again with the column
+    retyped: whole numbers meeting a decimal are doubles, a number column meeting text
+    keeps its numbers and rejects that row alone, naming its field, and any other
+    column (here a flag) is text. Streamed or whole, the same table; the ingest gives
+    the pools of a whole read."""
+    from prefdata.io import readers
+
+    lines = ["prompt,response,rm,rating,ok"]
+    lines += [f"q{i % 5},r{i},{i},{i % 3},true" for i in range(30)]
+    lines += ["q1,late,7.5,2,false", "q2,bad,8,unknown,maybe", "q3,fine,NA,1,"]
+    path = tmp_path / "in.csv"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(readers, "BATCH_BYTES", batch_bytes)
+    raw, bad = read_records(path)
+    types = {f.name: f.type for f in raw.schema}
+    if batch_bytes == 100:  # the first block holds whole numbers and true only
+        assert types == {
+            "prompt": pa.string(), "response": pa.string(), "rm": pa.float64(),
+            "rating": pa.int64(), "ok": pa.string(),
+        }  # fmt: skip
+        assert [(r["row"], r["field"], r["reason"]) for r in bad.to_pylist()] == [
+            (31, "rating", "field 'rating' is 'unknown', not a number (int64) as in the first rows")
+        ]
+        assert raw["ok"].to_pylist()[-2:] == ["false", None]  # "maybe": a rejected row
+    else:  # one block: Arrow's inference sees every value
+        assert types["rm"] == pa.float64() and types["rating"] == pa.string()
+        assert bad.num_rows == 0
+    assert raw["rm"].to_pylist()[:3] == [0.0, 1.0, 2.0] and raw["rm"][30].as_py() == 7.5
+    assert raw["rm"][-1].as_py() is None
+    if batch_bytes > 100:
+        streamed_as_whole(path, raw, bad)
+    else:  # streamed, the rows before the retyping keep their first types
+        streamed = list(readers.read_batches(path))
+        assert len(streamed) > 3
+        assert pa.concat_tables([b.rejects for b in streamed]).equals(bad)
+
+        def same(r: dict) -> dict:  # True as the text "true", 3 as 3.0
+            return {k: str(v).lower() if v is True else v for k, v in r.items()} | {
+                "rm": None if r["rm"] is None else float(r["rm"])
+            }
+
+        got = [same(r) for b in streamed for r in b.table.to_pylist()]
+        assert got == [same(r) for r in raw.to_pylist()]
+    ref = read_pools(path, "long", score_cols=["rm"])
+    from prefdata.execute import Ingest, LocalExecutor
+
+    result = LocalExecutor(tmp_path / "w").run([], Ingest(path, "long", score_cols=["rm"]))
+    assert result.read().equals(ref.table)
+    assert result.funnel.to_list() == ref.funnel.to_list()
+
+
+def test_a_csv_read_again_as_latin1_keeps_the_first_reads_types(tmp_path, monkeypatch):
+    """Read as Latin-1, UTF-8 text takes more bytes, so the first block holds fewer rows
+    and Arrow could type a column otherwise (here ``rm``: text in the first UTF-8 block,
+    whole numbers in the first Latin-1 one). A read that starts again keeps the first
+    read's types: streamed or whole, one table, and the ingest gives the same pools."""
+    from prefdata.io import readers
+
+    lines = [b"prompt,response,rm", "q1,\u65e5\u672c\u8a9e\u65e5\u672c\u8a9e,3".encode()]
+    lines += [b"q2,ok,x"] + [b"q%d,r%d,%d" % (i % 4, i, i) for i in range(20)]
+    lines += [b"q3,caf\xe9,1,extra"] + [b"q%d,s%d,%d" % (i % 4, i, i) for i in range(5)]
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(readers, "BATCH_BYTES", 64)
+    raw, bad = read_records(path)
+    assert raw.schema.field("rm").type == pa.string() and raw.num_rows == 27
+    assert [(r["row"], r["field"]) for r in bad.to_pylist()] == [(22, None)]
+    streamed_as_whole(path, raw, bad)
+    ref = read_pools(path, "long")
+    from prefdata.execute import Ingest, LocalExecutor
+
+    result = LocalExecutor(tmp_path / "w").run([], Ingest(path, "long"))
+    assert result.read().equals(ref.table)
+
+
 def test_small_parquet_row_groups_are_read_together(tmp_path, monkeypatch):
     """Consecutive row groups share a batch up to BATCH_ROWS rows (and BATCH_BYTES), a
     very large one is cut; the rows are the file's, in order, either way."""
