@@ -46,28 +46,34 @@ import gzip
 import json
 import os
 import re
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from prefdata.io.csv_files import csv_batches, read_csv
 from prefdata.io.json_arrays import BOM, ArrayError, Piece, parsed_pieces
 from prefdata.io.json_lines import columnar_array, columnar_lines
 from prefdata.io.layouts import LayoutOptions, to_pools
+from prefdata.io.raw import (
+    STAGE,
+    NameNotUTF8,
+    RawBatch,
+    ReadRejects,
+    plain_table,
+    record_text,
+)
 from prefdata.pipeline import Funnel, PipelineResult
-from prefdata.schema import REJECTS_SCHEMA, conform_types
+from prefdata.schema import conform_types
 
-STAGE = "read"
 _JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -83,18 +89,13 @@ def is_hub_name(source: str | os.PathLike) -> bool:
     return not (suffix or text.startswith((".", "/", "~"))) and bool(_HUB_NAME.match(text))
 
 
-class _NameNotUTF8(ValueError):
-    """A column name that is not valid UTF-8 (Arrow keeps a CSV header's bytes as they
-    are; reading the name back fails)."""
-
-
 @contextmanager
 def naming(path: Path) -> Iterator[None]:
     """Errors reading ``path`` (a damaged, truncated or unreadable file) name it: the
     libraries' messages often do not ("Parquet magic bytes not found in footer")."""
     try:
         yield
-    except _NameNotUTF8 as e:
+    except NameNotUTF8 as e:
         raise ValueError(f"{path}: {e}") from None
     except (OSError, EOFError, pa.ArrowException) as e:
         if str(path) in str(e) or path.name in str(e):
@@ -124,40 +125,6 @@ def _kind(v: Any) -> str:
     if isinstance(v, dict):
         return "object"
     return type(v).__name__
-
-
-class _Bad(list):
-    """Read rejects: (row, field, reason, record text); ``kept``: the input row of each
-    row read, in table order, where a reader numbers rows itself (JSON: lines or items),
-    else None (rows are the input rows not rejected)."""
-
-    kept: list[int] | None = None
-
-    def keep(self, rows: Iterable[int]) -> None:
-        self.kept = [*(self.kept or []), *rows]
-
-    def rows(self, n: int) -> np.ndarray:
-        """The input row of each of the ``n`` rows read."""
-        if self.kept is not None:
-            return np.asarray(self.kept, np.int64)
-        rows = np.arange(n + len(self), dtype=np.int64)
-        if len(self):
-            rows = np.delete(rows, [x[0] for x in self])
-        return rows
-
-    def table(self) -> pa.Table:
-        items = sorted(self, key=lambda x: x[0])
-        return pa.table(
-            {
-                "stage": [STAGE] * len(items),
-                "reason": [x[2] for x in items],
-                "row": [x[0] for x in items],
-                "prompt_id": [None] * len(items),
-                "field": [x[1] for x in items],
-                "record": [x[3] for x in items],
-            },
-            schema=REJECTS_SCHEMA,
-        )
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -198,11 +165,9 @@ def _surrogate_reason(where: str, field: str) -> str:
     )
 
 
-def _record_text(record: Any) -> str:
-    return json.dumps(record, ensure_ascii=False, default=str)
-
-
-def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Bad) -> pa.Table:
+def _records_to_table(
+    records: list[dict], rows: list[int], where: str, bad: ReadRejects
+) -> pa.Table:
     """Column-wise Arrow table from dicts; rows whose values cannot share a column type
     with the other rows are rejected (the most common kind wins; ties: the first seen)."""
     keys: dict[str, None] = {}
@@ -224,7 +189,7 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
                             key,
                             f"{where} {rows[i] + (where == 'line')}: field "
                             f"{key!r} is a {k} where other rows hold a {major}",
-                            _record_text(records[i]),
+                            record_text(records[i]),
                         )
                     )
     keep = [i for i in range(len(records)) if i not in drop]
@@ -272,7 +237,7 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
                     key,
                     f"{where} {rows[i] + (where == 'line')}: field {key!r} "
                     f"does not fit the type of other rows ({target})",
-                    _record_text(records[i]),
+                    record_text(records[i]),
                 )
             )
         dropped = {keep[j] for j in drop_now}
@@ -284,7 +249,7 @@ def _records_to_table(records: list[dict], rows: list[int], where: str, bad: _Ba
                     rows[i],
                     None,
                     f"{where} {rows[i] + (where == 'line')}: empty object",
-                    _record_text(records[i]),
+                    record_text(records[i]),
                 )
             )
         bad.keep([])
@@ -330,7 +295,7 @@ def _first_char(path: Path) -> str:
 
 
 def _read_json_lines(
-    lines: Iterable[bytes], bad: _Bad, start: int = 0
+    lines: Iterable[bytes], bad: ReadRejects, start: int = 0
 ) -> tuple[pa.Table, int, int]:
     """(table, records read, lines seen): rows are numbered by line from ``start``, blank
     ones included. Column-wise (:func:`~prefdata.io.json_lines.columnar_lines`) where
@@ -397,7 +362,7 @@ def _read_json_lines(
 WHOLE_JSON_BYTES = 1 << 30  # a larger JSON array is read in pieces, even whole
 
 
-def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
+def _read_json_array(path: Path, bad: ReadRejects) -> tuple[pa.Table, int, int]:
     """(table, items, items): rows are numbered by item (:func:`_json_items`). An array
     of more than :data:`WHOLE_JSON_BYTES` is read in its streamed pieces, their tables
     joined (Arrow cannot take 2 GiB in one block, and ``json.loads`` would hold every
@@ -412,7 +377,7 @@ def _read_json_array(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
     return _json_array_text(text, bad, path)
 
 
-def _json_array_text(text: bytes, bad: _Bad, path: Path) -> tuple[pa.Table, int, int]:
+def _json_array_text(text: bytes, bad: ReadRejects, path: Path) -> tuple[pa.Table, int, int]:
     """:func:`_json_items` of a whole file's text (after a byte-order mark, if any)."""
     skip = len(BOM) if text.startswith(BOM) else 0
     text = text[skip:]
@@ -437,10 +402,10 @@ class _Ahead:
         return out
 
 
-def _joined_pieces(fh: Any, path: Path, bad: _Bad) -> tuple[pa.Table, int, int] | None:
+def _joined_pieces(fh: Any, path: Path, bad: ReadRejects) -> tuple[pa.Table, int, int] | None:
     """The pieces of a JSON array (:func:`_json_array_pieces`) as one table, or None where
     their column types do not join."""
-    tables, got = [], _Bad()
+    tables, got = [], ReadRejects()
     for table, _, piece_bad in _json_array_pieces(fh, path):
         tables.append(table)
         got += piece_bad
@@ -455,7 +420,7 @@ def _joined_pieces(fh: Any, path: Path, bad: _Bad) -> tuple[pa.Table, int, int] 
 
 
 def _json_items(
-    text: bytes, bad: _Bad, first: int, where: Callable[[int], str], path: Path
+    text: bytes, bad: ReadRejects, first: int, where: Callable[[int], str], path: Path
 ) -> tuple[pa.Table, int]:
     """(table, items) of the JSON array ``text``, its items numbered from ``first``:
     column-wise (:func:`~prefdata.io.json_lines.columnar_array`) where that gives the
@@ -497,11 +462,11 @@ def _json_items(
             records.append(v)
             rows.append(i)
         else:
-            bad.append((i, None, f"item {i}: JSON {_kind(v)}, not an object", _record_text(v)))
+            bad.append((i, None, f"item {i}: JSON {_kind(v)}, not an object", record_text(v)))
     return _records_to_table(records, rows, "item", bad), len(data)
 
 
-def _read_json_file(path: Path, bad: _Bad) -> tuple[pa.Table, int, int]:
+def _read_json_file(path: Path, bad: ReadRejects) -> tuple[pa.Table, int, int]:
     """(table, records, row numbers used): JSON Lines number rows by line, arrays by item."""
     if path.name.endswith((".json", ".json.gz")) and _first_char(path) == "[":
         return _read_json_array(path, bad)
@@ -573,32 +538,13 @@ def _from_dataset(ds: Any, split: str | None) -> pa.Table:
     return ds.with_format("arrow")[:]  # applies any indices mapping (select, shuffle)
 
 
-def _from_pandas(df: Any, bad: _Bad) -> tuple[pa.Table, int]:
+def _from_pandas(df: Any, bad: ReadRejects) -> tuple[pa.Table, int]:
     try:
         return pa.Table.from_pandas(df, preserve_index=False), len(df)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Mixed-type object columns: read row by row, rejecting the rows that do not fit.
         records = df.to_dict("records")
         return _records_to_table(records, list(range(len(records))), "row", bad), len(records)
-
-
-def _plain(table: pa.Table) -> pa.Table:
-    """Plain Arrow types (string, not large_string or views; dictionaries decoded), no
-    schema metadata."""
-    try:
-        names = table.column_names
-    except UnicodeDecodeError as e:
-        raise _NameNotUTF8(f"a column name is not valid UTF-8: {e.object!r}") from None
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(
-            f"column {twice[0]!r} appears {names.count(twice[0])} times in the input; "
-            "rename or drop the copies"
-        )
-    for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, table[f.name].cast(f.type.value_type))
-    return conform_types(table.replace_schema_metadata(None))
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -613,452 +559,15 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables([conform_types(t) for t in tables], promote_options="permissive")
 
 
-# Arrow's CSV conversion error: the column (0-based), the type and the value
-_CONVERSION = re.compile(
-    r"In CSV column #(\d+): Row #\d+: CSV conversion error to (\S+): invalid value '(.*)'\Z",
-    re.S,
-)
-
-
-@dataclass
-class _CsvRead:
-    """How a CSV file is read. Arrow types each column from the first block; a column it
-    typed null (empty there) is read as text, and where a later value does not convert
-    (``CSV conversion error``), the read starts again with that column retyped: whole
-    numbers meeting a decimal become ``double`` (``wider``); other numbers are read as
-    text and converted here, a row whose value does not convert rejected by itself
-    (``checked``); any other type is read as text. Text read so has Arrow's null values
-    (``""``, ``NA``, ``null``...) as nulls, as the typed column had them. A read that
-    starts again keeps the first read's types (``types``), so that its blocks, which may
-    fall elsewhere, type nothing otherwise. ``latin1``: a rejected row was not UTF-8
-    (:func:`_from_latin1`). Names are kept as read as UTF-8 (``bom``: the file starts
-    with a UTF-8 byte-order mark, which a Latin-1 read keeps in the first name)."""
-
-    bom: bool = False
-    latin1: bool = False
-    types: dict[str, pa.DataType] = field(default_factory=dict)
-    text: list[str] = field(default_factory=list)
-    wider: list[str] = field(default_factory=list)
-    checked: dict[str, pa.DataType] = field(default_factory=dict)
-    retypes: int = 0  # columns retyped after a first block
-
-    def convert(self) -> Any:
-        """Arrow's conversion, without its UTF-8 check (checked per row: :func:`_utf8_rows`)."""
-        import pyarrow.csv as pcsv
-
-        types = dict(self.types) | dict.fromkeys([*self.text, *self.checked], pa.string())
-        types |= dict.fromkeys(self.wider, pa.float64())
-        first = next(iter(self.types), None)
-        types = {self._as_read(n, n == first): t for n, t in types.items()}
-        return pcsv.ConvertOptions(check_utf8=False, column_types=types)
-
-    def _as_read(self, name: str, first: bool) -> str:
-        """``name`` as Arrow reads it in this read."""
-        if not self.latin1:
-            return name
-        return (BOM if first and self.bom else b"").decode("latin-1") + name.encode().decode(
-            "latin-1"
-        )
-
-    def names(self, schema: pa.Schema) -> list[str] | None:
-        """The schema's names as read as UTF-8 (None when they are not UTF-8)."""
-        try:
-            names = schema.names
-            if self.latin1:
-                names = [n.encode("latin-1") for n in names]
-                if names and self.bom:
-                    names[0] = names[0].removeprefix(BOM)
-                names = [n.decode("utf-8") for n in names]
-        except UnicodeError:  # a name that is not UTF-8: _plain names it
-            return None
-        return names
-
-    def first_read(self, schema: pa.Schema) -> bool:
-        """Keep the types of a first read (a read after it keeps them) and read the
-        columns it typed null as text; True when there were any."""
-        names = self.names(schema)
-        if names is None or self.types:
-            return False
-        self.types = dict(zip(names, schema.types, strict=True))
-        nulls = [n for n, t in self.types.items() if pa.types.is_null(t)]
-        self.text += [n for n in nulls if n not in self.text]
-        return bool(nulls)
-
-    def retype(self, error: pa.ArrowInvalid, schema: pa.Schema) -> bool:
-        """Retype the column of a conversion ``error``; False when it is not one.
-
-        >>> how, schema = _CsvRead(), pa.schema([("rm", pa.int64())])
-        >>> msg = "In CSV column #0: Row #9: CSV conversion error to int64: invalid value "
-        >>> how.retype(pa.ArrowInvalid(msg + "'1.5'"), schema), how.wider
-        (True, ['rm'])
-        >>> how.retype(pa.ArrowInvalid(msg.replace("int64", "double") + "'x'"), schema)
-        True
-        >>> how.checked
-        {'rm': DataType(double)}
-        """
-        found, names = _CONVERSION.search(str(error)), self.names(schema)
-        if found is None or names is None or int(found[1]) >= len(names):
-            return False
-        name, now = names[int(found[1])], schema.field(int(found[1])).type
-        self.retypes += 1
-        if name in self.wider:  # read as double already
-            now = pa.float64()
-        if pa.types.is_integer(now) and _is_number(found[3]):
-            self.wider.append(name)
-        elif pa.types.is_integer(now) or pa.types.is_floating(now):
-            self.checked[name] = now
-            self.wider = [n for n in self.wider if n != name]
-        else:
-            self.text.append(name)
-        return True
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-class _ReadAgain(Exception):
-    """A CSV read to start again, as its :class:`_CsvRead` now says."""
-
-
-def _csv_batches(path: Path, how: _CsvRead | None = None) -> Iterator[RawBatch]:
-    """A CSV file in blocks of about :data:`BATCH_BYTES`, each bad row rejected by its
-    line. Column types come from the first block; where a later block needs a column
-    retyped or a rejected row is not UTF-8 (:class:`_CsvRead`), the read starts again
-    and goes on after the rows already given."""
-    if how is None:
-        with open(path, "rb") as fh:
-            how = _CsvRead(bom=fh.read(len(BOM)) == BOM)
-    done = 0
-    while True:
-        try:
-            for batch in _csv_batches_as(path, how):
-                if (rest := _rows_from(batch, done)) is not None:
-                    done += rest.rows_in
-                    yield rest
-            return
-        except _ReadAgain:
-            how.latin1 = True
-
-
-def _rows_from(batch: RawBatch, start: int) -> RawBatch | None:
-    """The part of ``batch`` from input row ``start`` on (None when nothing is left)."""
-    assert batch.rows is not None
-    keep, bad = batch.rows >= start, batch.rejects["row"].to_numpy() >= start
-    if keep.all() and bad.all():
-        return batch
-    if not keep.any() and not bad.any():
-        return None
-    table, rejects = batch.table.filter(pa.array(keep)), batch.rejects.filter(pa.array(bad))
-    return RawBatch(table, rejects, table.num_rows + rejects.num_rows, batch.rows[keep])
-
-
-def _csv_batches_as(path: Path, how: _CsvRead) -> Iterator[RawBatch]:
-    """The batches of one read, as ``how`` says; a conversion error retypes its column
-    (in ``how``) and raises :class:`_ReadAgain` to start again."""
-    import pyarrow.csv as pcsv
-
-    def open_csv() -> tuple[Any, _Bad]:
-        bad = _Bad()
-        reader = pcsv.open_csv(
-            path,
-            read_options=_csv_read_options(how.latin1, block_size=BATCH_BYTES),
-            parse_options=pcsv.ParseOptions(
-                invalid_row_handler=_csv_row_handler(bad, latin1=how.latin1)
-            ),
-            convert_options=how.convert(),
-        )
-        return reader, bad
-
-    with _undecodable_rows():
-        reader, bad = open_csv()
-        if how.first_read(reader.schema):
-            reader, bad = open_csv()
-        as_text = [*how.text, *how.checked]
-        # the reader parses ahead: a bad row may be reported before the batch it falls in,
-        # never after; good rows take the next numbers that are not bad ones
-        next_row, reported, seen = 0, 0, 0
-        for batch in _retyping(reader, how):
-            rows = _next_rows(next_row, batch.num_rows, [r for r, *_ in bad])
-            next_row = int(rows[-1]) + 1 if len(rows) else next_row
-            mine = _Bad(x for x in bad[reported:] if x[0] < next_row)
-            later = [x for x in bad[reported:] if x[0] >= next_row]
-            bad[reported:] = sorted(later)
-            del bad[:reported]
-            reported = 0
-            rows_in = batch.num_rows + len(mine)
-            table = _nulls_as_null(_csv_table(pa.Table.from_batches([batch]), how.latin1), as_text)
-            table, kept = _utf8_rows(table, rows, mine)
-            table, kept = _checked_numbers(table, kept, mine, how.checked)
-            yield RawBatch(table, mine.table(), rows_in, kept)
-            seen += rows_in
-        if not seen or len(bad):  # bad rows after the last batch, or no batch at all
-            empty = _csv_table(pa.Table.from_batches([], schema=reader.schema), how.latin1)
-            empty, _ = _checked_numbers(empty, np.zeros(0, np.int64), _Bad(), how.checked)
-            rest = _Bad(bad)
-            yield RawBatch(empty, rest.table(), len(rest), np.zeros(0, np.int64))
-
-
-def _retyping(reader: Any, how: _CsvRead) -> Iterator[Any]:
-    """``reader``'s batches; a conversion error retypes its column and starts again."""
-    try:
-        yield from reader
-    except pa.ArrowInvalid as e:
-        if how.retype(e, reader.schema):
-            raise _ReadAgain from None
-        raise
-
-
-def _csv_read_options(latin1: bool, **options: Any) -> Any:
-    import pyarrow.csv as pcsv
-
-    # one thread: the row handler is told each bad row's line number only then
-    return pcsv.ReadOptions(use_threads=False, encoding="latin-1" if latin1 else "utf8", **options)
-
-
-def _nulls_as_null(table: pa.Table, names: Sequence[str]) -> pa.Table:
-    """``table`` with the values of text columns ``names`` that Arrow's CSV reader takes
-    for null (``""``, ``NA``, ``null``...) null, as a typed column has them.
-
-    >>> _nulls_as_null(pa.table({"g": ["", "m", "NA"]}), ["g"])["g"].to_pylist()
-    [None, 'm', None]
-    """
-    import pyarrow.csv as pcsv
-
-    nulls = pa.array(pcsv.ConvertOptions().null_values, pa.string())
-    for name in names:
-        i = table.schema.get_field_index(name)
-        if i >= 0:
-            col = table[name]
-            table = table.set_column(i, name, pc.if_else(pc.is_in(col, nulls), None, col))
-    return table
-
-
-def _checked_numbers(
-    table: pa.Table, rows: np.ndarray, bad: _Bad, checked: dict[str, pa.DataType]
-) -> tuple[pa.Table, np.ndarray]:
-    """``table`` with the text columns ``checked`` converted to their numeric types, a
-    row whose value does not convert rejected by itself (:class:`_CsvRead`).
-
-    >>> bad = _Bad()
-    >>> t, rows = _checked_numbers(pa.table({"rm": ["1.5", None, "x"]}), np.arange(3), bad,
-    ...                            {"rm": pa.float64()})
-    >>> t["rm"].to_pylist(), rows.tolist(), [b[2] for b in bad]
-    ([1.5, None], [0, 1], ["field 'rm' is 'x', not a number (double) as in the first rows"])
-    """
-    import polars as pl
-
-    drop: dict[int, tuple[str, str]] = {}
-    for name, type_ in checked.items():
-        if name not in table.column_names:
-            continue
-        text = table[name].combine_chunks()
-        numbers = pl.Series(text).cast(pl.from_arrow(pa.array([], type_)).dtype, strict=False)
-        failed = (numbers.is_null() & pl.Series(text).is_not_null()).to_numpy()
-        for i in np.flatnonzero(failed):
-            value = text[int(i)].as_py()
-            reason = f"field {name!r} is {value!r}, not a number ({type_}) as in the first rows"
-            drop.setdefault(int(i), (name, reason))
-        table = table.set_column(
-            table.schema.get_field_index(name), name, numbers.to_arrow().cast(type_)
-        )
-    return _drop_rows(table, rows, bad, drop)
-
-
-def _csv_table(table: pa.Table, latin1: bool) -> pa.Table:
-    return _plain(_from_latin1(table) if latin1 else table)
-
-
-def _from_latin1(table: pa.Table) -> pa.Table:
-    """The file's own bytes in ``table``, read as Latin-1 (each byte one character, so
-    every row decodes): the names and the text columns as they were, which may again be
-    invalid UTF-8 for :func:`_utf8_rows` to judge. A UTF-8 byte-order mark read as
-    Latin-1 is taken off the first name, as the UTF-8 read skips it."""
-    names = [n.encode("latin-1") for n in table.column_names]
-    if names and names[0].startswith(BOM):
-        names[0] = names[0][len(BOM) :]
-    for n in names:
-        try:
-            n.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _NameNotUTF8(f"a column name is not valid UTF-8: {n!r}") from None
-    columns = [
-        pa.chunked_array([_latin1_back(a) for a in c.chunks], pa.string())
-        if pa.types.is_string(c.type)
-        else c
-        for c in table.columns
-    ]
-    return pa.table(columns, names=[n.decode("utf-8") for n in names])
-
-
-def _latin1_back(a: pa.Array) -> pa.Array:
-    """The bytes of a string array read as Latin-1: U+0080 to U+00FF are two bytes in
-    UTF-8 (C2 or C3, then a continuation byte), one byte before.
-
-    >>> back = _latin1_back(pa.array(["caf\u00c3\u00a9", None, "\u00e9!"]))
-    >>> back.cast(pa.binary()).to_pylist()
-    [b'caf\xc3\xa9', None, b'\xe9!']
-    """
-    validity, offsets, data = a.buffers()
-    n = a.offset + len(a)
-    offs = np.frombuffer(offsets, np.int32)[: n + 1]
-    raw = np.frombuffer(data, np.uint8)[: offs[-1]] if data is not None else np.zeros(0, np.uint8)
-    lead = raw >= 0xC0
-    if not lead.any():
-        return a
-    cont = (raw >= 0x80) & ~lead
-    out = raw.copy()
-    at = np.flatnonzero(lead)
-    out[at] = ((raw[at] & 0x03) << 6) | (raw[at + 1] & 0x3F)
-    gone = np.concatenate([[0], np.cumsum(cont)])  # continuation bytes before each byte
-    new_offs = (offs - gone[offs]).astype(np.int32)
-    return pa.Array.from_buffers(
-        pa.string(), len(a),
-        [validity, pa.py_buffer(new_offs.tobytes()), pa.py_buffer(out[~cont].tobytes())],
-        null_count=a.null_count, offset=a.offset,
-    )  # fmt: skip
-
-
-def _next_rows(start: int, n: int, taken: list[int]) -> np.ndarray:
-    """The first ``n`` row numbers from ``start`` on that are not ``taken``.
-
-    >>> _next_rows(3, 4, [4, 6, 1]).tolist()
-    [3, 5, 7, 8]
-    """
-    taken_after = np.asarray([r for r in taken if r >= start], np.int64)
-    span = np.arange(start, start + n + len(taken_after), dtype=np.int64)
-    return span[~np.isin(span, taken_after)][:n]
-
-
-@contextmanager
-def _undecodable_rows() -> Iterator[None]:
-    """pyarrow decodes a bad CSV row's text before it calls the row handler; for a row
-    that is not UTF-8 that fails inside the callback, Python prints the error with a
-    traceback ("Exception ignored in ..."), and the read stops with Arrow's parse error.
-    Keep that quiet, and make the parse error :class:`_ReadAgain` (then the file is read
-    again as Latin-1)."""
-    previous, undecodable = sys.unraisablehook, []
-
-    def hook(unraisable: Any) -> None:
-        handler = getattr(unraisable.object, "__qualname__", "")
-        if isinstance(unraisable.exc_value, UnicodeDecodeError) and handler.startswith(
-            "_csv_row_handler."
-        ):
-            undecodable.append(unraisable.exc_value)
-        else:
-            previous(unraisable)
-
-    sys.unraisablehook = hook
-    try:
-        yield
-    except pa.ArrowInvalid:
-        if undecodable:
-            raise _ReadAgain from None
-        raise
-    finally:
-        sys.unraisablehook = previous
-
-
-def _csv_row_handler(bad: _Bad, *, latin1: bool = False) -> Callable[[Any], str]:
-    """Reject a CSV row with the wrong number of fields by its line (rows are numbered
-    from 0 after the header); a row whose line is unknown stops the read. ``latin1``: the
-    file is read as Latin-1 (:func:`_from_latin1`), the text shown as UTF-8 again."""
-
-    def skip(row: Any) -> str:
-        line = row.number
-        if line is None:  # not known: the read cannot number its rejects
-            return "error"
-        text = row.text.encode("latin-1").decode("utf-8", "replace") if latin1 else row.text
-        bad.append(
-            (
-                line - 2,
-                None,
-                f"line {line}: {row.actual_columns} fields where the header has "
-                f"{row.expected_columns}",
-                json.dumps({"line": text}, ensure_ascii=False),
-            )
-        )
-        return "skip"
-
-    return skip
-
-
-def _read_csv(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
-    """A CSV file: the batches of :func:`_csv_batches` joined, so that its column types
-    and rejects are those of a streamed read (a row with the wrong number of fields is
-    rejected; rows are numbered from 0 after the header line, the reason names the
-    file's line). Where a column was retyped on the way, the file is read again whole
-    with the types found, so every row has them."""
-    how = _CsvRead()
-    batches = list(_csv_batches(path, how))
-    if how.retypes:
-        batches = list(_csv_batches(path, how))
-    for b in batches:
-        bad.extend((r["row"], r["field"], r["reason"], r["record"]) for r in b.rejects.to_pylist())
-    return pa.concat_tables([b.table for b in batches]), sum(b.rows_in for b in batches)
-
-
-def _utf8_rows(table: pa.Table, rows: np.ndarray, bad: _Bad) -> tuple[pa.Table, np.ndarray]:
-    """``table`` without its rows holding text that is not UTF-8, each rejected naming its
-    field, and the input row of each row kept (``rows``: of each table row). CSV is read
-    without Arrow's UTF-8 check, which would make the whole column binary (or stop the
-    read at a later block): one Latin-1 byte rejects its row, not the file."""
-    drop: dict[int, tuple[str, str]] = {}
-    for name in table.column_names:
-        col = table[name]
-        if not pa.types.is_string(col.type):
-            continue
-        try:
-            col.validate(full=True)
-            continue
-        except pa.ArrowInvalid:
-            pass
-        for i, v in enumerate(col.cast(pa.binary()).to_pylist()):
-            if v is not None and i not in drop:
-                try:
-                    v.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    drop[i] = (name, f"field {name!r} is not valid UTF-8 at byte {e.start}")
-    return _drop_rows(table, rows, bad, drop)
-
-
-def _drop_rows(
-    table: pa.Table, rows: np.ndarray, bad: _Bad, drop: dict[int, tuple[str, str]]
-) -> tuple[pa.Table, np.ndarray]:
-    """``table`` and ``rows`` without the rows of ``drop`` (table row: field, reason), each
-    rejected with its record (text that is not UTF-8 shown with U+FFFD)."""
-    if not drop:
-        return table, rows
-    at = sorted(drop)
-    as_bytes = table.take(pa.array(at, pa.int64())).cast(
-        pa.schema(
-            [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in table.schema]
-        )
-    )
-    for i, row in zip(at, as_bytes.to_pylist(), strict=True):
-        record = {
-            k: v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v
-            for k, v in row.items()
-        }
-        bad.append((int(rows[i]), *drop[i], _record_text(record)))
-    keep = np.ones(table.num_rows, bool)
-    keep[at] = False
-    return table.filter(pa.array(keep)), rows[keep]
-
-
-def _read_path(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
+def _read_path(path: Path, split: str | None, bad: ReadRejects) -> tuple[pa.Table, int]:
     if path.is_file():
         with naming(path):
             t, n = _read_file(path, bad)
-            return _plain(t), n  # reads the column names (a bad one is named with the file)
+            return plain_table(t), n  # reads the column names (a bad one is named with the file)
     return _read_folder(path, split, bad)
 
 
-def _read_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
+def _read_file(path: Path, bad: ReadRejects) -> tuple[pa.Table, int]:
     name = path.name.lower()
     if name.endswith(".parquet"):
         t = pq.ParquetFile(path).read()  # read_table refuses duplicated names
@@ -1067,11 +576,11 @@ def _read_file(path: Path, bad: _Bad) -> tuple[pa.Table, int]:
         t, n, _ = _read_json_file(path, bad)
         return t, n
     if name.endswith(".csv"):
-        return _read_csv(path, bad)
+        return read_csv(path, bad, BATCH_BYTES)
     raise ValueError(f"{path}: unknown file type (expected .parquet, .jsonl[.gz], .json, .csv)")
 
 
-def _read_folder(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
+def _read_folder(path: Path, split: str | None, bad: ReadRejects) -> tuple[pa.Table, int]:
     if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         files = saved_dataset_files(path, split)
         if files is not None:  # its Arrow files, as read_batches streams them
@@ -1093,7 +602,7 @@ def _read_folder(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, in
         tables, total, offset = [], 0, 0
         for f in jsons:
             # Rows are numbered across the files in order (one running index).
-            local = _Bad()
+            local = ReadRejects()
             with naming(f):
                 t, n, span = _read_json_file(f, local)
             for row, field, reason, rec in local:
@@ -1109,7 +618,7 @@ def _read_folder(path: Path, split: str | None, bad: _Bad) -> tuple[pa.Table, in
     return t, t.num_rows
 
 
-def _read(source: Any, split: str | None, bad: _Bad) -> tuple[pa.Table, int]:
+def _read(source: Any, split: str | None, bad: ReadRejects) -> tuple[pa.Table, int]:
     if isinstance(source, pa.Table):
         return source, source.num_rows
     if isinstance(source, pa.RecordBatch):
@@ -1168,9 +677,9 @@ class _Read:
 
 
 def _read_counted(source: Any, split: str | None) -> _Read:
-    bad = _Bad()
+    bad = ReadRejects()
     table, n = _read(source, split, bad)
-    table = _plain(table)
+    table = plain_table(table)
     rejects = bad.table()
     if table.num_rows + rejects.num_rows != n:
         raise AssertionError(
@@ -1183,20 +692,6 @@ def _read_counted(source: Any, split: str | None) -> _Read:
 
 BATCH_ROWS = 1 << 18  # rows of a streamed batch at most
 BATCH_BYTES = 64 << 20  # and about this many bytes of text (JSON) or decoded data
-
-
-@dataclass
-class RawBatch:
-    """A batch of input rows: the raw table, the rows of the batch that could not be read
-    (stage ``read``; ``row`` counts lines or rows over the whole input), how many input
-    rows the batch covers (``table.num_rows + rejects.num_rows``), and the input row of
-    each table row (None: the rows follow on from the previous batch's, one by one), so
-    the layout's rejects number rows as the read's do."""
-
-    table: pa.Table
-    rejects: pa.Table
-    rows_in: int
-    rows: np.ndarray | None = None
 
 
 def _json_line_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
@@ -1216,9 +711,9 @@ def _json_file_batches(path: Path, offset: int, files: int) -> Iterator[RawBatch
             text = fh.read(BATCH_BYTES + 1)
             if len(text) > BATCH_BYTES:
                 return (yield from _json_array_batches(_Ahead(text, fh), path, offset, files))
-        bad = _Bad()
+        bad = ReadRejects()
         t, n, span = _json_array_text(text, bad, path)
-        yield RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
+        yield RawBatch(plain_table(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
         return offset + span
     start = 0
     for chunk in _line_chunks(path):
@@ -1234,19 +729,21 @@ def _json_array_batches(fh: Any, path: Path, offset: int, files: int) -> Iterato
     (:func:`_json_array_pieces`); returns the offset for the next file."""
     items = 0
     for table, n, bad in _json_array_pieces(fh, path):
-        yield RawBatch(_plain(table), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
+        yield RawBatch(
+            plain_table(table), _shifted(bad, offset, path, files), n, bad.rows(0) + offset
+        )
         items += n
     return offset + items
 
 
-def _json_array_pieces(fh: Any, path: Path) -> Iterator[tuple[pa.Table, int, _Bad]]:
+def _json_array_pieces(fh: Any, path: Path) -> Iterator[tuple[pa.Table, int, ReadRejects]]:
     """(table, items, rejects) of each piece of the JSON array read from ``fh``: whole
     items of about :data:`BATCH_BYTES` (:func:`~prefdata.io.json_arrays.parsed_pieces`),
     numbered across the pieces."""
     first = 0  # the item number of the next piece's first item
 
-    def parse(piece: Piece) -> tuple[Piece, pa.Table, int, _Bad]:
-        bad = _Bad()
+    def parse(piece: Piece) -> tuple[Piece, pa.Table, int, ReadRejects]:
+        bad = ReadRejects()
         table, n = _json_items(b"[" + piece.text + b"]", bad, first, piece.within, path)
         return piece, table, n, bad
 
@@ -1315,16 +812,18 @@ def _chunk_ends(lines: list[bytes]) -> list[int]:
 
 
 def _json_batch(lines: list[bytes], start: int, offset: int, path: Path, files: int) -> RawBatch:
-    bad = _Bad()
+    bad = ReadRejects()
     t, n, _ = _read_json_lines(lines, bad, start)
-    return RawBatch(_plain(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
+    return RawBatch(plain_table(t), _shifted(bad, offset, path, files), n, bad.rows(0) + offset)
 
 
-def _shifted(bad: _Bad, offset: int, path: Path, files: int) -> pa.Table:
+def _shifted(bad: ReadRejects, offset: int, path: Path, files: int) -> pa.Table:
     if files > 1:
-        bad = _Bad((row + offset, f, f"{path.name}: {reason}", rec) for row, f, reason, rec in bad)
+        bad = ReadRejects(
+            (row + offset, f, f"{path.name}: {reason}", rec) for row, f, reason, rec in bad
+        )
     elif offset:
-        bad = _Bad((row + offset, f, reason, rec) for row, f, reason, rec in bad)
+        bad = ReadRejects((row + offset, f, reason, rec) for row, f, reason, rec in bad)
     return bad.table()
 
 
@@ -1343,9 +842,9 @@ def _parquet_file_batches(path: Path) -> Iterator[RawBatch]:
     rows = size = 0
 
     def flush() -> RawBatch:
-        t = _plain(file.read_row_groups(groups))
+        t = plain_table(file.read_row_groups(groups))
         groups.clear()
-        return RawBatch(t, _Bad().table(), t.num_rows)
+        return RawBatch(t, ReadRejects().table(), t.num_rows)
 
     for g in range(file.num_row_groups):
         meta = file.metadata.row_group(g)
@@ -1358,7 +857,9 @@ def _parquet_file_batches(path: Path) -> Iterator[RawBatch]:
             step = max(1, int(meta.num_rows * BATCH_BYTES / meta.total_byte_size))
             for batch in file.iter_batches(batch_size=step, row_groups=[g]):
                 yield RawBatch(
-                    _plain(pa.Table.from_batches([batch])), _Bad().table(), batch.num_rows
+                    plain_table(pa.Table.from_batches([batch])),
+                    ReadRejects().table(),
+                    batch.num_rows,
                 )
             continue
         groups.append(g)
@@ -1379,7 +880,7 @@ def _table_batches(read: _Read) -> Iterator[RawBatch]:
         part = table.slice(start, rows)
         yield RawBatch(
             part,
-            rejects if k == 0 else _Bad().table(),
+            rejects if k == 0 else ReadRejects().table(),
             part.num_rows + (n - table.num_rows if k == 0 else 0),
             read.rows[start : start + rows],
         )
@@ -1467,10 +968,10 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
     def flush() -> RawBatch:
         nonlocal rows, size, seen
         seen = True
-        t = _plain(pa.Table.from_batches(pending).combine_chunks())
+        t = plain_table(pa.Table.from_batches(pending).combine_chunks())
         pending.clear()
         rows = size = 0
-        return RawBatch(t, _Bad().table(), t.num_rows)
+        return RawBatch(t, ReadRejects().table(), t.num_rows)
 
     for path in paths:
         # read, not memory-mapped: a batch must not change if the file is rewritten
@@ -1492,7 +993,7 @@ def _arrow_stream_batches(paths: Sequence[Path]) -> Iterator[RawBatch]:
             if pending:
                 yield flush()
     if not seen and schema is not None:  # no rows: the columns still say what is missing
-        yield RawBatch(_plain(schema.empty_table()), _Bad().table(), 0)
+        yield RawBatch(plain_table(schema.empty_table()), ReadRejects().table(), 0)
 
 
 def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]:
@@ -1514,7 +1015,7 @@ def read_batches(source: Any, *, split: str | None = None) -> Iterator[RawBatch]
     elif files and files[0].name.lower().endswith(".arrow"):
         batches = _arrow_stream_batches(files)
     elif files and files[0].name.lower().endswith(".csv"):
-        batches = _named(files[0], _csv_batches(files[0]))
+        batches = _named(files[0], csv_batches(files[0], BATCH_BYTES))
     elif files:
         batches = _json_line_batches(files)
     else:
@@ -1532,9 +1033,9 @@ def _with_earlier_columns(batches: Iterable[RawBatch]) -> Iterator[RawBatch]:
     nulls (first the columns seen before, in their order, then its own new ones), as a
     whole read gives them: JSON rows of a batch may all lack a key that earlier rows hold.
 
-    >>> three = [RawBatch(pa.table({"a": [1], "b": ["x"]}), _Bad().table(), 1),
-    ...          RawBatch(pa.table({"c": [2.0], "a": [3]}), _Bad().table(), 1),
-    ...          RawBatch(pa.table({"a": [4]}), _Bad().table(), 1)]
+    >>> three = [RawBatch(pa.table({"a": [1], "b": ["x"]}), ReadRejects().table(), 1),
+    ...          RawBatch(pa.table({"c": [2.0], "a": [3]}), ReadRejects().table(), 1),
+    ...          RawBatch(pa.table({"a": [4]}), ReadRejects().table(), 1)]
     >>> [b.table.to_pylist() for b in _with_earlier_columns(three)]
     [[{'a': 1, 'b': 'x'}], [{'a': 3, 'b': None, 'c': 2.0}], [{'a': 4, 'b': None, 'c': None}]]
     """
