@@ -362,6 +362,12 @@ def test_a_csv_value_a_later_block_cannot_convert_retypes_its_column(
             (31, "rating", "field 'rating' is 'unknown', not a number (int64) as in the first rows")
         ]
         assert raw["ok"].to_pylist()[-2:] == ["false", None]  # "maybe": a rejected row
+        from prefdata.io.csv_files import _CsvRead, csv_batches
+
+        how = _CsvRead(batch_bytes)
+        assert sum(b.rows_in for b in csv_batches(path, batch_bytes, how)) == 33
+        assert how.wider == ["rm"] and how.checked == {"rating": pa.int64()}
+        assert how.text == ["ok"] and not how.latin1  # retyped, read as UTF-8 still
     else:  # one block: Arrow's inference sees every value
         assert types["rm"] == pa.float64() and types["rating"] == pa.string()
         assert bad.num_rows == 0

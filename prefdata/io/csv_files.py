@@ -159,8 +159,8 @@ def csv_batches(path: Path, block_size: int, how: _CsvRead | None = None) -> Ite
                     done += rest.rows_in
                     yield rest
             return
-        except _ReadAgain:
-            how.latin1 = True
+        except _ReadAgain:  # ``how`` says what changed
+            continue
 
 
 def _rows_from(batch: RawBatch, start: int) -> RawBatch | None:
@@ -192,7 +192,7 @@ def _csv_batches_as(path: Path, how: _CsvRead) -> Iterator[RawBatch]:
         )
         return reader, bad
 
-    with _undecodable_rows():
+    with _undecodable_rows(how):
         reader, bad = open_csv()
         if how.first_read(reader.schema):
             reader, bad = open_csv()
@@ -353,12 +353,12 @@ def _next_rows(start: int, n: int, taken: list[int]) -> np.ndarray:
 
 
 @contextmanager
-def _undecodable_rows() -> Iterator[None]:
+def _undecodable_rows(how: _CsvRead) -> Iterator[None]:
     """pyarrow decodes a bad CSV row's text before it calls the row handler; for a row
     that is not UTF-8 that fails inside the callback, Python prints the error with a
     traceback ("Exception ignored in ..."), and the read stops with Arrow's parse error.
-    Keep that quiet, and make the parse error :class:`_ReadAgain` (then the file is read
-    again as Latin-1)."""
+    Keep that quiet, and make the parse error :class:`_ReadAgain`, the read to be done
+    again as Latin-1 (``how.latin1``)."""
     previous, undecodable = sys.unraisablehook, []
 
     def hook(unraisable: Any) -> None:
@@ -374,7 +374,8 @@ def _undecodable_rows() -> Iterator[None]:
     try:
         yield
     except pa.ArrowInvalid:
-        if undecodable:
+        if undecodable and not how.latin1:
+            how.latin1 = True
             raise _ReadAgain from None
         raise
     finally:
