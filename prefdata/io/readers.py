@@ -11,7 +11,8 @@ Sources:
 - JSON Lines (``.jsonl``, ``.jsonl.gz``, ``.ndjson``), or a ``.json`` file holding an array of
   objects (after a byte-order mark or not; or JSON Lines under a ``.json`` name); a folder
   of such files;
-- a ``.csv`` file;
+- a ``.csv`` file (:mod:`prefdata.io.csv_files`: each ragged row, row that is not UTF-8 or
+  value that does not fit its column rejected by itself);
 - a Hugging Face ``save_to_disk`` folder (its Arrow files, read without ``datasets``; a
   ``DatasetDict``'s ``split``), or another folder of data files
   (``datasets.load_dataset(folder, split=...)``);
