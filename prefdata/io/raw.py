@@ -41,6 +41,12 @@ class ReadRejects(list):
         return rows
 
     def table(self) -> pa.Table:
+        """The rejects as a ``REJECTS_SCHEMA`` table, by row.
+
+        >>> rejects = ReadRejects([(2, "rm", "bad", "{}"), (0, None, "worse", "{}")])
+        >>> rejects.table()["row"].to_pylist()
+        [0, 2]
+        """
         items = sorted(self, key=lambda x: x[0])
         return pa.table(
             {
@@ -56,6 +62,11 @@ class ReadRejects(list):
 
 
 def record_text(record: Any) -> str:
+    """A rejected row as the JSON text of its ``record`` field.
+
+    >>> record_text({"prompt": "café", "rm": None})
+    '{"prompt": "café", "rm": null}'
+    """
     return json.dumps(record, ensure_ascii=False, default=str)
 
 
