@@ -60,6 +60,12 @@ class _CsvRead:
     checked: dict[str, pa.DataType] = field(default_factory=dict)
     retypes: int = 0  # columns retyped after a first block
 
+    @classmethod
+    def of(cls, path: Path, block_size: int) -> _CsvRead:
+        """A first read of ``path``."""
+        with open(path, "rb") as fh:
+            return cls(block_size, bom=fh.read(len(BOM)) == BOM)
+
     def convert(self) -> Any:
         """Arrow's conversion, without its UTF-8 check (checked per row: :func:`_utf8_rows`)."""
         import pyarrow.csv as pcsv
@@ -81,15 +87,9 @@ class _CsvRead:
     def names(self, schema: pa.Schema) -> list[str] | None:
         """The schema's names as read as UTF-8 (None when they are not UTF-8)."""
         try:
-            names = schema.names
-            if self.latin1:
-                names = [n.encode("latin-1") for n in names]
-                if names and self.bom:
-                    names[0] = names[0].removeprefix(BOM)
-                names = [n.decode("utf-8") for n in names]
-        except UnicodeError:  # a name that is not UTF-8: plain_table names it
+            return _latin1_names(schema.names, self.bom) if self.latin1 else schema.names
+        except (UnicodeError, NameNotUTF8):  # a name that is not UTF-8: plain_table names it
             return None
-        return names
 
     def first_read(self, schema: pa.Schema) -> bool:
         """Keep the types of a first read (a read after it keeps them) and read the
@@ -148,9 +148,7 @@ def csv_batches(path: Path, block_size: int, how: _CsvRead | None = None) -> Ite
     line. Column types come from the first block; where a later block needs a column
     retyped or a rejected row is not UTF-8 (:class:`_CsvRead`), the read starts again
     and goes on after the rows already given."""
-    if how is None:
-        with open(path, "rb") as fh:
-            how = _CsvRead(block_size, bom=fh.read(len(BOM)) == BOM)
+    how = how or _CsvRead.of(path, block_size)
     done = 0
     while True:
         try:
@@ -209,13 +207,13 @@ def _csv_batches_as(path: Path, how: _CsvRead) -> Iterator[RawBatch]:
             del bad[:reported]
             reported = 0
             rows_in = batch.num_rows + len(mine)
-            table = _nulls_as_null(_csv_table(pa.Table.from_batches([batch]), how.latin1), as_text)
+            table = _nulls_as_null(_csv_table(pa.Table.from_batches([batch]), how), as_text)
             table, kept = _utf8_rows(table, rows, mine)
             table, kept = _checked_numbers(table, kept, mine, how.checked)
             yield RawBatch(table, mine.table(), rows_in, kept)
             seen += rows_in
         if not seen or len(bad):  # bad rows after the last batch, or no batch at all
-            empty = _csv_table(pa.Table.from_batches([], schema=reader.schema), how.latin1)
+            empty = _csv_table(pa.Table.from_batches([], schema=reader.schema), how)
             empty, _ = _checked_numbers(empty, np.zeros(0, np.int64), ReadRejects(), how.checked)
             rest = ReadRejects(bad)
             yield RawBatch(empty, rest.table(), len(rest), np.zeros(0, np.int64))
@@ -275,7 +273,7 @@ def _checked_numbers(
         if name not in table.column_names:
             continue
         text = table[name].combine_chunks()
-        numbers = pl.Series(text).cast(pl.from_arrow(pa.array([], type_)).dtype, strict=False)
+        numbers = pl.Series(text).cast(pl.Series(pa.array([], type_)).dtype, strict=False)
         failed = (numbers.is_null() & pl.Series(text).is_not_null()).to_numpy()
         for i in np.flatnonzero(failed):
             value = text[int(i)].as_py()
@@ -287,30 +285,40 @@ def _checked_numbers(
     return _drop_rows(table, rows, bad, drop)
 
 
-def _csv_table(table: pa.Table, latin1: bool) -> pa.Table:
-    return plain_table(_from_latin1(table) if latin1 else table)
+def _csv_table(table: pa.Table, how: _CsvRead) -> pa.Table:
+    return plain_table(_from_latin1(table, how.bom) if how.latin1 else table)
 
 
-def _from_latin1(table: pa.Table) -> pa.Table:
+def _from_latin1(table: pa.Table, bom: bool) -> pa.Table:
     """The file's own bytes in ``table``, read as Latin-1 (each byte one character, so
     every row decodes): the names and the text columns as they were, which may again be
-    invalid UTF-8 for :func:`_utf8_rows` to judge. A UTF-8 byte-order mark read as
-    Latin-1 is taken off the first name, as the UTF-8 read skips it."""
-    names = [n.encode("latin-1") for n in table.column_names]
-    if names and names[0].startswith(BOM):
-        names[0] = names[0][len(BOM) :]
-    for n in names:
-        try:
-            n.decode("utf-8")
-        except UnicodeDecodeError:
-            raise NameNotUTF8(f"a column name is not valid UTF-8: {n!r}") from None
+    invalid UTF-8 for :func:`_utf8_rows` to judge."""
     columns = [
         pa.chunked_array([_latin1_back(a) for a in c.chunks], pa.string())
         if pa.types.is_string(c.type)
         else c
         for c in table.columns
     ]
-    return pa.table(columns, names=[n.decode("utf-8") for n in names])
+    return pa.table(columns, names=_latin1_names(table.column_names, bom))
+
+
+def _latin1_names(names: list[str], bom: bool) -> list[str]:
+    """Column names read as Latin-1, as UTF-8 again; the file's UTF-8 byte-order mark
+    (``bom``), which a Latin-1 read keeps, is taken off the first, as the UTF-8 read skips
+    it.
+
+    >>> _latin1_names(["\u00ef\u00bb\u00bfr\u00c3\u00a9ponse", "rm"], bom=True)
+    ['réponse', 'rm']
+    """
+    raw = [n.encode("latin-1") for n in names]
+    if raw and bom:
+        raw[0] = raw[0].removeprefix(BOM)
+    for n in raw:
+        try:
+            n.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NameNotUTF8(f"a column name is not valid UTF-8: {n!r}") from None
+    return [n.decode("utf-8") for n in raw]
 
 
 def _latin1_back(a: pa.Array) -> pa.Array:
@@ -412,7 +420,7 @@ def read_csv(path: Path, bad: ReadRejects, block_size: int) -> tuple[pa.Table, i
     rejected; rows are numbered from 0 after the header line, the reason names the
     file's line). Where a column was retyped on the way, the file is read again whole
     with the types found, so every row has them."""
-    batches = list(csv_batches(path, block_size, how := _CsvRead(block_size)))
+    batches = list(csv_batches(path, block_size, how := _CsvRead.of(path, block_size)))
     if how.retypes:
         batches = list(csv_batches(path, block_size, how))
     for b in batches:
